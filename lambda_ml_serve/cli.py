@@ -1,0 +1,187 @@
+"""The ``lambda-ml-serve`` command. Each command imports what it needs when it runs, so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lambda_ml_serve.errors import LambdaMLServeError
+
+
+class _Group(click.Group):
+    """Turns the framework's own errors into one line and exit code 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LambdaMLServeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lambda-ml-serve")
+def main() -> None:
+    """Serve trained models from AWS Lambda container images behind Function URLs."""
+
+
+def _registry():
+    from lambda_ml_serve.plugins import get_registry
+
+    return get_registry()
+
+
+def _read_data(data: str) -> bytes:
+    if data == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(data).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read --data {data}: {exc.strerror}") from None
+
+
+def _echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2))
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_models(as_json: bool) -> None:
+    """List installed models, their plugins, and broken plugins."""
+    registry = _registry()
+    rows = [
+        {
+            "model": m.spec.name,
+            "version": m.spec.version,
+            "backend": m.spec.backend,
+            "plugin": m.plugin.name,
+            "distribution": f"{m.plugin.distribution} {m.plugin.version}",
+            "status": "ok",
+        }
+        for m in registry.models.values()
+    ]
+    rows += [
+        {
+            "model": f.model or "-",
+            "version": "-",
+            "backend": "-",
+            "plugin": f.plugin.name,
+            "distribution": f"{f.plugin.distribution} {f.plugin.version}",
+            "status": f"broken: {f.message}",
+        }
+        for f in registry.failures
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No models installed. Install a model plugin, e.g. pip install ./models/wine_quality")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+    click.echo("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(row[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+
+
+@main.command()
+@click.argument("model")
+def info(model: str) -> None:
+    """Load MODEL and show its metadata, metrics and requirements."""
+    from lambda_ml_serve.runtime.app import App
+
+    registry = _registry()
+    registered = registry.model(model)
+    app = App.load(model, registry=registry)
+    spec = registered.spec
+    backend = registry.backend(spec.backend)
+    meta = {k: v for k, v in app.metadata.items() if k not in ("input_schema", "example")}
+    meta.update(
+        plugin=registered.plugin.name,
+        distribution=f"{registered.plugin.distribution} {registered.plugin.version}",
+        artifact=str(spec.artifact_path),
+        requirements=[*backend.requirements, *spec.requirements],
+    )
+    _echo_json(meta)
+
+
+@main.command()
+@click.argument("model")
+def schema(model: str) -> None:
+    """Print MODEL's input JSON Schema (one row)."""
+    spec = _registry().model(model).spec
+    _echo_json(spec.schema.model_json_schema(by_alias=True))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--data", required=True, help="JSON request body: a file, or - for stdin.")
+@click.option("--path", default="/", show_default=True, help="Request path.")
+@click.option("--full", is_flag=True, help="Print the whole Lambda response, not only its body.")
+def invoke(model: str, data: str, path: str, full: bool) -> None:
+    """Call MODEL's real handler in-process with a Function URL event built from --data."""
+    from lambda_ml_serve.local.events import to_event
+    from lambda_ml_serve.runtime.app import App
+
+    body = _read_data(data)
+    app = App.load(model, registry=_registry(), log_stream=sys.stderr)
+    event = to_event("POST", path, [("content-type", "application/json")], body)
+    response = app(event)
+    if full:
+        _echo_json(response)
+    else:
+        _echo_json(json.loads(response["body"]))
+    if response["statusCode"] >= 400:
+        error = json.loads(response["body"])["error"]
+        raise click.ClickException(f"{response['statusCode']} {error['type']}: {error['message']}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
+def serve(model: str, host: str, port: int) -> None:
+    """Serve MODEL on a local Function URL (payload format 2.0, handler in-process)."""
+    from lambda_ml_serve.local.server import FunctionUrlServer
+    from lambda_ml_serve.runtime.app import App
+
+    app = App.load(model, registry=_registry(), log_stream=sys.stderr)
+    try:
+        server = FunctionUrlServer(app, host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    click.echo(f"Serving {model} on {server.url} (Ctrl+C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training data file.")  # fmt: skip
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the artifact and model card (default: the plugin package).")  # fmt: skip
+def train(model: str, data: Path, output: Path | None) -> None:
+    """Train MODEL with its plugin's trainer (needs the plugin's training extras)."""
+    import importlib
+
+    spec = _registry().model(model).spec
+    if spec.trainer is None:
+        raise click.ClickException(f"model {model!r} does not ship a trainer")
+    module_name, _, func_name = spec.trainer.partition(":")
+    try:
+        trainer = getattr(importlib.import_module(module_name), func_name)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the trainer for {model!r} needs packages that are missing ({exc.name}); "
+            "install the plugin's 'train' extra"
+        ) from None
+    card = trainer(data=data, output_dir=output or spec.artifact_path.parent)
+    _echo_json(card.get("metrics", card))

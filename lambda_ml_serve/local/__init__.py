@@ -1,0 +1,1 @@
+"""Running a model locally behind the same HTTP contract as a Lambda Function URL."""

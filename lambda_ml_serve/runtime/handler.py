@@ -1,0 +1,14 @@
+"""The Lambda entry point: ``lambda_ml_serve.runtime.handler.handler``.
+
+The model loads at import, during Lambda's init phase, once per execution environment.
+"""
+
+from typing import Any
+
+from lambda_ml_serve.runtime.app import App
+
+app = App.load()
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    return app(event, context)

@@ -1,0 +1,110 @@
+"""What a plugin registers: a model spec, and the backend protocol that turns an artifact into a predictor."""
+
+from __future__ import annotations
+
+import json
+import re
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the framework needs to serve, document and build one model.
+
+    ``artifact`` and ``card`` are paths relative to the plugin's import ``package``, so they resolve
+    the same way from a source checkout, an installed wheel and a Lambda image.
+    """
+
+    name: str
+    version: str
+    backend: str
+    package: str
+    artifact: str
+    schema: type[BaseModel]
+    description: str = ""
+    output: str = "prediction"
+    example: Sequence[Mapping[str, Any]] = ()
+    requirements: Sequence[str] = ()
+    card: str | None = None
+    trainer: str | None = None
+    max_rows: int = 10_000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"model name {self.name!r} is not valid: use lowercase letters, digits and "
+                "underscores, starting with a letter (e.g. 'wine_quality')"
+            )
+        if not (isinstance(self.schema, type) and issubclass(self.schema, BaseModel)):
+            raise ValueError(f"model {self.name!r}: schema must be a pydantic BaseModel subclass")
+        if self.max_rows < 1:
+            raise ValueError(f"model {self.name!r}: max_rows must be >= 1")
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The model's input features in order: each schema field's alias, else its name."""
+        return tuple(f.alias or name for name, f in self.schema.model_fields.items())
+
+    def resource(self, relative: str) -> Path:
+        """Absolute path of a file shipped inside the plugin package."""
+        return Path(str(resources.files(self.package).joinpath(relative)))
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.resource(self.artifact)
+
+    def load_card(self) -> dict[str, Any]:
+        """The model card (metrics, training details), or an empty dict when none is shipped."""
+        if self.card is None:
+            return {}
+        return json.loads(self.resource(self.card).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated rows as one flat float32 buffer in feature order (row-major).
+
+    A flat ``array('f')`` costs nothing to view as a numpy matrix (``np.frombuffer``) and can be
+    handed to native code as a pointer, so backends need not agree on numpy.
+    """
+
+    values: array
+    n_rows: int
+    n_features: int
+
+
+class Predictor(Protocol):
+    """A loaded model."""
+
+    #: Feature names stored in the artifact, if it stores any (checked against the schema).
+    feature_names: Sequence[str] | None
+
+    def predict(self, batch: Batch) -> list[Any]:
+        """One JSON-serialisable prediction per row."""
+        ...
+
+
+class Backend(Protocol):
+    """Turns an artifact into a predictor. Build time calls ``prepare``; the runtime only ``load``."""
+
+    name: str
+    #: pip requirements the serving image needs for this backend.
+    requirements: Sequence[str]
+
+    def prepare(self, artifact: Path, out_dir: Path) -> Path:
+        """Convert the artifact into the fastest form to load; return the path written in out_dir."""
+        ...
+
+    def load(self, artifact: Path) -> Predictor:
+        """Load the artifact for serving."""
+        ...

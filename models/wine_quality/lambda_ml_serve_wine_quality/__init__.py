@@ -1,0 +1,3 @@
+"""Wine quality model plugin for lambda-ml-serve."""
+
+__version__ = "1.0.0"
