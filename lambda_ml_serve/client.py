@@ -198,15 +198,17 @@ def region_from_url(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _host_header(url: str) -> str:
+def _netloc(scheme: str, hostname: str, port: int | None) -> str:
     # What SigV4 signs as ``host`` must equal what is sent: lowercase, no default port.
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
-        host = f"{host}:{parts.port}"
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
     return host
+
+
+def _host_header(url: str) -> str:
+    parts = urlsplit(url)
+    return _netloc(parts.scheme.lower(), parts.hostname or "", parts.port)
 
 
 def _normalize_url(url: str) -> str:
@@ -219,12 +221,10 @@ def _normalize_url(url: str) -> str:
         raise ClientConfigError(f"{url!r} is not a valid URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ClientConfigError(
-            f"{url!r} is not an http(s) URL; expected https://<url-id>.lambda-url.<region>.on.aws/"
-        )
+        raise ClientConfigError(f"{url!r} is not an http(s) URL; expected https://<url-id>.lambda-url.<region>.on.aws/")
     if parts.username is not None or parts.password is not None:
         raise ClientConfigError(f"{url!r}: credentials in the URL are not supported")
-    netloc = _host_header(f"{scheme}://{parts.hostname}" + (f":{port}" if port else ""))
+    netloc = _netloc(scheme, parts.hostname, port)
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
@@ -281,8 +281,7 @@ def sign_request(
     signed_headers = signer.signed_headers(signer.headers_to_sign(request))
     result = dict(to_sign)
     result["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, SignedHeaders={signed_headers}, Signature={signature}"
     )
     return result
 
@@ -329,8 +328,7 @@ def _encode_payload(payload: Any) -> bytes:
         if "Out of range float" not in str(exc):
             raise
         raise ClientConfigError(
-            "the rows contain NaN or infinity, which JSON cannot carry; "
-            "use None for a missing value"
+            "the rows contain NaN or infinity, which JSON cannot carry; use None for a missing value"
         ) from None
 
 
@@ -365,16 +363,12 @@ class FunctionUrlClient:
         normalized_auth = str(auth).upper()
         if normalized_auth not in ("AWS_IAM", "NONE"):
             raise ClientConfigError(f'auth must be "AWS_IAM" or "NONE", not {auth!r}')
-        self.auth: Literal["AWS_IAM", "NONE"] = (
-            "AWS_IAM" if normalized_auth == "AWS_IAM" else "NONE"
-        )
+        self.auth: Literal["AWS_IAM", "NONE"] = "AWS_IAM" if normalized_auth == "AWS_IAM" else "NONE"
         if not timeout or timeout <= 0:
             raise ClientConfigError(f"timeout must be a positive number of seconds: {timeout!r}")
         self.timeout = float(timeout)
         if assume_role is not None and self.auth == "NONE":
-            raise ClientConfigError(
-                'assume_role only applies to signed requests; drop it or use auth="AWS_IAM"'
-            )
+            raise ClientConfigError('assume_role only applies to signed requests; drop it or use auth="AWS_IAM"')
         self.assume_role = assume_role
         self._session = session
         self._lock = threading.Lock()
@@ -386,8 +380,7 @@ class FunctionUrlClient:
         if region and url_region and region != url_region:
             # The signature's scope must name the function's region: this could only fail later.
             raise ClientConfigError(
-                f"region {region!r} does not match the Function URL's region {url_region!r}; "
-                "drop the region argument"
+                f"region {region!r} does not match the Function URL's region {url_region!r}; drop the region argument"
             )
         self.region: str | None = region or url_region
         if self.region is None and self.auth == "AWS_IAM":
@@ -482,16 +475,12 @@ class FunctionUrlClient:
         headers = {"Content-Type": "application/json"} if body else {}
         if self.auth == "AWS_IAM":
             assert self.region is not None  # resolved in __init__ for signed clients
-            headers = sign_request(
-                method, self.url, body, self._credentials(), self.region, headers=headers
-            )
+            headers = sign_request(method, self.url, body, self._credentials(), self.region, headers=headers)
         # Added after signing: intermediaries may rewrite these, which must not break signatures.
         headers["Accept"] = "application/json"
         headers["User-Agent"] = "lambda-ml-serve-client"
         status, response_headers, payload = self._send(method, body, headers)
-        request_id = response_headers.get("x-request-id") or response_headers.get(
-            "x-amzn-requestid"
-        )
+        request_id = response_headers.get("x-request-id") or response_headers.get("x-amzn-requestid")
         if not 200 <= status < 300:
             raise self._error(status, response_headers, payload, request_id)
         try:
@@ -510,12 +499,8 @@ class FunctionUrlClient:
             )
         return answer
 
-    def _send(
-        self, method: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        request = urllib.request.Request(
-            self.url, data=body or None, headers=dict(headers), method=method
-        )
+    def _send(self, method: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        request = urllib.request.Request(self.url, data=body or None, headers=dict(headers), method=method)
         # A proxy cannot reach this machine's loopback interface: never use one for it.
         host = urlsplit(self.url).hostname or ""
         proxies = urllib.request.ProxyHandler({} if _is_loopback(host) else None)
@@ -584,10 +569,7 @@ class FunctionUrlClient:
                 f"and that {self.region} is the function's region"
             )
         if status in (401, 403) and self.auth == "NONE":
-            return (
-                "the Function URL may use AWS_IAM auth: "
-                'sign requests (drop auth="NONE" / --no-sign)'
-            )
+            return 'the Function URL may use AWS_IAM auth: sign requests (drop auth="NONE" / --no-sign)'
         return None
 
 
