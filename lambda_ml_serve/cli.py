@@ -185,3 +185,7 @@ def train(model: str, data: Path, output: Path | None) -> None:
         ) from None
     card = trainer(data=data, output_dir=output or spec.artifact_path.parent)
     _echo_json(card.get("metrics", card))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The command line, run as a user runs it: a subprocess with real exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, timeout=120)
+
+
+def test_help_everywhere():
+    for command in ["", "list", "info", "schema", "invoke", "serve", "train"]:
+        result = run(*command.split(), "--help")
+        assert result.returncode == 0, result.stderr
+        assert b"Usage:" in result.stdout
+
+
+def test_list_shows_the_plugin():
+    result = run("list")
+    assert result.returncode == 0
+    header, *rows = result.stdout.decode().splitlines()
+    assert header.split() == ["MODEL", "VERSION", "BACKEND", "PLUGIN", "DISTRIBUTION", "STATUS"]
+    wine = next(r for r in rows if r.startswith("wine_quality"))
+    assert "xgboost" in wine and "lambda-ml-serve-wine-quality" in wine and wine.endswith("ok")
+    as_json = json.loads(run("list", "--json").stdout)
+    assert {"model": "wine_quality", "status": "ok"}.items() <= next(
+        r for r in as_json if r["model"] == "wine_quality"
+    ).items()
+
+
+def test_info_and_schema():
+    info = json.loads(run("info", "wine_quality").stdout)
+    assert info["distribution"].startswith("lambda-ml-serve-wine-quality")
+    assert info["metrics"]["rmse"] <= 0.69
+    assert any(r.startswith("xgboost-cpu") for r in info["requirements"])
+    schema = json.loads(run("schema", "wine_quality").stdout)
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"])[:2] == ["fixed acidity", "volatile acidity"]
+
+
+def test_invoke_file_and_stdin(samples_body, wine_app, tmp_path):
+    path = tmp_path / "body.json"
+    path.write_bytes(samples_body)
+    from_file = run("invoke", "wine_quality", "--data", str(path))
+    assert from_file.returncode == 0, from_file.stderr
+    expected = wine_app({"instances": json.loads(samples_body)})
+    assert json.loads(from_file.stdout) == expected
+    from_stdin = run("invoke", "wine_quality", "--data", "-", stdin=samples_body)
+    assert json.loads(from_stdin.stdout) == expected
+
+
+def test_invoke_error_exits_non_zero_with_one_line():
+    result = run("invoke", "wine_quality", "--data", "-", stdin=b'[{"pH": 3}]')
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"]["type"] == "validation_error"
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("Error: 422 validation_error:")
+
+
+@pytest.mark.parametrize("command", ["info", "schema", "invoke", "serve"])
+def test_unknown_model_lists_known_ones(command, tmp_path):
+    extra = ["--data", "-"] if command == "invoke" else []
+    result = run(command, "nope", *extra, stdin=b"[]")
+    assert result.returncode == 1
+    err = result.stderr.decode().strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "no model named 'nope'; installed models:" in err and "wine_quality" in err
+
+
+def test_missing_data_file_is_one_line():
+    result = run("invoke", "wine_quality", "--data", "/nonexistent.json")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "Error: cannot read --data /nonexistent.json: No such file or directory"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_like_a_function_url(samples_body, wine_app):
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "wine_quality", "--port", str(port)],
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=samples_body,
+                                             headers={"content-type": "application/json"})  # fmt: skip
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    body = json.loads(resp.read())
+                    request_id = resp.headers["x-request-id"]
+                break
+            except (ConnectionError, urllib.error.URLError):
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert body == wine_app({"instances": json.loads(samples_body)})
+        assert request_id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def test_serve_refuses_a_busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        result = run("serve", "wine_quality", "--port", str(s.getsockname()[1]))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in result.stderr.decode()
