@@ -187,5 +187,18 @@ def train(model: str, data: Path, output: Path | None) -> None:
     _echo_json(card.get("metrics", card))
 
 
+@main.command()
+@click.argument("url")
+@click.option("--data", required=True, help="JSON request body: a file, or - for stdin.")
+@click.option("--region", help="AWS region (default: from the URL, then your AWS config).")
+@click.option("--assume-role", "assume_role", metavar="ARN", help="Assume this IAM role (STS) before calling.")
+@click.option("--no-sign", is_flag=True, help="Send unsigned, for a Function URL with auth type NONE.")
+def predict(url: str, data: str, region: str | None, assume_role: str | None, no_sign: bool) -> None:
+    """Call a deployed Function URL, signing with SigV4 from your AWS credentials."""
+    from lambda_ml_serve.client import predict_command_impl
+
+    _echo_json(predict_command_impl(url, _read_data(data), region, assume_role, sign=not no_sign))
+
+
 if __name__ == "__main__":
     main()

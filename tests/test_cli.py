@@ -123,3 +123,29 @@ def test_serve_refuses_a_busy_port():
         result = run("serve", "wine_quality", "--port", str(s.getsockname()[1]))
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1:" in result.stderr.decode()
+
+
+@pytest.fixture
+def local_url(wine_app):
+    from lambda_ml_serve.local.server import FunctionUrlServer
+
+    server = FunctionUrlServer(wine_app, port=0).start()
+    yield server.url
+    server.close()
+
+
+def test_predict_against_the_local_function_url(local_url, samples_body, wine_app, tmp_path):
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    expected = wine_app({"instances": json.loads(samples_body)})
+    for flags in (["--no-sign"], ["--region", "eu-west-1"]):
+        result = subprocess.run([*CLI, "predict", local_url, "--data", "-", *flags], input=samples_body,
+                                capture_output=True, timeout=60, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == expected
+    bad_row = json.dumps(dict(json.loads(samples_body)[0], pH=99)).encode()
+    bad = subprocess.run([*CLI, "predict", local_url, "--data", "-", "--no-sign"], input=bad_row,
+                         capture_output=True, timeout=60, env=env)  # fmt: skip
+    assert bad.returncode == 1
+    message = bad.stderr.decode().strip()
+    assert message.startswith("Error: 422") and "field 'pH'" in message and "Traceback" not in message
