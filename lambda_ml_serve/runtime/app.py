@@ -5,6 +5,7 @@ event -> parse (base64, JSON) -> rows -> validate -> float32 batch -> predict ->
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -12,8 +13,6 @@ import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
-
-from pydantic_core import from_json
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
@@ -181,7 +180,10 @@ class App:
         if not body.strip():
             raise ApiError("bad_request", 'the request body is empty; send JSON such as [{"feature": 1.0}]')
         try:
-            return from_json(body)
+            # The stdlib parser measured faster than pydantic_core's here for row lists.
+            return json.loads(body)
+        except UnicodeDecodeError:
+            raise ApiError("bad_request", "the body is not UTF-8 encoded JSON") from None
         except ValueError as exc:
             # The parser's message gives the position, never the payload itself.
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
