@@ -15,3 +15,11 @@ class PluginError(LambdaMLServeError):
 
 class ModelLoadError(LambdaMLServeError):
     """A registered model could not be loaded (artifact, backend, or schema mismatch)."""
+
+
+class BuildError(LambdaMLServeError):
+    """A build context could not be rendered, or ``docker build`` failed."""
+
+
+class CompileError(LambdaMLServeError):
+    """A model could not be compiled to native code, or the compiled code predicts differently."""

@@ -1,0 +1,70 @@
+"""Install the serving packages for a target platform into a folder, on the build host.
+
+pip's ``--platform``/``--only-binary`` picks the target's wheels without running anything built for
+it, so an arm64 image needs no emulation and ``docker build`` needs no network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ARCHES = {"x86_64": "x86_64", "arm64": "aarch64"}
+#: The official Lambda Python images run on Amazon Linux 2023 (glibc 2.34).
+GLIBC_MINORS = range(34, 16, -1)
+
+
+class VendorError(RuntimeError):
+    """pip could not provide the serving packages; the message carries pip's own reason."""
+
+
+def platform_tags(arch: str) -> list[str]:
+    machine = ARCHES[arch]
+    return [f"manylinux_2_{minor}_{machine}" for minor in GLIBC_MINORS] + [f"manylinux2014_{machine}"]
+
+
+def build_wheels(projects: Sequence[Path], out_dir: Path) -> list[Path]:
+    """Build pure-Python wheels of local projects (the framework, a plugin)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    before = set(out_dir.glob("*.whl"))
+    _pip(["wheel", "--no-deps", "--wheel-dir", str(out_dir),
+          *map(str, projects)])  # fmt: skip
+    return sorted(set(out_dir.glob("*.whl")) - before) or sorted(out_dir.glob("*.whl"))
+
+
+def install_target(
+    target: Path,
+    requirements: Sequence[str],
+    *,
+    arch: str = "x86_64",
+    python: str = "3.12",
+    find_links: Sequence[Path] = (),
+) -> None:
+    """``pip install --target`` the requirements as wheels for ``arch`` and CPython ``python``."""
+    args = ["install", "--target", str(target), "--only-binary=:all:", "--no-compile",
+            "--implementation", "cp", "--python-version", python, "--upgrade"]  # fmt: skip
+    for tag in platform_tags(arch):
+        args += ["--platform", tag]
+    for folder in find_links:
+        args += ["--find-links", str(folder)]
+    _pip([*args, *requirements])
+    # Console scripts are of no use in a Lambda image.
+    shutil.rmtree(target / "bin", ignore_errors=True)
+
+
+def _pip(args: list[str]) -> None:
+    with tempfile.TemporaryFile(mode="w+") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if result.returncode != 0:
+            log.seek(0)
+            tail = "\n".join(log.read().strip().splitlines()[-15:])
+            raise VendorError(f"pip {args[0]} failed:\n{tail}")
