@@ -1,0 +1,131 @@
+"""The generated image in a real container: Lambda's Runtime Interface Emulator on loopback.
+
+Needs a Docker engine and the stand-in Lambda base (tests/container/standin/build.sh; .ci/run makes
+both). Skipped without an engine locally; with CI set, a missing engine fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import REPO, url_event
+
+from lambda_ml_serve.build.context import render_build_context
+from lambda_ml_serve.build.docker import build_image, find_engine
+from lambda_ml_serve.local.container import RieContainer, free_port
+
+pytestmark = pytest.mark.container
+STANDIN = os.environ.get("LMS_STANDIN_TAG", "lambda-ml-serve/standin-python:3.11")
+TAG = "lambda-ml-serve-test/wine_quality:latest"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    found = find_engine()
+    if found is None:
+        message = "no Docker engine reachable (run `eval \"$(.ci/docker-up)\"`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run([str(REPO / "tests/container/standin/build.sh")], check=True, capture_output=True)
+    return found
+
+
+@pytest.fixture(scope="module")
+def image(engine, tmp_path_factory):
+    context = render_build_context(
+        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=STANDIN
+    )
+    lines: list[str] = []
+    build_image(context, TAG, progress=lines.append)
+    yield TAG
+    subprocess.run(["docker", "rmi", "-f", TAG], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def function(image):
+    with RieContainer(image) as container:
+        yield container
+
+
+def test_function_url_events_match_in_process(function, wine_app, samples_body):
+    event = url_event(samples_body)
+    response = function.invoke(event)
+    assert response["statusCode"] == 200
+    assert response == wine_app(event)  # same body, and the event's request id in x-request-id
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        (url_event("{nope"), 400),
+        (url_event("[]"), 422),
+        (url_event('[{"pH": 99}]'), 422),
+        (url_event("{}", method="PUT"), 405),
+        (url_event("{}", path="/elsewhere"), 404),
+        (url_event(method="GET"), 200),
+    ],
+)
+def test_statuses_in_the_container(function, wine_app, event, status):
+    response = function.invoke(event)
+    assert response["statusCode"] == status
+    assert json.loads(response["body"]) == json.loads(wine_app(event)["body"])
+
+
+def test_direct_invocation(function, wine_app, samples):
+    assert function.invoke({"instances": samples}) == wine_app({"instances": samples})
+
+
+def test_image_is_lean(image):
+    probe = (
+        "import importlib.util as u, json, sys, lambda_ml_serve.runtime.handler;"
+        "print(json.dumps({'installed': [m for m in ('pandas', 'sklearn', 'boto3', 'pip') if u.find_spec(m)],"
+        "'imported': [m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules]}))"
+    )
+    result = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c",
+                             probe], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"installed": [], "imported": []}
+
+
+def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, samples_body):
+    def running() -> set[str]:
+        ps = ["docker", "ps", "-q", "--filter", f"ancestor={image}"]
+        return set(subprocess.run(ps, capture_output=True, text=True).stdout.split())
+
+    before = running()
+    port = free_port()
+    cli = [sys.executable, "-m", "lambda_ml_serve.cli", "serve", "wine_quality", "--image", image, "--port", str(port)]
+    proc = subprocess.Popen(cli, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=samples_body,
+                                                 headers={"content-type": "application/json"})  # fmt: skip
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert response.status == 200 and response.headers["x-request-id"]
+                    assert json.loads(response.read()) == json.loads(wine_app(url_event(samples_body))["body"])
+                break
+            except (ConnectionError, urllib.error.URLError) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    raise
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "serve --image did not start"
+                time.sleep(0.3)
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b"[]", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(bad, timeout=30)
+        assert info.value.code == 422
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert running() == before, "serve --image left its container running"
+
