@@ -1,0 +1,26 @@
+"""AWS CDK construct for lambda-ml-serve: a model as a Lambda container image behind a Function URL.
+
+Its own distribution, so the CDK libraries never enter the framework's install or the image::
+
+    from lambda_ml_serve_cdk import ModelFunction
+
+    model = ModelFunction(stack, "WineQuality", model="wine_quality")
+    model.grant_invoke_url(role)
+"""
+
+from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
+from lambda_ml_serve_cdk.errors import ModelFunctionError
+from lambda_ml_serve_cdk.rendering import RenderedContext, ensure_build_context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONTEXT_ROOT_KEY",
+    "LIVE_ALIAS",
+    "ModelFunction",
+    "ModelFunctionError",
+    "RenderedContext",
+    "__version__",
+    "default_context_dir",
+    "ensure_build_context",
+]

@@ -1,0 +1,199 @@
+"""``ModelFunction``: one lambda-ml-serve model as a Lambda container image behind a Function URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Annotations, Duration, Stage
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from lambda_ml_serve.build.context import PLATFORMS as DOCKER_PLATFORMS
+from lambda_ml_serve.build.vendor import VendorError
+from lambda_ml_serve.errors import LambdaMLServeError
+from lambda_ml_serve.plugins import get_registry
+from lambda_ml_serve_cdk import validation
+from lambda_ml_serve_cdk.errors import ModelFunctionError
+from lambda_ml_serve_cdk.rendering import RenderedContext, ensure_build_context
+
+#: CDK context key naming the folder that holds rendered build contexts (one subfolder per model
+#: and architecture); e.g. ``cdk synth -c lambda-ml-serve:contextRoot=/var/cache/lms``.
+CONTEXT_ROOT_KEY = "lambda-ml-serve:contextRoot"
+#: The alias that carries provisioned concurrency and the Function URL when one is asked for.
+LIVE_ALIAS = "live"
+#: 1769 MB is where Lambda gives a function one full vCPU; less slows inference down in proportion.
+DEFAULT_MEMORY_MB = 1769
+ASSET_PLATFORMS = {"x86_64": ecr_assets.Platform.LINUX_AMD64, "arm64": ecr_assets.Platform.LINUX_ARM64}
+
+
+def default_context_dir(scope: Construct, model: str, arch: str) -> Path:
+    """``<context root>/<model>-<arch>``; the root is the CDK context value, else next to ``cdk.out``."""
+    root = scope.node.try_get_context(CONTEXT_ROOT_KEY)
+    if root:
+        return Path(root).resolve() / f"{model}-{arch}"
+    app = scope.node.root
+    outdir = Path(app.outdir) if Stage.is_stage(app) else Path.cwd() / "cdk.out"
+    # Beside cdk.out, not in it: the CLI may clean cdk.out, and the render must survive that.
+    return outdir.resolve().parent / ".lambda-ml-serve" / f"{model}-{arch}"
+
+
+class ModelFunction(Construct):
+    """A model served by lambda-ml-serve: container-image Lambda function, log group, Function URL.
+
+    The image is built from the same build context ``lambda-ml-serve build`` renders, so what runs
+    in Lambda is what the framework tests locally. By default the URL requires SigV4-signed requests
+    (``AWS_IAM``); give callers access with :meth:`grant_invoke_url`.
+
+    :param model: the name of an installed model (``lambda-ml-serve list``).
+    :param architecture: ``Architecture.X86_64`` (default) or ``Architecture.ARM_64``; the image's
+        packages are vendored for it, so the model's wheels must exist for it.
+    :param auth_type: ``FunctionUrlAuthType.AWS_IAM`` (default) or ``NONE`` for a public URL (the
+        synth then warns).
+    :param cors: CORS settings of the Function URL, for calls from browsers.
+    :param memory_size: MB, 128-10240; the default 1769 buys one full vCPU.
+    :param timeout: at most 15 minutes; default 30 seconds.
+    :param reserved_concurrent_executions: cap (and reservation) of concurrent executions.
+    :param provisioned_concurrency: environments kept initialised, removing cold starts; creates the
+        alias ``live`` and points the Function URL at it.
+    :param log_retention: how long the function's log group keeps logs (default one month).
+    :param environment: extra environment variables; those the construct sets from props (the model,
+        ``max_rows``) or the image sets, and the names Lambda reserves, are refused.
+    :param max_rows: the most rows one request may carry (default: the model's own limit).
+    :param context_dir: where to render the Docker build context; default
+        ``<context root>/<model>-<arch>`` (see :func:`default_context_dir`).
+    :param python_version: CPython version of the Lambda base image and the vendored wheels.
+    :param base_image: a different base image (default: the framework's choice for ``python_version``).
+    :param force_render: render the build context even when an up-to-date one exists.
+    :raises ModelFunctionError: at synth, for a prop that cannot work; the message names it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        model: str = "wine_quality",
+        architecture: lambda_.Architecture | None = None,
+        auth_type: lambda_.FunctionUrlAuthType = lambda_.FunctionUrlAuthType.AWS_IAM,
+        cors: lambda_.FunctionUrlCorsOptions | None = None,
+        memory_size: int = DEFAULT_MEMORY_MB,
+        timeout: Duration | None = None,
+        reserved_concurrent_executions: int | None = None,
+        provisioned_concurrency: int | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        environment: Mapping[str, str] | None = None,
+        max_rows: int | None = None,
+        context_dir: str | Path | None = None,
+        python_version: str = "3.12",
+        base_image: str | None = None,
+        force_render: bool = False,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        architecture = architecture or lambda_.Architecture.X86_64
+        timeout = timeout or Duration.seconds(30)
+        # Every cheap check first: a bad prop should not wait for a pip install to be reported.
+        registry = get_registry()
+        spec = validation.check_model(model, registry).spec
+        arch = validation.arch_of(architecture)
+        validation.check_memory_size(memory_size)
+        validation.check_timeout(timeout)
+        validation.check_concurrency(reserved_concurrent_executions, provisioned_concurrency)
+        validation.check_max_rows(max_rows)
+        validation.check_python_version(python_version)
+        env = validation.function_environment(model, environment, max_rows)
+
+        self.build_context: RenderedContext = self._render(
+            model,
+            Path(context_dir) if context_dir else default_context_dir(self, model, arch),
+            arch=arch,
+            python_version=python_version,
+            base_image=base_image,
+            force=force_render,
+        )
+
+        self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
+        # An own role rather than CDK's default, which attaches the managed AWSLambdaBasicExecutionRole
+        # (writes to any log group; cdk-nag's AwsSolutions-IAM4): this one writes to its own group only.
+        self.role = iam.Role(
+            self,
+            "ServiceRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of the lambda-ml-serve function serving {model}",
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=lambda_.DockerImageCode.from_image_asset(
+                str(self.build_context.path),
+                file=self.build_context.dockerfile.relative_to(self.build_context.path).as_posix(),
+                platform=ASSET_PLATFORMS[arch],
+            ),
+            architecture=architecture,
+            description=f"lambda-ml-serve: model {model} {spec.version}"[:256],
+            memory_size=memory_size,
+            timeout=timeout,
+            environment=env,
+            role=self.role,
+            log_group=self.log_group,
+            reserved_concurrent_executions=reserved_concurrent_executions,
+        )
+
+        target: lambda_.IFunction = self.function
+        self.alias: lambda_.Alias | None = None
+        if provisioned_concurrency is not None:
+            self.alias = lambda_.Alias(
+                self,
+                "LiveAlias",
+                alias_name=LIVE_ALIAS,
+                version=self.function.current_version,
+                provisioned_concurrent_executions=provisioned_concurrency,
+            )
+            target = self.alias  # provisioned concurrency only serves calls to the alias
+        self.function_url: lambda_.FunctionUrl = target.add_function_url(auth_type=auth_type, cors=cors)
+        #: The Function URL (a token until deployment), ``https://<id>.lambda-url.<region>.on.aws/``.
+        self.url: str = self.function_url.url
+
+        if auth_type == lambda_.FunctionUrlAuthType.NONE:
+            Annotations.of(self).add_warning_v2(
+                "lambda-ml-serve:publicFunctionUrl",
+                f"The Function URL of model {model!r} has auth type NONE: anyone who finds the URL can "
+                "call it and you pay for every call. Prefer AWS_IAM (the default) and grant_invoke_url().",
+            )
+
+    @staticmethod
+    def _render(
+        model: str, context_dir: Path, *, arch: str, python_version: str, base_image: str | None, force: bool
+    ) -> RenderedContext:
+        try:
+            rendered = ensure_build_context(
+                model, context_dir, arch=arch, python=python_version, base_image=base_image, force=force
+            )
+        except (LambdaMLServeError, VendorError) as exc:
+            # pip's --platform install is what fails when a package has no wheel for the target;
+            # the framework reports it as a BuildError raised while handling pip's VendorError.
+            if isinstance(exc, VendorError) or isinstance(exc.__context__, VendorError):
+                other = "Architecture.X86_64" if arch == "arm64" else "Architecture.ARM_64"
+                raise ModelFunctionError(
+                    f"prop 'architecture': the packages of model {model!r} cannot be installed for "
+                    f"{DOCKER_PLATFORMS[arch]} (CPython {python_version}), most often because one of them "
+                    f"has no {arch} wheel; use {other}, or require versions that ship {arch} wheels. {exc}"
+                ) from exc
+            raise ModelFunctionError(
+                f"model {model!r}: could not render its build context into {context_dir}: {exc}"
+            ) from exc
+        if rendered.platform != DOCKER_PLATFORMS[arch]:
+            raise ModelFunctionError(
+                f"the build context in {rendered.path} targets {rendered.platform}, not "
+                f"{DOCKER_PLATFORMS[arch]} as prop 'architecture' asks; re-render it with force_render=True"
+            )
+        return rendered
+
+    def grant_invoke_url(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` (a role, user, ...) to call the Function URL with signed requests."""
+        return self.function_url.grant_invoke_url(grantee)

@@ -1,0 +1,574 @@
+"""The CDK construct and its example app, synthesised offline: no AWS account, no Docker.
+
+The build context is rendered for real (pip, once per session per architecture); every synth then
+reuses it, as repeated ``cdk synth`` runs do. The CDK libraries come from ``pip install -e
+cdk_construct`` and the CLI from ``npm ci --prefix cdk_construct``: without them these tests skip,
+except in CI (``CI`` set), which installs both and where a missing install must fail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from lambda_ml_serve.build.context import PLATFORMS, BuildContext
+from lambda_ml_serve.build.vendor import VendorError
+
+# jsii starts Node on the first CDK import and would print a banner about Node 20's end of life.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+def _require(name: str) -> ModuleType:
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason="needs the CDK construct: pip install -e cdk_construct")
+
+
+cdk = _require("aws_cdk")
+assertions = _require("aws_cdk.assertions")
+iam = _require("aws_cdk.aws_iam")
+lambda_ = _require("aws_cdk.aws_lambda")
+logs = _require("aws_cdk.aws_logs")
+lms_cdk = _require("lambda_ml_serve_cdk")
+rendering = _require("lambda_ml_serve_cdk.rendering")
+
+CDK_DIR = Path(__file__).resolve().parents[1] / "cdk_construct"
+CDK_CLI = CDK_DIR / "node_modules" / ".bin" / "cdk"
+EXAMPLE_STACK = "lambda-ml-serve-wine-quality"
+#: Unit tests read the asset from where it was rendered instead of copying ~170 MB into every
+#: cdk.out; the CLI test below stages it as a real synth does.
+NO_STAGING = {"aws:cdk:disable-asset-staging": True}
+ModelFunction = lms_cdk.ModelFunction
+ModelFunctionError = lms_cdk.ModelFunctionError
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+
+@pytest.fixture(scope="session")
+def context_root(tmp_path_factory) -> Path:
+    """The CDK context value ``lambda-ml-serve:contextRoot`` shared by every synth in this module."""
+    return tmp_path_factory.mktemp("lambda-ml-serve-contexts")
+
+
+@pytest.fixture(scope="session")
+def wine_x86(context_root):
+    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-x86_64", arch="x86_64")
+
+
+@pytest.fixture(scope="session")
+def wine_arm(context_root):
+    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-arm64", arch="arm64")
+
+
+@pytest.fixture
+def new_app(tmp_path, context_root, monkeypatch):
+    """``new_app(**context)``: an app writing to tmp_path that finds the session's rendered contexts."""
+    # The example app reads these; a developer's shell must not change what is synthesised.
+    monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
+    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
+
+    def make(**context):
+        context = {lms_cdk.CONTEXT_ROOT_KEY: str(context_root), **NO_STAGING, **context}
+        return cdk.App(outdir=str(tmp_path / "cdk.out"), context=context)
+
+    return make
+
+
+@pytest.fixture
+def new_stack(new_app):
+    return lambda: cdk.Stack(new_app(), "Test")
+
+
+def only(template, resource_type: str) -> dict:
+    """The one resource of ``resource_type`` in the template."""
+    found = template.find_resources(resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.values()))
+
+
+def image_asset(stack) -> tuple[str, dict]:
+    """The stack's one Docker image asset (hash, source) from its synthesised asset manifest."""
+    outdir = Path(cdk.Stage.of(stack).outdir)
+    manifest = json.loads((outdir / f"{stack.artifact_id}.assets.json").read_text(encoding="utf-8"))
+    ((asset_hash, image),) = manifest["dockerImages"].items()
+    return asset_hash, image["source"]
+
+
+def load_example_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("lambda_ml_serve_cdk_example_app", CDK_DIR / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def warnings_of(stack) -> list[str]:
+    found = assertions.Annotations.from_stack(stack).find_warning("*", assertions.Match.any_value())
+    return [str(w["entry"]["data"]) for w in found]
+
+
+# ---------------------------------------------------------------------------------------------
+# The construct's resources
+
+
+@pytest.mark.slow
+def test_defaults_image_function_behind_an_iam_url(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model")
+    template = assertions.Template.from_stack(stack)
+
+    function = only(template, "AWS::Lambda::Function")["Properties"]
+    assert function["PackageType"] == "Image"
+    asset_hash, source = image_asset(stack)
+    assert asset_hash in json.dumps(function["Code"]["ImageUri"])
+    assert source["platform"] == "linux/amd64"
+    assert Path(source["directory"]) == wine_x86.path
+    assert function["Architectures"] == ["x86_64"]
+    assert function["MemorySize"] == 1769
+    assert function["Timeout"] == 30
+    assert function["Environment"]["Variables"] == {"LAMBDA_ML_SERVE_MODEL": "wine_quality"}
+    assert "ReservedConcurrentExecutions" not in function
+
+    url = only(template, "AWS::Lambda::Url")["Properties"]
+    assert url["AuthType"] == "AWS_IAM"
+    assert "Qualifier" not in url
+    assert "Cors" not in url
+    template.resource_count_is("AWS::Lambda::Alias", 0)
+    # AWS_IAM with no grant: no resource policy opens the function to anyone.
+    template.resource_count_is("AWS::Lambda::Permission", 0)
+    assert model.alias is None
+    assert cdk.Token.is_unresolved(model.url)
+
+    log_group_id, log_group = next(iter(template.find_resources("AWS::Logs::LogGroup").items()))
+    assert log_group["Properties"] == {"RetentionInDays": 30}
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": log_group_id}}
+    # The execution role writes to its own log group and nothing else: no managed policy.
+    role = only(template, "AWS::IAM::Role")["Properties"]
+    assert "ManagedPolicyArns" not in role
+    statements = only(template, "AWS::IAM::Policy")["Properties"]["PolicyDocument"]["Statement"]
+    assert statements == [
+        {
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+        }
+    ]
+    assert warnings_of(stack) == []
+
+
+@pytest.mark.slow
+def test_props_reach_the_template(new_stack, wine_x86):
+    stack = new_stack()
+    ModelFunction(
+        stack,
+        "Model",
+        memory_size=3008,
+        timeout=cdk.Duration.minutes(2),
+        reserved_concurrent_executions=10,
+        log_retention=logs.RetentionDays.ONE_WEEK,
+        environment={"LOG_LEVEL": "debug"},
+        max_rows=250,
+        cors=lambda_.FunctionUrlCorsOptions(allowed_origins=["https://example.org"]),
+    )
+    template = assertions.Template.from_stack(stack)
+    function = only(template, "AWS::Lambda::Function")["Properties"]
+    assert function["MemorySize"] == 3008
+    assert function["Timeout"] == 120
+    assert function["ReservedConcurrentExecutions"] == 10
+    assert function["Environment"]["Variables"] == {
+        "LOG_LEVEL": "debug",
+        "LAMBDA_ML_SERVE_MODEL": "wine_quality",
+        "LAMBDA_ML_SERVE_MAX_ROWS": "250",
+    }
+    template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 7})
+    url = only(template, "AWS::Lambda::Url")["Properties"]
+    assert url["Cors"]["AllowOrigins"] == ["https://example.org"]
+
+
+@pytest.mark.slow
+def test_public_url_only_when_asked_and_with_a_warning(new_stack, wine_x86):
+    stack = new_stack()
+    ModelFunction(stack, "Model", auth_type=lambda_.FunctionUrlAuthType.NONE)
+    template = assertions.Template.from_stack(stack)
+
+    assert only(template, "AWS::Lambda::Url")["Properties"]["AuthType"] == "NONE"
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE"},
+    )
+    assertions.Annotations.from_stack(stack).has_warning(
+        "/Test/Model", assertions.Match.string_like_regexp("auth type NONE: anyone")
+    )
+
+
+@pytest.mark.slow
+def test_provisioned_concurrency_puts_the_url_on_a_live_alias(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model", provisioned_concurrency=2, reserved_concurrent_executions=5)
+    caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
+    model.grant_invoke_url(caller)
+    template = assertions.Template.from_stack(stack)
+
+    alias_id, alias = next(iter(template.find_resources("AWS::Lambda::Alias").items()))
+    assert alias["Properties"]["Name"] == lms_cdk.LIVE_ALIAS == "live"
+    assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 2}
+    template.resource_count_is("AWS::Lambda::Version", 1)
+    url = only(template, "AWS::Lambda::Url")
+    assert url["Properties"]["Qualifier"] == "live"
+    assert alias_id in url["DependsOn"]
+    assert model.alias is not None
+    # The grant is for the alias the URL serves, not the unqualified function.
+    caller_ref = {"Ref": stack.get_logical_id(caller.node.default_child)}
+    (policy,) = [
+        p for p in template.find_resources("AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [caller_ref]
+    ]
+    resources = {json.dumps(s["Resource"]) for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert resources == {json.dumps({"Ref": alias_id})}
+
+
+@pytest.mark.slow
+def test_grant_invoke_url_allows_signed_calls_through_the_url_only(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model")
+    caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
+    model.grant_invoke_url(caller)
+    template = assertions.Template.from_stack(stack)
+
+    function_id = next(iter(template.find_resources("AWS::Lambda::Function")))
+    function_arn = {"Fn::GetAtt": [function_id, "Arn"]}
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": stack.get_logical_id(caller.node.default_child)}],
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "lambda:InvokeFunctionUrl",
+                        "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}},
+                        "Effect": "Allow",
+                        "Resource": function_arn,
+                    },
+                    {
+                        "Action": "lambda:InvokeFunction",
+                        "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": True}},
+                        "Effect": "Allow",
+                        "Resource": function_arn,
+                    },
+                ]
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_arm64_function_gets_an_arm64_image(new_stack, wine_arm):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model", architecture=lambda_.Architecture.ARM_64)
+    template = assertions.Template.from_stack(stack)
+
+    assert only(template, "AWS::Lambda::Function")["Properties"]["Architectures"] == ["arm64"]
+    _, source = image_asset(stack)
+    assert source["platform"] == "linux/arm64"
+    assert Path(source["directory"]) == wine_arm.path == model.build_context.path
+    assert json.loads((wine_arm.path / "build-info.json").read_text())["platform"] == "linux/arm64"
+
+
+@pytest.mark.slow
+def test_repeated_synths_reuse_the_render_and_keep_the_image_hash(new_app, wine_x86):
+    image_uris, contexts = [], []
+    # The first synth renders again only if the framework's or plugin's files changed since the
+    # session's render; the ones after it must reuse whatever it left.
+    for _ in range(3):
+        stack = cdk.Stack(new_app(), "Test")
+        model = ModelFunction(stack, "Model")
+        function = only(assertions.Template.from_stack(stack), "AWS::Lambda::Function")
+        image_uris.append(function["Properties"]["Code"]["ImageUri"])
+        contexts.append(model.build_context)
+    assert image_uris[1] == image_uris[2]
+    assert contexts[1].reused and contexts[2].reused
+    assert all(c.path == wine_x86.path for c in contexts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Props that cannot work fail at synth, before anything is rendered
+
+
+BAD_PROPS = [
+    ({"model": "no_such_model"}, r"prop 'model'.*no_such_model.*installed models: .*wine_quality"),
+    ({"memory_size": 64}, r"prop 'memory_size'.*128 to 10240.*got 64"),
+    ({"memory_size": 10_241}, r"prop 'memory_size'.*got 10241"),
+    ({"timeout": "minutes:16"}, r"prop 'timeout'.*1 to 900.*got 960 s"),
+    ({"timeout": "millis:1500"}, r"prop 'timeout' must be a whole number of seconds.*got 1.5 s"),
+    ({"architecture": "arm64"}, r"prop 'architecture' must be Architecture.X86_64 or Architecture.ARM_64"),
+    ({"provisioned_concurrency": 0}, r"prop 'provisioned_concurrency' must be a whole number >= 1"),
+    (
+        {"provisioned_concurrency": 3, "reserved_concurrent_executions": 2},
+        r"'reserved_concurrent_executions' \(2\) must be >= 'provisioned_concurrency' \(3\)",
+    ),
+    ({"reserved_concurrent_executions": -1}, r"prop 'reserved_concurrent_executions' must be a whole number >= 0"),
+    ({"environment": {"LAMBDA_ML_SERVE_MODEL": "x"}}, r"may not set LAMBDA_ML_SERVE_MODEL: it is set from .*'model'"),
+    ({"environment": {"LAMBDA_ML_SERVE_MAX_ROWS": "9"}}, r"may not set LAMBDA_ML_SERVE_MAX_ROWS.*'max_rows'"),
+    ({"environment": {"LAMBDA_ML_SERVE_ARTIFACT": "/tmp/m"}}, r"may not set LAMBDA_ML_SERVE_ARTIFACT: the image"),
+    ({"environment": {"AWS_REGION": "eu-west-1"}}, r"may not set AWS_REGION: Lambda reserves it"),
+    ({"max_rows": 0}, r"prop 'max_rows' must be a whole number >= 1"),
+    ({"python_version": "3.9"}, r"prop 'python_version'.*3\.12.*got '3.9'"),
+]
+
+
+@pytest.mark.parametrize(("props", "message"), BAD_PROPS, ids=[str(p) for p, _ in BAD_PROPS])
+def test_bad_props_fail_at_synth_naming_the_prop(props, message, tmp_path):
+    if isinstance(props.get("timeout"), str):  # Durations are built here: ids must not hold jsii objects
+        unit, amount = props["timeout"].split(":")
+        props = {**props, "timeout": getattr(cdk.Duration, unit)(int(amount))}
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Test")
+    with pytest.raises(ModelFunctionError, match=message) as raised:
+        ModelFunction(stack, "Model", context_dir=tmp_path / "context", **props)
+    assert isinstance(raised.value, ValueError)
+    assert not (tmp_path / "context").exists()  # failed before the (slow) render
+
+
+@pytest.mark.slow
+def test_architecture_without_wheels_is_named_in_the_error(tmp_path, monkeypatch):
+    # What pip answers for a package without wheels for the platform; everything around pip
+    # (the framework's render and its error, the construct's wrapping) runs for real.
+    def pip_install(target, requirements, *, arch, python, find_links=()):
+        raise VendorError(
+            "pip install failed:\nERROR: Could not find a version that satisfies the requirement "
+            "xgboost-cpu>=2.0 (from versions: none)\nERROR: No matching distribution found for xgboost-cpu>=2.0"
+        )
+
+    monkeypatch.setattr("lambda_ml_serve.build.serving.install_target", pip_install)
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Test")
+    context_dir = tmp_path / "context"
+    with pytest.raises(ModelFunctionError) as raised:
+        ModelFunction(stack, "Model", architecture=lambda_.Architecture.ARM_64, context_dir=context_dir)
+    message = str(raised.value)
+    assert message.startswith("prop 'architecture': the packages of model 'wine_quality' cannot be installed")
+    assert "linux/arm64" in message
+    assert "use Architecture.X86_64" in message
+    assert "No matching distribution found for xgboost-cpu>=2.0" in message
+    assert not context_dir.exists()
+    assert not rendering.stamp_path(context_dir).exists()
+
+
+@pytest.mark.slow
+def test_context_dir_holding_other_files_is_never_wiped(tmp_path):
+    context_dir = tmp_path / "mine"
+    context_dir.mkdir()
+    (context_dir / "notes.txt").write_text("keep me", encoding="utf-8")
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Test")
+    with pytest.raises(ModelFunctionError, match=r"could not render its build context into .*mine: .*not empty"):
+        ModelFunction(stack, "Model", context_dir=context_dir)
+    assert [p.name for p in context_dir.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# When a rendered context is reused and when it is rendered again
+
+
+class CountingRender:
+    """Stands in for the framework's render (pip takes seconds) to count when it is called."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.fail = False
+
+    def __call__(self, model, output, *, arch, python, base_image, force, registry) -> BuildContext:
+        self.calls.append({"output": output, "base_image": base_image, "force": force})
+        if self.fail:
+            raise VendorError("pip install failed:\nERROR: network unreachable")
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "Dockerfile").write_text(f"FROM {base_image or 'base'}\n", encoding="utf-8")
+        return BuildContext(
+            path=output,
+            dockerfile=output / "Dockerfile",
+            model=model,
+            version="1.0.0",
+            plugin=model,
+            arch=arch,
+            platform=PLATFORMS[arch],
+            python=python,
+            base_image=base_image or "base",
+            default_tag=f"lambda-ml-serve/{model}:1.0.0",
+            artifact=output / "artifacts" / "model.ubj",
+            requirements=(),
+        )
+
+
+@pytest.fixture
+def counting_render(monkeypatch) -> CountingRender:
+    render = CountingRender()
+    monkeypatch.setattr(rendering, "render_build_context", render)
+    return render
+
+
+def test_render_is_reused_until_its_inputs_change(tmp_path, counting_render):
+    context_dir = tmp_path / "wine_quality-x86_64"
+    first = lms_cdk.ensure_build_context("wine_quality", context_dir)
+    again = lms_cdk.ensure_build_context("wine_quality", context_dir)
+    assert (first.reused, again.reused) == (False, True)
+    assert again.dockerfile == first.dockerfile == context_dir / "Dockerfile"
+    assert again.platform == "linux/amd64"
+    assert len(counting_render.calls) == 1
+    # The stamp lives beside the context, so it never becomes part of the image.
+    stamp = json.loads(rendering.stamp_path(context_dir).read_text())
+    assert stamp["inputs"]["arch"] == "x86_64"
+    assert rendering.stamp_path(context_dir).parent == context_dir.parent
+
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir, base_image="example.org/py:3.12").reused
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir, force=True).reused
+    assert len(counting_render.calls) == 3
+    assert all(call["force"] is False for call in counting_render.calls)  # never wipes a foreign folder
+
+    (context_dir / "Dockerfile").unlink()  # emptied by hand: the stamp alone does not count
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir).reused
+    assert len(counting_render.calls) == 4
+
+
+def test_failed_render_leaves_nothing_marked_up_to_date(tmp_path, counting_render):
+    context_dir = tmp_path / "wine_quality-x86_64"
+    lms_cdk.ensure_build_context("wine_quality", context_dir)
+    counting_render.fail = True
+    with pytest.raises(VendorError):
+        lms_cdk.ensure_build_context("wine_quality", context_dir, force=True)
+    assert not rendering.stamp_path(context_dir).exists()
+    counting_render.fail = False
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir).reused
+
+
+def test_render_inputs_cover_what_the_image_is_built_from():
+    from lambda_ml_serve.plugins import get_registry
+
+    registry = get_registry()
+    model = registry.model("wine_quality")
+    inputs = rendering.render_inputs(model, registry, arch="arm64", python="3.12", base_image=None)
+    assert inputs["model_version"] == model.spec.version
+    assert any(r.startswith("xgboost") for r in inputs["requirements"])
+    assert len(inputs["framework_files"]) == len(inputs["plugin_files"]) == 64  # sha256 hex digests
+    other = rendering.render_inputs(model, registry, arch="x86_64", python="3.12", base_image=None)
+    assert rendering.fingerprint(inputs) != rendering.fingerprint(other)
+
+
+def test_default_context_dir_is_beside_cdk_out_or_under_the_context_root(tmp_path):
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"))
+    assert lms_cdk.default_context_dir(app, "wine_quality", "arm64") == (
+        tmp_path / ".lambda-ml-serve" / "wine_quality-arm64"
+    )
+    rooted = cdk.App(outdir=str(tmp_path / "cdk.out"), context={lms_cdk.CONTEXT_ROOT_KEY: str(tmp_path / "r")})
+    assert lms_cdk.default_context_dir(rooted, "wine_quality", "x86_64") == tmp_path / "r" / "wine_quality-x86_64"
+
+
+# ---------------------------------------------------------------------------------------------
+# The example app
+
+
+@pytest.mark.slow
+def test_example_app_role_url_and_outputs(new_app, wine_x86):
+    app = new_app()
+    stack = load_example_app().build(app)
+    template = assertions.Template.from_stack(stack)
+
+    assert only(template, "AWS::Lambda::Url")["Properties"]["AuthType"] == "AWS_IAM"
+    assert only(template, "AWS::Lambda::Function")["Properties"]["PackageType"] == "Image"
+    role_id = stack.get_logical_id(stack.invoker_role.node.default_child)
+    url_id = stack.get_logical_id(stack.model.function_url.node.default_child)
+    template.has_output("FunctionUrl", {"Value": {"Fn::GetAtt": [url_id, "FunctionUrl"]}})
+    template.has_output("InvokerRoleArn", {"Value": {"Fn::GetAtt": [role_id, "Arn"]}})
+    # Assumable by the account's own principals (who still need sts:AssumeRole on it), for an hour.
+    role = template.find_resources("AWS::IAM::Role")[role_id]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRole"
+    assert json.dumps(trust["Principal"]).endswith(':root"]]}}')
+    assert role["MaxSessionDuration"] == 3600
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": role_id}],
+            "PolicyDocument": {
+                "Statement": assertions.Match.array_with(
+                    [assertions.Match.object_like({"Action": "lambda:InvokeFunctionUrl"})]
+                )
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_example_app_passes_cdk_nag_aws_solutions(new_app, tmp_path, wine_x86):
+    app = new_app()
+    load_example_app().build(app)
+    app.synth()  # raises when a cdk-nag rule reports a finding that nobody acknowledged
+    report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+
+
+@pytest.mark.slow
+def test_cdk_nag_gate_catches_a_finding(new_app, tmp_path, wine_x86):
+    # The negative control for the test above: the checks run, and a finding fails the synth.
+    app = new_app()
+    stack = load_example_app().build(app)
+    stack.invoker_role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("AdministratorAccess"))
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
+    (nag,) = report["pluginReports"]
+    assert nag["pluginName"] == "AwsSolutions"
+    assert [v["ruleName"] for v in nag["violations"]] == [
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AdministratorAccess]"
+    ]
+
+
+@pytest.mark.slow
+def test_example_app_synthesises_with_the_cdk_cli(tmp_path, context_root, wine_x86):
+    if not CDK_CLI.exists():
+        message = f"{CDK_CLI} is missing: run `npm ci --prefix cdk_construct`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = tmp_path / "cdk.out"
+    env = {
+        **os.environ,
+        "CDK_DISABLE_VERSION_CHECK": "1",
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        # A made-up account and region, and no AWS configuration or credentials at all.
+        "CDK_DEFAULT_ACCOUNT": "123456789012",
+        "CDK_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        # cdk.json runs `python3 app.py`: make that this interpreter, with its packages.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(name, None)
+    command = [str(CDK_CLI), "synth", "--no-notices", "--no-version-reporting", "--quiet", "--output", str(out),
+               "--context", f"{lms_cdk.CONTEXT_ROOT_KEY}={context_root}"]  # fmt: skip
+    result = subprocess.run(command, cwd=CDK_DIR, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"cdk synth failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+    template = json.loads((out / f"{EXAMPLE_STACK}.template.json").read_text())
+    resources = template["Resources"].values()
+    (function,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Lambda::Function"]
+    assert function["PackageType"] == "Image"
+    assert "123456789012.dkr.ecr.eu-west-1." in json.dumps(function["Code"]["ImageUri"])
+    (url,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Lambda::Url"]
+    assert url["AuthType"] == "AWS_IAM"
+    assert set(template["Outputs"]) == {"FunctionUrl", "InvokerRoleArn"}
+    # The image asset is staged into cdk.out as the Dockerfile and what .dockerignore lets through.
+    (asset,) = json.loads((out / f"{EXAMPLE_STACK}.assets.json").read_text())["dockerImages"].values()
+    assert asset["source"]["platform"] == "linux/amd64"
+    staged = out / asset["source"]["directory"]
+    assert {p.name for p in staged.iterdir()} >= {"Dockerfile", "site-packages", "artifacts"}
+    assert not (staged / "build-info.json").exists()
+    report = json.loads((out / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
