@@ -1,0 +1,3 @@
+"""The {{ cookiecutter.model_name }} model plugin for lambda-ml-serve."""
+
+__version__ = "{{ cookiecutter.version }}"
