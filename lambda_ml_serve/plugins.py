@@ -84,6 +84,9 @@ class Registry:
         )
 
     def backend(self, name: str) -> Backend:
+        if name not in self.backends:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise PluginError(f"unknown backend {name!r}; installed backends: {known}")
         return self.backends[name].backend
 
 

@@ -101,10 +101,16 @@ class Backend(Protocol):
     #: pip requirements the serving image needs for this backend.
     requirements: Sequence[str]
 
-    def prepare(self, artifact: Path, out_dir: Path) -> Path:
-        """Convert the artifact into the fastest form to load; return the path written in out_dir."""
+    def prepare(
+        self, artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelSpec | None = None
+    ) -> Path:
+        """Convert the artifact into the fastest form to load; return the path written in out_dir.
+
+        ``arch`` is the image's architecture (``"x86_64"`` or ``"arm64"``) and ``spec`` the model being
+        built; a backend whose output depends on neither accepts and ignores them.
+        """
         ...
 
-    def load(self, artifact: Path) -> Predictor:
-        """Load the artifact for serving."""
+    def load(self, artifact: Path, options: Mapping[str, Any] | None = None) -> Predictor:
+        """Load the artifact for serving; ``options`` is the model's ``ModelSpec.extra``."""
         ...

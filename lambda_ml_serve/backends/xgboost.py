@@ -5,7 +5,7 @@ Never ``XGBRegressor`` (it needs scikit-learn) and never pandas: the serving pat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ class XGBoostBackend:
     name = "xgboost"
     requirements: Sequence[str] = ("xgboost-cpu>=2.0", "numpy", "scipy")
 
-    def load(self, artifact: Path) -> XGBoostPredictor:
+    def load(self, artifact: Path, options: Mapping[str, Any] | None = None) -> XGBoostPredictor:
+        # No options: the booster's objective already decides what it predicts.
         import xgboost
 
         booster = xgboost.Booster()
@@ -45,7 +46,8 @@ class XGBoostBackend:
         booster.set_param({"nthread": 1})
         return XGBoostPredictor(booster)
 
-    def prepare(self, artifact: Path, out_dir: Path) -> Path:
+    def prepare(self, artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: Any = None) -> Path:
+        """Convert to UBJ (the same on every architecture)."""
         import xgboost
 
         booster = xgboost.Booster()

@@ -26,6 +26,8 @@ MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
 #: Set by `build` to the prepared artifact (e.g. UBJ) inside the image.
 ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
 MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
+#: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
+BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
 PREDICT_PATHS = frozenset({"/", "/predict"})
 
 
@@ -39,16 +41,18 @@ def choose_model(registry: Registry, name: str | None) -> RegisteredModel:
     raise ModelNotFoundError(f"set {MODEL_ENV} to choose a model ({known})")
 
 
-def load_predictor(model: RegisteredModel, registry: Registry, artifact: Path | None = None) -> Predictor:
+def load_predictor(
+    model: RegisteredModel, registry: Registry, artifact: Path | None = None, backend: str | None = None
+) -> Predictor:
     """Load the model through its backend and check its features against the schema."""
     spec = model.spec
     path = artifact or spec.artifact_path
     try:
-        predictor = registry.backend(spec.backend).load(path)
+        predictor = registry.backend(backend or spec.backend).load(path, options=spec.extra)
     except Exception as exc:
         raise ModelLoadError(
             f"{model.plugin}: model {spec.name!r} failed to load {path} with backend "
-            f"{spec.backend!r}: {type(exc).__name__}: {exc}"
+            f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
         ) from exc
     stored = predictor.feature_names
     if stored is not None and tuple(stored) != spec.feature_names:
@@ -77,9 +81,11 @@ class App:
         *,
         max_rows: int | None = None,
         log_stream: TextIO | None = None,
+        backend: str | None = None,
     ) -> None:
         self.spec = spec
         self.predictor = predictor
+        self.backend = backend or spec.backend
         self.validator = RowValidator(spec, max_rows or spec.max_rows)
         self._log_stream = log_stream
 
@@ -100,10 +106,11 @@ class App:
         chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
         if artifact is None and os.environ.get(ARTIFACT_ENV):
             artifact = Path(os.environ[ARTIFACT_ENV])
-        predictor = load_predictor(chosen, registry, artifact)
+        backend = os.environ.get(BACKEND_ENV) or None
+        predictor = load_predictor(chosen, registry, artifact, backend)
         if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
             kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
-        return cls(chosen.spec, predictor, **kwargs)
+        return cls(chosen.spec, predictor, backend=backend, **kwargs)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -114,7 +121,7 @@ class App:
             "model": spec.name,
             "version": spec.version,
             "description": spec.description,
-            "backend": spec.backend,
+            "backend": self.backend,
             "features": list(spec.feature_names),
             "output": spec.output,
             "max_rows": self.validator.max_rows,
