@@ -143,23 +143,76 @@ def invoke(model: str, data: str, path: str, full: bool) -> None:
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
-def serve(model: str, host: str, port: int) -> None:
-    """Serve MODEL on a local Function URL (payload format 2.0, handler in-process)."""
-    from lambda_ml_serve.local.server import FunctionUrlServer
-    from lambda_ml_serve.runtime.app import App
+@click.option("--image", metavar="TAG", help="Run this built image with the Lambda RIE instead of in-process.")
+def serve(model: str, host: str, port: int, image: str | None) -> None:
+    """Serve MODEL on a local Function URL (payload format 2.0).
 
-    app = App.load(model, registry=_registry(), log_stream=sys.stderr)
-    try:
-        server = FunctionUrlServer(app, host, port)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    click.echo(f"Serving {model} on {server.url} (Ctrl+C to stop)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    The handler runs in-process, or with --image inside the built container through the Lambda
+    Runtime Interface Emulator, so the HTTP contract can be checked against the real image.
+    """
+    import signal
+    from contextlib import ExitStack, suppress
+
+    from lambda_ml_serve.local.server import FunctionUrlServer
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM too must remove the container and close the socket
+
+    signal.signal(signal.SIGTERM, stop)
+    with ExitStack() as stack:
+        if image:
+            from lambda_ml_serve.local.container import RieContainer
+
+            invoke = stack.enter_context(RieContainer(image, env={"LAMBDA_ML_SERVE_MODEL": model})).invoke
+        else:
+            from lambda_ml_serve.runtime.app import App
+
+            invoke = App.load(model, registry=_registry(), log_stream=sys.stderr)
+        try:
+            server = FunctionUrlServer(invoke, host, port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        stack.callback(server.server_close)
+        where = f"image {image}" if image else "in-process"
+        click.echo(f"Serving {model} ({where}) on {server.url} (Ctrl+C to stop)", err=True)
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()
+
+
+@main.command()
+@click.argument("model")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Build context folder (default: build/MODEL-ARCH).")  # fmt: skip
+@click.option("--arch", default="x86_64", show_default=True, help="Lambda architecture: x86_64 or arm64.")
+@click.option("--python", "python_version", default="3.12", show_default=True, help="Python version: 3.10 to 3.13.")
+@click.option("--base-image", help="Base image (default: public.ecr.aws/lambda/python:PYTHON).")
+@click.option("--tag", help="Image tag (default: lambda-ml-serve/MODEL:VERSION).")
+@click.option("--no-docker", is_flag=True, help="Only render the context and print the docker build command.")
+@click.option("--force", is_flag=True, help="Replace the output folder even if this command did not create it.")
+@click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled).")
+def build(
+    model: str, output: Path | None, arch: str, python_version: str, base_image: str | None, tag: str | None,
+    no_docker: bool, force: bool, backend: str | None,
+) -> None:  # fmt: skip
+    """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
+    import shlex
+
+    from lambda_ml_serve.build.context import render_build_context
+    from lambda_ml_serve.build.docker import build_image, find_engine
+
+    ctx = render_build_context(
+        model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,
+        base_image=base_image, force=force, registry=_registry(), backend=backend,
+    )  # fmt: skip
+    command = shlex.join(ctx.docker_build_command(tag))
+    click.echo(f"Rendered the build context in {ctx.path}")
+    if no_docker or find_engine() is None:
+        if not no_docker:
+            click.echo("No Docker engine answers (DOCKER_HOST or the default socket); build the image with:")
+        click.echo(command)
+        return
+    build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
+    click.echo(f"Built {tag or ctx.default_tag} for {ctx.platform}")
 
 
 @main.command()
@@ -198,6 +251,32 @@ def predict(url: str, data: str, region: str | None, assume_role: str | None, no
     from lambda_ml_serve.client import predict_command_impl
 
     _echo_json(predict_command_impl(url, _read_data(data), region, assume_role, sign=not no_sign))
+
+
+@main.command()
+@click.option("--model-name", help="Model name: lowercase letters, digits, underscores (e.g. iris_species).")
+@click.option("--backend", help="xgboost or sklearn.")
+@click.option("--task", help="regression or classification.")
+@click.option("--description", help="One-line description of the model.")
+@click.option("--author", help="Author name for the package metadata.")
+@click.option("--model-version", help="Model version (default: 0.1.0).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to create the project folder.")  # fmt: skip
+@click.option("--no-input", is_flag=True, help="Do not prompt: use the flags, then the template's defaults.")
+@click.option("--force", is_flag=True, help="Write into an existing project folder, replacing generated files.")
+def new(
+    model_name: str | None, backend: str | None, task: str | None, description: str | None, author: str | None,
+    model_version: str | None, output_dir: Path, no_input: bool, force: bool,
+) -> None:  # fmt: skip
+    """Create a model plugin project; it starts with a model trained on synthetic rows."""
+    from lambda_ml_serve.scaffold import create_plugin
+
+    given = {"model_name": model_name, "backend": backend, "task": task, "description": description,
+             "author": author, "version": model_version}  # fmt: skip
+    project = create_plugin(
+        {k: v for k, v in given.items() if v is not None}, output_dir=output_dir, no_input=no_input, force=force
+    )
+    click.echo(f"Created {project}\nNext:\n  pip install -e '{project}[train,test]'\n  lambda-ml-serve list")
 
 
 if __name__ == "__main__":

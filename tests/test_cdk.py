@@ -394,6 +394,7 @@ class CountingRender:
             version="1.0.0",
             plugin=model,
             arch=arch,
+            backend="xgboost",
             platform=PLATFORMS[arch],
             python=python,
             base_image=base_image or "base",

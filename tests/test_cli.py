@@ -20,7 +20,7 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
 
 
 def test_help_everywhere():
-    for command in ["", "list", "info", "schema", "invoke", "serve", "train"]:
+    for command in ["", "list", "info", "schema", "invoke", "serve", "train", "build", "new", "predict"]:
         result = run(*command.split(), "--help")
         assert result.returncode == 0, result.stderr
         assert b"Usage:" in result.stdout

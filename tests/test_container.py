@@ -129,3 +129,21 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
         proc.wait(timeout=60)
     assert running() == before, "serve --image left its container running"
 
+
+
+def test_compiled_image_answers_like_xgboost(engine, tmp_path, wine_app, samples_body):
+    context = render_build_context("wine_quality", tmp_path / "compiled", python="3.11", base_image=STANDIN,
+                                   backend="compiled")  # fmt: skip
+    tag = "lambda-ml-serve-test/wine_quality:compiled"
+    build_image(context, tag, progress=lambda line: None)
+    try:
+        with RieContainer(tag) as container:
+            event = url_event(samples_body)
+            response = container.invoke(event)
+            expected = json.loads(wine_app(event)["body"])
+            assert response["statusCode"] == 200
+            got = json.loads(response["body"])
+            assert got["predictions"] == pytest.approx(expected["predictions"], abs=1e-4)
+            assert container.invoke(url_event("[]"))["statusCode"] == 422
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

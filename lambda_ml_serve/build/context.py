@@ -10,7 +10,6 @@ never leaves a half-written context behind.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from packaging.utils import canonicalize_name
 from lambda_ml_serve import __version__
 from lambda_ml_serve.build.serving import FRAMEWORK, vendor_serving_packages
 from lambda_ml_serve.build.vendor import VendorError
-from lambda_ml_serve.errors import BuildError
+from lambda_ml_serve.errors import BuildError, LambdaMLServeError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
@@ -80,6 +79,8 @@ class BuildContext:
     arch: str
     platform: str
     python: str
+    #: The backend the image serves with; the image sets LAMBDA_ML_SERVE_BACKEND when it is not the spec's.
+    backend: str
     base_image: str
     default_tag: str
     #: The prepared artifact inside the context (the image sets LAMBDA_ML_SERVE_ARTIFACT to it).
@@ -113,19 +114,25 @@ def render_build_context(
     base_image: str | None = None,
     force: bool = False,
     registry: Registry | None = None,
+    backend: str | None = None,
 ) -> BuildContext:
     """Check ``model`` and render its build context into ``output``.
 
     Nothing is written until every check passed: the model loads and matches its schema, the
     target exists, the plugin is an installed distribution that supports ``python``, and
     ``output`` is empty or a context this function rendered before (``force`` replaces any
-    folder). Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
+    folder). ``backend`` serves the artifact with another backend than the spec's (e.g. ``compiled``
+    for an XGBoost model). Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
     check_target(arch, python)
     registry = registry or get_registry()
     registered = registry.model(model)
-    predictor = load_predictor(registered, registry)
     spec = registered.spec
+    backend = backend or spec.backend
+    if backend not in registry.backends:
+        known = ", ".join(sorted(registry.backends))
+        raise BuildError(f"unknown backend {backend!r}; installed backends: {known}")
+    predictor = load_predictor(registered, registry)
     _check_image_values(registered, base_image)
     _check_distributions(registered, python)
     output = Path(output).absolute()
@@ -136,7 +143,7 @@ def render_build_context(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would surprise whoever builds from it
-        artifact = _prepare_artifact(registered, registry, predictor, staging / ARTIFACTS, arch)
+        artifact = _prepare_artifact(registered, registry, predictor, staging / ARTIFACTS, arch, backend)
         context = BuildContext(
             path=output,
             dockerfile=output / "Dockerfile",
@@ -146,8 +153,10 @@ def render_build_context(
             arch=arch,
             platform=PLATFORMS[arch],
             python=python,
+            backend=backend,
             base_image=base,
-            default_tag=f"lambda-ml-serve/{spec.name}:{spec.version.replace('+', '-')}",
+            default_tag=f"lambda-ml-serve/{spec.name}:{spec.version.replace('+', '-')}"
+            + ("" if backend == spec.backend else f"-{backend}"),
             artifact=output / artifact.relative_to(staging),
             requirements=(),
         )
@@ -212,7 +221,7 @@ def is_build_context(folder: Path) -> bool:
 
 
 def _prepare_artifact(
-    model: RegisteredModel, registry: Registry, original: Predictor, out_dir: Path, arch: str
+    model: RegisteredModel, registry: Registry, original: Predictor, out_dir: Path, arch: str, backend_name: str
 ) -> Path:
     """Ask the backend for its fastest-loading form of the artifact, and check it when this host can.
 
@@ -220,21 +229,22 @@ def _prepare_artifact(
     compared with the original on the model's example rows only when this host runs that architecture.
     """
     spec = model.spec
-    backend = registry.backend(spec.backend)
+    backend = registry.backend(backend_name)
     out_dir.mkdir()
     try:
-        options = _accepted(backend.prepare, arch=arch, spec=spec)
-        prepared = Path(backend.prepare(spec.artifact_path, out_dir, **options))
+        prepared = Path(backend.prepare(spec.artifact_path, out_dir, arch=arch, spec=spec))
+    except LambdaMLServeError:
+        raise  # already says what is wrong and what to install (e.g. a missing compiler)
     except Exception as exc:
         raise BuildError(
-            f"{model.plugin}: backend {spec.backend!r} could not prepare {spec.artifact_path.name} "
+            f"{model.plugin}: backend {backend_name!r} could not prepare {spec.artifact_path.name} "
             f"for model {spec.name!r}: {type(exc).__name__}: {exc}"
         ) from exc
     if not prepared.is_file() or not prepared.resolve().is_relative_to(out_dir.resolve()):
-        raise BuildError(f"backend {spec.backend!r}: prepare returned {prepared}, not a file it wrote in {out_dir}")
+        raise BuildError(f"backend {backend_name!r}: prepare returned {prepared}, not a file it wrote in {out_dir}")
     if arch != HOST_ARCH:
         return prepared
-    loaded = load_predictor(model, registry, prepared)
+    loaded = load_predictor(model, registry, prepared, backend_name)
     if spec.example:
         try:
             batch = RowValidator(spec, len(spec.example)).to_batch(list(spec.example))
@@ -244,19 +254,10 @@ def _prepare_artifact(
             ) from None
         if not _same(loaded.predict(batch), original.predict(batch)):
             raise BuildError(
-                f"backend {spec.backend!r}: the prepared {prepared.name} predicts differently from "
+                f"backend {backend_name!r}: the prepared {prepared.name} predicts differently from "
                 f"{spec.artifact_path.name} on model {spec.name!r}'s example rows"
             )
     return prepared
-
-
-def _accepted(function: Any, **offered: Any) -> dict[str, Any]:
-    """The keyword arguments ``function`` takes: backends written before ``arch``/``spec`` existed take neither."""
-    parameters = inspect.signature(function).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return offered
-    names = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return {name: value for name, value in offered.items() if name in names}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -273,7 +274,7 @@ def _fill(
 ) -> BuildContext:
     """Vendor the packages and write the files; return the context with its installed versions."""
     site = folder / SITE_PACKAGES
-    asked = _vendor(model, registry, site, arch=context.arch, python=context.python)
+    asked = _vendor(model, registry, site, arch=context.arch, python=context.python, backend=context.backend)
     stripped = strip_site_packages(site)
     installed = installed_versions(site)
     pins = tuple(f"{name}=={version}" for name, version in installed.items())
@@ -290,6 +291,8 @@ def _fill(
         "model": context.model,
         "version": context.version,
         "plugin": context.plugin,
+        # Only when it differs from the spec's: the runtime then loads the artifact with this backend.
+        "backend": context.backend if context.backend != model.spec.backend else None,
         "platform": context.platform,
         "python": context.python,
         "base_image": context.base_image,
@@ -316,7 +319,7 @@ def _fill(
             "distribution": model.plugin.distribution,
             "version": model.plugin.version,
         },
-        "backend": model.spec.backend,
+        "backend": context.backend,
         "arch": context.arch,
         "platform": context.platform,
         "python": context.python,
@@ -337,10 +340,14 @@ def _fill(
     return context
 
 
-def _vendor(model: RegisteredModel, registry: Registry, site: Path, *, arch: str, python: str) -> list[str]:
+def _vendor(
+    model: RegisteredModel, registry: Registry, site: Path, *, arch: str, python: str, backend: str
+) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="lambda-ml-serve-wheels-") as work:
         try:
-            return vendor_serving_packages(model, registry, site, arch=arch, python=python, work_dir=Path(work))
+            return vendor_serving_packages(
+                model, registry, site, arch=arch, python=python, work_dir=Path(work), backend=backend
+            )
         except VendorError as exc:
             raise BuildError(
                 f"model {model.spec.name!r}: pip cannot provide its packages for {PLATFORMS[arch]} and "

@@ -26,8 +26,9 @@ def framework_requirements() -> list[str]:
     return [str(r) for r in reqs if r.marker is None or "extra" not in str(r.marker)]
 
 
-def serving_requirements(model: RegisteredModel, registry: Registry) -> list[str]:
-    backend = registry.backend(model.spec.backend)
+def serving_requirements(model: RegisteredModel, registry: Registry, backend_name: str | None = None) -> list[str]:
+    """What the image installs: the framework's runtime, the serving backend's and the model's own needs."""
+    backend = registry.backend(backend_name or model.spec.backend)
     reqs = [*framework_requirements(), *backend.requirements, *model.spec.requirements]
     return list(dict.fromkeys(reqs))
 
@@ -68,10 +69,10 @@ def add_distribution(name: str, target: Path, work_dir: Path, *, arch: str, pyth
 
 def vendor_serving_packages(
     model: RegisteredModel, registry: Registry, target: Path, *, arch: str = "x86_64",
-    python: str = "3.12", work_dir: Path,
+    python: str = "3.12", work_dir: Path, backend: str | None = None,
 ) -> list[str]:  # fmt: skip
     """Install everything ``model`` needs at run time into ``target``; return the requirements used."""
-    requirements = serving_requirements(model, registry)
+    requirements = serving_requirements(model, registry, backend)
     install_target(target, requirements, arch=arch, python=python)
     for name in dict.fromkeys([FRAMEWORK, model.plugin.distribution]):
         add_distribution(name, target, work_dir, arch=arch, python=python)
