@@ -501,3 +501,22 @@ def test_compiled_serving_path_runs_from_the_context_alone(compiled_context, sam
     assert got == pytest.approx(expected, abs=1e-4)
     top_level = {name.split(".")[0] for name in out["imported"]}
     assert not top_level & {"numpy", "scipy", "xgboost", "pandas", "sklearn", "boto3"}
+
+
+@pytest.mark.slow
+def test_renders_are_reproducible(serving_context, tmp_path):
+    """Two renders give identical files, so Docker's layer cache (and CDK's asset hash) survive a re-render."""
+    from build_fixtures import HOST_ARCH, HOST_PYTHON
+
+    again = render_build_context("wine_quality", tmp_path / "again", arch=HOST_ARCH, python=HOST_PYTHON)
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*")
+            if p.is_file() and p.name != "build-info.json"
+        }
+
+    first, second = digests(serving_context.path), digests(again.path)
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []

@@ -387,7 +387,18 @@ def strip_site_packages(site: Path) -> int:
             if name.endswith(".pyc") or (name == "direct_url.json" and here.name.endswith(".dist-info")):
                 saved += path.lstat().st_size
                 path.unlink()
+                if name == "direct_url.json":
+                    _unrecord(here, name)
     return saved
+
+
+def _unrecord(dist_info: Path, name: str) -> None:
+    """Drop a deleted file's line from RECORD, whose hash of it would make every render differ."""
+    record = dist_info / "RECORD"
+    if record.is_file():
+        entry = f"{dist_info.name}/{name},"
+        lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith(entry)), encoding="utf-8")
 
 
 def installed_versions(site: Path) -> dict[str, str]:

@@ -6,11 +6,14 @@ it, so an arm64 image needs no emulation and ``docker build`` needs no network.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ARCHES = {"x86_64": "x86_64", "arm64": "aarch64"}
@@ -27,12 +30,29 @@ def platform_tags(arch: str) -> list[str]:
     return [f"manylinux_2_{minor}_{machine}" for minor in GLIBC_MINORS] + [f"manylinux2014_{machine}"]
 
 
+@contextmanager
+def _source_lock(project: Path) -> Iterator[None]:
+    """Serialise wheel builds of one source tree across processes.
+
+    setuptools writes ``build/`` and ``*.egg-info`` inside the tree, so two builds at once (two
+    renders, a test run beside a synth) would corrupt each other's wheel.
+    """
+    key = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"lambda-ml-serve-wheel-{key}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_wheels(projects: Sequence[Path], out_dir: Path) -> list[Path]:
     """Build pure-Python wheels of local projects (the framework, a plugin)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     before = set(out_dir.glob("*.whl"))
-    _pip(["wheel", "--no-deps", "--wheel-dir", str(out_dir),
-          *map(str, projects)])  # fmt: skip
+    for project in projects:
+        with _source_lock(project):
+            _pip(["wheel", "--no-deps", "--wheel-dir", str(out_dir), str(project)])
     return sorted(set(out_dir.glob("*.whl")) - before) or sorted(out_dir.glob("*.whl"))
 
 
