@@ -1,12 +1,14 @@
-"""Side-by-side benchmark: the seed-style handler against this framework, in one run.
+"""Side-by-side benchmark: the seed-style handler, this framework with the xgboost backend, and with the
+compiled backend, in one run.
 
-    python bench/run.py [--data ../shared/data/wine_concat.csv] [--out docs/BENCHMARKS.md]
+    python bench/run.py [--data ../shared/data/wine_concat.csv] [--out FILE]
 
 Each variant runs in fresh interpreters started from this process: cold start is spawn to first
 response (median of --cold runs, also pinned to one CPU as on a 1,769 MB Lambda); warm latency is
-the handler call (event -> response) for 1, 100 and 10,000 rows. The framework runs from exactly the
-packages its image would hold (vendored site-packages, prepared UBJ artifact), with no pandas or
-scikit-learn on its path; the baseline runs in this environment, where they are installed.
+the handler call (event -> response) for 1, 100 and 10,000 rows. The framework variants run from
+exactly what their image holds (a rendered build context: its site-packages and prepared artifact),
+with nothing else on the path; the baseline runs in this environment, where xgboost, pandas and
+scikit-learn are installed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SIZES = {"1": 300, "100": 200, "10000": 15}
 MODEL = "wine_quality"
+SEED = "seed-style"
 
 
 @dataclass
@@ -56,24 +58,18 @@ def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def framework_variant(cache: Path) -> Variant:
-    """The framework as its image runs it: vendored packages only, UBJ artifact."""
-    from lambda_ml_serve.build.serving import vendor_serving_packages
-    from lambda_ml_serve.plugins import get_registry
+def framework_variant(cache: Path, backend: str) -> Variant:
+    """The framework as its image runs it: the build context's packages and prepared artifact only."""
+    from lambda_ml_serve.build.context import render_build_context
 
-    registry = get_registry()
-    model = registry.model(MODEL)
-    site = cache / "site-packages"
-    if cache.exists():
-        shutil.rmtree(cache)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    vendor_serving_packages(model, registry, site, python=python, work_dir=cache / "work")
-    artifact = registry.backend(model.spec.backend).prepare(model.spec.artifact_path, cache)
-    bootstrap = f"import sys; sys.path[:0] = [{str(site)!r}, {str(HERE)!r}]; import worker; worker.main()"
-    env = {"LAMBDA_ML_SERVE_MODEL": MODEL, "LAMBDA_ML_SERVE_ARTIFACT": str(artifact),
-           "LAMBDA_ML_SERVE_PLUGINS": MODEL}  # fmt: skip
-    # -S -E: no site-packages and no PYTHON* variables, so nothing outside `site` is importable.
-    return Variant("lambda-ml-serve", [sys.executable, "-S", "-E", "-c", bootstrap], env, dir_mb(site))
+    ctx = render_build_context(MODEL, cache / backend, python=python, backend=backend, force=True)
+    bootstrap = f"import sys; sys.path[:0] = [{str(ctx.site_packages)!r}, {str(HERE)!r}]; import worker; worker.main()"
+    env = {"LAMBDA_ML_SERVE_MODEL": MODEL, "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact),
+           "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin, "LAMBDA_ML_SERVE_BACKEND": backend}  # fmt: skip
+    # -S -E: no site-packages and no PYTHON* variables, so nothing outside the context is importable.
+    size = dir_mb(ctx.site_packages) + ctx.artifact.stat().st_size / 1e6
+    return Variant(backend, [sys.executable, "-S", "-E", "-c", bootstrap], env, size)
 
 
 def seed_variant() -> Variant:
@@ -87,11 +83,11 @@ def seed_variant() -> Variant:
         for m in ("xgboost", "pandas", "sklearn", "numpy", "scipy")
     )
     command = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); import worker; worker.main()"]
-    return Variant("seed-style", command, {"SEED_MODEL": str(spec.artifact_path)}, installed)
+    return Variant(SEED, command, {"SEED_MODEL": str(spec.artifact_path)}, installed)
 
 
 def handler_module(variant: Variant) -> str:
-    return "lambda_ml_serve.runtime.handler" if variant.name == "lambda-ml-serve" else "seed_handler"
+    return "seed_handler" if variant.name == SEED else "lambda_ml_serve.runtime.handler"
 
 
 def cold_start(variant: Variant, body: str, *, pin: bool) -> float:
@@ -146,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     bodies = {n: json.dumps(rows_from(args.data, int(n))) for n in SIZES}
-    print("preparing the framework's serving environment ...", file=sys.stderr)
-    variants = [seed_variant(), framework_variant(args.cache)]
+    print("rendering the framework's build contexts ...", file=sys.stderr)
+    variants = [seed_variant(), framework_variant(args.cache, "xgboost"), framework_variant(args.cache, "compiled")]
     results: dict[str, dict] = {}
     for variant in variants:
         print(f"measuring {variant.name} ...", file=sys.stderr)
@@ -164,15 +160,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def render(results: dict[str, dict], cold_runs: int) -> str:
-    base = results["seed-style"]
+    names = list(results)
+    others = names[1:]
     lines = [
-        "| figure | seed-style | lambda-ml-serve | ratio |",
-        "| --- | ---: | ---: | ---: |",
+        "| figure | " + " | ".join(names) + " | " + " | ".join(f"ratio {n}" for n in others) + " |",
+        "| --- |" + " ---: |" * (len(names) + len(others)),
     ]
 
     def row(label: str, pick, unit=fmt_ms) -> None:
-        a, b = pick(base), pick(results["lambda-ml-serve"])
-        lines.append(f"| {label} | {unit(a)} | {unit(b)} | {a / b:.1f}x |")
+        values = [pick(results[n]) for n in names]
+        ratios = [f"{values[0] / v:.1f}x" for v in values[1:]]
+        lines.append(f"| {label} | " + " | ".join(map(unit, values)) + " | " + " | ".join(ratios) + " |")
 
     row(f"cold start, median of {cold_runs}", lambda r: statistics.median(r["cold"]))
     row("cold start pinned to 1 CPU", lambda r: statistics.median(r["pinned"]))
@@ -183,7 +181,7 @@ def render(results: dict[str, dict], cold_runs: int) -> str:
     row("serving packages installed", lambda r: r["installed_mb"], unit=lambda v: f"{v:.0f} MB")
     imported = {n: r["warm"]["modules"] for n, r in results.items()}
     lines += ["", f"pandas/sklearn/boto3 imported while serving: {json.dumps(imported)}", "",
-              f"Machine: {machine()}. Ratios are seed-style / lambda-ml-serve (higher is better)."]  # fmt: skip
+              f"Machine: {machine()}. Ratios are seed-style / variant (higher is better)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
