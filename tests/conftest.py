@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,24 @@ def url_event(body: str | bytes | None = None, *, method: str = "POST", path: st
     event = to_event(method, path, [("content-type", "application/json")], body or b"")
     event.update(extra)
     return event
+
+
+def post_when_up(proc: subprocess.Popen, port: int, body: bytes, timeout: float = 90) -> tuple[dict, bytes]:
+    """POST ``body`` to a server ``proc`` is starting on ``port``, as soon as it listens.
+
+    Fails with the server's stderr if it exits first; returns the 200 answer's headers and body.
+    """
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body,
+                                     headers={"content-type": "application/json"})  # fmt: skip
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+                return dict(response.headers), response.read()
+        except urllib.error.HTTPError:
+            raise
+        except (ConnectionError, urllib.error.URLError):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)

@@ -7,10 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
+from conftest import post_when_up
+
+from lambda_ml_serve.local.container import free_port
 
 CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 
@@ -84,32 +85,14 @@ def test_missing_data_file_is_one_line():
     assert result.stderr.decode().strip() == "Error: cannot read --data /nonexistent.json: No such file or directory"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_like_a_function_url(samples_body, wine_app):
     port = free_port()
     proc = subprocess.Popen([*CLI, "serve", "wine_quality", "--port", str(port)],
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=samples_body,
-                                             headers={"content-type": "application/json"})  # fmt: skip
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    body = json.loads(resp.read())
-                    request_id = resp.headers["x-request-id"]
-                break
-            except (ConnectionError, urllib.error.URLError):
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
-        assert body == wine_app({"instances": json.loads(samples_body)})
-        assert request_id
+        headers, body = post_when_up(proc, port, samples_body)
+        assert json.loads(body) == wine_app({"instances": json.loads(samples_body)})
+        assert headers["x-request-id"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

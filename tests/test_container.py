@@ -10,12 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import REPO, url_event
+from conftest import REPO, post_when_up, url_event
 
 from lambda_ml_serve.build.context import render_build_context
 from lambda_ml_serve.build.docker import build_image, find_engine
@@ -105,21 +104,9 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
     cli = [sys.executable, "-m", "lambda_ml_serve.cli", "serve", "wine_quality", "--image", image, "--port", str(port)]
     proc = subprocess.Popen(cli, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=samples_body,
-                                                 headers={"content-type": "application/json"})  # fmt: skip
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    assert response.status == 200 and response.headers["x-request-id"]
-                    assert json.loads(response.read()) == json.loads(wine_app(url_event(samples_body))["body"])
-                break
-            except (ConnectionError, urllib.error.URLError) as exc:
-                if isinstance(exc, urllib.error.HTTPError):
-                    raise
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "serve --image did not start"
-                time.sleep(0.3)
+        headers, body = post_when_up(proc, port, samples_body)
+        assert headers["x-request-id"]
+        assert json.loads(body) == json.loads(wine_app(url_event(samples_body))["body"])
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b"[]", method="POST")
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(bad, timeout=30)

@@ -95,18 +95,20 @@ class App:
         model: str | None = None,
         *,
         artifact: Path | None = None,
+        backend: str | None = None,
         registry: Registry | None = None,
         **kwargs: Any,
     ) -> App:
         """Load a model from the installed plugins; environment variables fill what is not given.
 
-        ``artifact`` replaces the plugin's own file (e.g. a prepared UBJ, or a model trained elsewhere).
+        ``artifact`` replaces the plugin's own file (e.g. a prepared UBJ, or a model trained elsewhere);
+        ``backend`` loads it with another backend than the spec's (e.g. ``compiled``).
         """
         registry = registry or get_registry()
         chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
         if artifact is None and os.environ.get(ARTIFACT_ENV):
             artifact = Path(os.environ[ARTIFACT_ENV])
-        backend = os.environ.get(BACKEND_ENV) or None
+        backend = backend or os.environ.get(BACKEND_ENV) or None
         predictor = load_predictor(chosen, registry, artifact, backend)
         if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
             kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])

@@ -7,7 +7,7 @@ from array import array
 from difflib import get_close_matches
 from typing import Any
 
-from pydantic import AliasChoices, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
 from lambda_ml_serve.runtime.errors import ApiError, detail
 from lambda_ml_serve.spec import Batch, ModelSpec
@@ -69,6 +69,10 @@ class RowValidator:
         self.max_rows = max_rows
 
     def to_batch(self, rows: list[Any]) -> Batch:
+        """Validate every row (all errors at once, as one 422) and pack them in feature order."""
+        return self.pack(self.validate(rows))
+
+    def validate(self, rows: list[Any]) -> list[BaseModel]:
         if len(rows) > self.max_rows:
             raise ApiError(
                 "payload_too_large",
@@ -76,9 +80,11 @@ class RowValidator:
                 "split the rows over several requests",
             )
         try:
-            models = self._adapter.validate_python(rows)
+            return self._adapter.validate_python(rows)
         except ValidationError as exc:
             raise self._validation_error(exc) from None
+
+    def pack(self, models: list[BaseModel]) -> Batch:
         values = array("f")
         for model in models:
             row = model.__dict__.values()
