@@ -82,8 +82,10 @@ def test_bad_json_is_400(wine_app, body, message):
 
 
 def test_bad_base64_is_400(wine_app):
-    response = wine_app(url_event("@@not base64@@", isBase64Encoded=True))
+    event = url_event("@@not base64@@", isBase64Encoded=True)
+    response = wine_app(event)
     assert response["statusCode"] == 400
+    assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
     assert "base64" in body_of(response)["error"]["message"]
 
 

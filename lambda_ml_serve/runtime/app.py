@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.errors import ApiError
-from lambda_ml_serve.runtime.http import Request, http_response, parse_event
+from lambda_ml_serve.runtime.http import Request, http_response, is_http_event, parse_event, request_id_of
 from lambda_ml_serve.runtime.telemetry import emit, request_record
 from lambda_ml_serve.runtime.validation import RowValidator, rows_of
 from lambda_ml_serve.spec import ModelSpec, Predictor
@@ -134,13 +134,11 @@ class App:
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         started = time.perf_counter()
-        request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
+        is_http = is_http_event(event)
+        request_id = request_id_of(event, getattr(context, "aws_request_id", None) or str(uuid.uuid4()))
         rows, error_log = 0, None
-        request: Request | None = None
         try:
-            request = parse_event(event, request_id)
-            request_id = request.request_id
-            status, payload, headers = self._route(request)
+            status, payload, headers = self._route(parse_event(event, request_id))
             rows = len(payload.get("predictions", ()))
         except ApiError as exc:
             status, payload, headers = exc.status, exc.to_dict(), exc.headers
@@ -160,11 +158,7 @@ class App:
             ),
             self._log_stream,
         )
-        if request is not None and not request.http:
-            return payload
-        if request is None and not _is_http(event):
-            return payload
-        return http_response(status, payload, request_id, headers)
+        return http_response(status, payload, request_id, headers) if is_http else payload
 
     def _route(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
         if not request.http:
@@ -202,7 +196,3 @@ class App:
         predictions = self.predictor.predict(batch)
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
 
-
-def _is_http(event: Any) -> bool:
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    return isinstance(context, dict) and isinstance(context.get("http"), dict)

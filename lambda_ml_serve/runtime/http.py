@@ -23,17 +23,30 @@ class Request:
     payload: Any = None
 
 
-def parse_event(event: Any, fallback_request_id: str) -> Request:
-    """Read a Function URL event; anything without ``requestContext.http`` is a direct invocation.
-
-    """
+def _http_context(event: Any) -> tuple[dict, dict] | None:
     context = event.get("requestContext") if isinstance(event, dict) else None
     http = context.get("http") if isinstance(context, dict) else None
-    if not isinstance(http, dict):
-        return Request("POST", "/", b"", fallback_request_id, http=False, payload=event)
-    request_id = context.get("requestId")
-    if not isinstance(request_id, str) or not request_id:
-        request_id = fallback_request_id
+    return (context, http) if isinstance(http, dict) else None
+
+
+def is_http_event(event: Any) -> bool:
+    """A Function URL event; anything without ``requestContext.http`` is a direct invocation."""
+    return _http_context(event) is not None
+
+
+def request_id_of(event: Any, fallback: str) -> str:
+    """The Function URL's request id when the event carries one (so logs and answers match AWS's)."""
+    found = _http_context(event)
+    request_id = found[0].get("requestId") if found else None
+    return request_id if isinstance(request_id, str) and request_id else fallback
+
+
+def parse_event(event: Any, request_id: str) -> Request:
+    """Read a Function URL event, or wrap a direct invocation's payload."""
+    found = _http_context(event)
+    if found is None:
+        return Request("POST", "/", b"", request_id, http=False, payload=event)
+    http = found[1]
     method = http.get("method")
     path = event.get("rawPath") or http.get("path") or "/"
     req = Request(str(method).upper(), str(path), b"", request_id, http=True)
