@@ -131,6 +131,7 @@ def test_classifier_answers_probabilities_when_asked(serve, data):
     assert predictions == expected.tolist()
     assert all(len(row) == 3 and sum(row) == pytest.approx(1.0) for row in predictions)
     assert app.predictor.classes == [0, 1, 2]
+    assert app.metadata["classes"] == [0, 1, 2]
     # The most probable class is the label the estimator predicts.
     assert np.argmax(predictions, axis=1).tolist() == estimator.predict(float32(X[:40])).tolist()
 

@@ -130,7 +130,7 @@ class App:
             "input_schema": spec.schema.model_json_schema(by_alias=True),
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
-        }
+        } | ({"classes": classes} if (classes := getattr(self.predictor, "classes", None)) is not None else {})
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         started = time.perf_counter()
