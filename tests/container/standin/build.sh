@@ -175,7 +175,7 @@ detect_mirror() {
   done
 }
 MIRROR="${LMS_DEBIAN_MIRROR:-$(detect_mirror | awk 'NR == 1')}"
-MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+[[ -n "$MIRROR" ]] || die "no Debian mirror for $SUITE in /etc/apt/sources.list*; set LMS_DEBIAN_MIRROR"
 
 # ------------------------------------------------------------------ rootfs ---
 ROOTFS_TAR="$SCACHE/rootfs-$SUITE-$DEB_ARCH-$ROOTFS_KEY.tar"
