@@ -46,8 +46,8 @@ from typing import TypeVar
 
 from run import machine, percentile, rows_from
 
-from lambda_ml_serve.build.context import BUILD_INFO, BuildContext, render_build_context
-from lambda_ml_serve.build.docker import Engine, build_image, find_engine
+from lambda_ml_serve.bundling.context import BUILD_INFO, BuildContext, render_build_context
+from lambda_ml_serve.bundling.docker import Engine, build_image, find_engine
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.local.container import INVOKE_PATH, RieContainer, free_port
 from lambda_ml_serve.plugins import get_registry

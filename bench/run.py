@@ -60,7 +60,7 @@ def dir_mb(path: Path) -> float:
 
 def framework_variant(cache: Path, backend: str) -> Variant:
     """The framework as its image runs it: the build context's packages and prepared artifact only."""
-    from lambda_ml_serve.build.context import render_build_context
+    from lambda_ml_serve.bundling.context import render_build_context
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     ctx = render_build_context(MODEL, cache / backend, python=python, backend=backend, force=True)

@@ -197,8 +197,8 @@ def build(
     """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
     import shlex
 
-    from lambda_ml_serve.build.context import render_build_context
-    from lambda_ml_serve.build.docker import build_image, find_engine
+    from lambda_ml_serve.bundling.context import render_build_context
+    from lambda_ml_serve.bundling.docker import build_image, find_engine
 
     ctx = render_build_context(
         model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,

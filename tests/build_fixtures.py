@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lambda_ml_serve.build.context import HOST_ARCH, BuildContext, render_build_context
+from lambda_ml_serve.bundling.context import HOST_ARCH, BuildContext, render_build_context
 
 MODEL = "wine_quality"
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"

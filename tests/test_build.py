@@ -27,8 +27,8 @@ from packaging.utils import canonicalize_name
 
 import lambda_ml_serve
 from lambda_ml_serve.backends.xgboost import XGBoostBackend
-from lambda_ml_serve.build.context import GENERATOR, BuildContext, render_build_context
-from lambda_ml_serve.build.docker import build_image, failure_summary, find_engine
+from lambda_ml_serve.bundling.context import GENERATOR, BuildContext, render_build_context
+from lambda_ml_serve.bundling.docker import build_image, failure_summary, find_engine
 from lambda_ml_serve.cli import main
 from lambda_ml_serve.errors import BuildError, ModelLoadError, PluginError
 from lambda_ml_serve.plugins import build_registry, get_registry

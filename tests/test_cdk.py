@@ -18,8 +18,8 @@ from types import ModuleType
 
 import pytest
 
-from lambda_ml_serve.build.context import PLATFORMS, BuildContext
-from lambda_ml_serve.build.vendor import VendorError
+from lambda_ml_serve.bundling.context import PLATFORMS, BuildContext
+from lambda_ml_serve.bundling.vendor import VendorError
 
 # jsii starts Node on the first CDK import and would print a banner about Node 20's end of life.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -345,7 +345,7 @@ def test_architecture_without_wheels_is_named_in_the_error(tmp_path, monkeypatch
             "xgboost-cpu>=2.0 (from versions: none)\nERROR: No matching distribution found for xgboost-cpu>=2.0"
         )
 
-    monkeypatch.setattr("lambda_ml_serve.build.serving.install_target", pip_install)
+    monkeypatch.setattr("lambda_ml_serve.bundling.serving.install_target", pip_install)
     stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Test")
     context_dir = tmp_path / "context"
     with pytest.raises(ModelFunctionError) as raised:

@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 from conftest import REPO, post_when_up, url_event
 
-from lambda_ml_serve.build.context import render_build_context
-from lambda_ml_serve.build.docker import build_image, find_engine
+from lambda_ml_serve.bundling.context import render_build_context
+from lambda_ml_serve.bundling.docker import build_image, find_engine
 from lambda_ml_serve.local.container import RieContainer, free_port
 
 pytestmark = pytest.mark.container

@@ -12,8 +12,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from lambda_ml_serve.build.context import PLATFORMS as DOCKER_PLATFORMS
-from lambda_ml_serve.build.vendor import VendorError
+from lambda_ml_serve.bundling.context import PLATFORMS as DOCKER_PLATFORMS
+from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve_cdk import validation

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import lambda_ml_serve
-from lambda_ml_serve.build.context import render_build_context
-from lambda_ml_serve.build.serving import serving_requirements
+from lambda_ml_serve.bundling.context import render_build_context
+from lambda_ml_serve.bundling.serving import serving_requirements
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 
 #: Bumped when the stamp's meaning changes, so older stamps are not trusted.

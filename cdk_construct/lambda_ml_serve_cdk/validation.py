@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 
-from lambda_ml_serve.build.context import PYTHONS
+from lambda_ml_serve.bundling.context import PYTHONS
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import ALLOW_ENV, RegisteredModel, Registry
 from lambda_ml_serve.runtime.app import ARTIFACT_ENV, MAX_ROWS_ENV, MODEL_ENV

@@ -29,8 +29,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from lambda_ml_serve import __version__
-from lambda_ml_serve.build.serving import FRAMEWORK, vendor_serving_packages
-from lambda_ml_serve.build.vendor import VendorError
+from lambda_ml_serve.bundling.serving import FRAMEWORK, vendor_serving_packages
+from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import BuildError, LambdaMLServeError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor

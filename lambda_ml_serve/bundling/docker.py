@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import takewhile
 
-from lambda_ml_serve.build.context import BuildContext
+from lambda_ml_serve.bundling.context import BuildContext
 from lambda_ml_serve.errors import BuildError
 
 #: A live engine answers `docker info` at once; an unreachable host would otherwise hang the CLI.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from lambda_ml_serve.build.vendor import build_wheels, install_target
+from lambda_ml_serve.bundling.vendor import build_wheels, install_target
 from lambda_ml_serve.plugins import RegisteredModel, Registry
 
 FRAMEWORK = "lambda-ml-serve"
