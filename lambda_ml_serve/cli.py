@@ -144,11 +144,19 @@ def invoke(model: str, data: str, path: str, full: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
 @click.option("--image", metavar="TAG", help="Run this built image with the Lambda RIE instead of in-process.")
-def serve(model: str, host: str, port: int, image: str | None) -> None:
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Execution environments side by side, each loading the model and serving one request at a time.",
+)
+def serve(model: str, host: str, port: int, image: str | None, concurrency: int) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0).
 
     The handler runs in-process, or with --image inside the built container through the Lambda
-    Runtime Interface Emulator, so the HTTP contract can be checked against the real image.
+    Runtime Interface Emulator, so the HTTP contract can be checked against the real image. The
+    function's log lines go to the console.
     """
     import signal
     from contextlib import ExitStack, suppress
@@ -156,25 +164,31 @@ def serve(model: str, host: str, port: int, image: str | None) -> None:
     from lambda_ml_serve.local.server import FunctionUrlServer
 
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # SIGTERM too must remove the container and close the socket
+        raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
         if image:
             from lambda_ml_serve.local.container import RieContainer
 
-            invoke = stack.enter_context(RieContainer(image, env={"LAMBDA_ML_SERVE_MODEL": model})).invoke
+            env = {"LAMBDA_ML_SERVE_MODEL": model}
+            environments = [
+                stack.enter_context(RieContainer(image, env=env, follow_logs=True)).invoke for _ in range(concurrency)
+            ]
         else:
             from lambda_ml_serve.runtime.app import App
 
-            invoke = App.load(model, registry=_registry(), log_stream=sys.stderr)
+            registry = _registry()
+            environments = [App.load(model, registry=registry, log_stream=sys.stderr) for _ in range(concurrency)]
         try:
-            server = FunctionUrlServer(invoke, host, port)
+            server = FunctionUrlServer(environments, host, port)
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        stack.callback(server.server_close)
+        stack.callback(server.close)
         where = f"image {image}" if image else "in-process"
-        click.echo(f"Serving {model} ({where}) on {server.url} (Ctrl+C to stop)", err=True)
+        click.echo(
+            f"Serving {model} ({where}, {concurrency} environment(s)) on {server.url} (Ctrl+C to stop)", err=True
+        )
         with suppress(KeyboardInterrupt):
             server.serve_forever()
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,10 +37,23 @@ def free_port() -> int:
 
 
 class RieContainer:
-    """``with RieContainer(tag) as fn: fn.invoke(event)`` — one container, removed on exit."""
+    """``with RieContainer(tag) as fn: fn.invoke(event)`` — one container, removed on exit.
 
-    def __init__(self, image: str, *, env: dict[str, str] | None = None, docker_host: str | None = None) -> None:
+    ``follow_logs`` copies the container's output (the function's JSON log lines, RIE's own lines)
+    to this process's standard error while it runs.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        env: dict[str, str] | None = None,
+        docker_host: str | None = None,
+        follow_logs: bool = False,
+    ) -> None:
         self.image = image
+        self.follow_logs = follow_logs
+        self._log_follower: subprocess.Popen | None = None
         self.env = env or {}
         self.port = free_port()
         self._api_port = free_port()
@@ -54,8 +68,9 @@ class RieContainer:
         return f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
 
     def _docker_run(self, *args: str, timeout: float = 60) -> str:
-        result = subprocess.run([self._docker, *args], capture_output=True, text=True,
-                                env=self._proc_env, timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            [self._docker, *args], capture_output=True, text=True, env=self._proc_env, timeout=timeout
+        )
         if result.returncode != 0:
             raise ContainerError(f"docker {args[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
         return result.stdout.strip()
@@ -73,6 +88,14 @@ class RieContainer:
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    if self.follow_logs:
+                        self._log_follower = subprocess.Popen(
+                            [self._docker, "logs", "--follow", self.container_id],
+                            stdin=subprocess.DEVNULL,
+                            stdout=sys.stderr.fileno(),
+                            stderr=sys.stderr.fileno(),
+                            env=self._proc_env,
+                        )
                     return self
             except OSError:
                 if time.monotonic() > deadline:
@@ -95,14 +118,20 @@ class RieContainer:
     def logs(self) -> str:
         if self.container_id is None:
             return ""
-        result = subprocess.run([self._docker, "logs", self.container_id], capture_output=True, text=True,
-                                env=self._proc_env, timeout=30)  # fmt: skip
+        result = subprocess.run(
+            [self._docker, "logs", self.container_id], capture_output=True, text=True, env=self._proc_env, timeout=30
+        )
         return (result.stdout + result.stderr)[-2000:]
 
     def stop(self) -> None:
+        if self._log_follower is not None:
+            self._log_follower.terminate()
+            self._log_follower.wait(timeout=30)
+            self._log_follower = None
         if self.container_id is not None:
-            subprocess.run([self._docker, "rm", "-f", self.container_id], capture_output=True,
-                           env=self._proc_env, timeout=60)  # fmt: skip
+            subprocess.run(
+                [self._docker, "rm", "-f", self.container_id], capture_output=True, env=self._proc_env, timeout=60
+            )
             self.container_id = None
 
     def __enter__(self) -> RieContainer:

@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
-#: Function URLs refuse request bodies above 6 MB.
+#: Function URLs refuse requests above 6 MB (Lambda's synchronous invoke limit, 6 MiB).
 MAX_BODY_BYTES = 6 * 1024 * 1024
-_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
-               "application/x-www-form-urlencoded")  # fmt: skip
+#: What a Function URL answers then (status 413 and this body).
+TOO_LARGE_BODY = b'{"Message":"Request must be smaller than 6291456 bytes for the InvokeFunction operation"}'
+_TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/javascript",
+    "application/x-www-form-urlencoded",
+)
 
 
 def _is_text(content_type: str) -> bool:
@@ -31,16 +38,21 @@ def to_event(
     source_ip: str = "127.0.0.1",
     domain: str = "localhost",
 ) -> dict:
-    """Build the payload-2.0 event a Function URL would send for this request."""
+    """Build the payload-2.0 event a Function URL would send for this request.
+
+    As AWS does: header names lowercased, repeated headers joined with commas (``cookie`` stays in
+    ``headers`` and also fills ``cookies``), ``x-forwarded-for`` and ``x-forwarded-proto`` added, and the body passed
+    as text only when its content type is textual and it is valid UTF-8, else base64-encoded, so the
+    function always sees the exact bytes.
+    """
     path, _, query = target.partition("?")
     merged: dict[str, str] = {}
-    cookies: list[str] = []
     for name, value in headers:
         key = name.lower()
-        if key == "cookie":
-            cookies += [c.strip() for c in value.split(";") if c.strip()]
-            continue
         merged[key] = f"{merged[key]},{value}" if key in merged else value
+    cookies = [c.strip() for c in merged.get("cookie", "").split(";") if c.strip()]
+    merged.setdefault("x-forwarded-for", source_ip)
+    merged.setdefault("x-forwarded-proto", "http")
     params: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         params[key] = f"{params[key]},{value}" if key in params else value
@@ -77,12 +89,20 @@ def to_event(
     if params:
         event["queryStringParameters"] = params
     if body:
-        if _is_text(merged.get("content-type", "")):
-            event["body"] = body.decode("utf-8", "replace")
+        text = _as_text(body) if _is_text(merged.get("content-type", "")) else None
+        if text is not None:
+            event["body"] = text
         else:
             event["body"] = base64.b64encode(body).decode("ascii")
             event["isBase64Encoded"] = True
     return event
+
+
+def _as_text(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass(frozen=True)

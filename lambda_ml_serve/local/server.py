@@ -1,88 +1,148 @@
-"""A local Function URL: a real HTTP server that turns each request into a payload-2.0 event.
+"""A local Function URL: uvicorn (h11) in front of a small ASGI app that turns requests into events.
 
-``invoke`` runs the function: the handler in-process, or a container through the Runtime
-Interface Emulator. Requests are served one at a time, as one Lambda execution environment does.
+Each *environment* is a callable that takes a payload-2.0 event and returns what the function
+returned: the handler loaded in-process, or a container behind the Runtime Interface Emulator. As on
+Lambda, an environment serves one request at a time and ``N`` environments serve ``N`` side by side;
+requests beyond that wait for a free one instead of failing.
+
+uvicorn does the HTTP: keep-alive, chunked bodies, ``Expect: 100-continue``, a 400 for a malformed
+request or ``Content-Length``, and an accept backlog that absorbs bursts of connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import sys
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lambda_ml_serve.local.events import MAX_BODY_BYTES, HttpResponse, from_result, to_event
+import uvicorn
+
+from lambda_ml_serve.local.events import MAX_BODY_BYTES, TOO_LARGE_BODY, HttpResponse, from_result, to_event
 
 Invoke = Callable[[dict], Any]
+#: Connections the kernel queues before uvicorn accepts them.
+BACKLOG = 2048
+_JSON = [("content-type", "application/json")]
 
 
-def _error(status: int, message: str) -> HttpResponse:
-    body = json.dumps({"message": message}).encode()
-    return HttpResponse(status, [("content-type", "application/json")], body)
+class FunctionUrlApp:
+    """The ASGI app: read the whole body (at most 6 MB), build the event, run it on a free environment."""
+
+    def __init__(self, environments: Sequence[Invoke]) -> None:
+        if not environments:
+            raise ValueError("at least one environment is needed")
+        self.environments = list(environments)
+        self._executor = ThreadPoolExecutor(len(self.environments), thread_name_prefix="environment")
+        self._idle: asyncio.Queue[Invoke] | None = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+        body = await self._read_body(receive, headers)
+        if body is None:
+            response = HttpResponse(413, [*_JSON, ("connection", "close")], TOO_LARGE_BODY)
+        else:
+            target = scope["raw_path"].decode("latin-1")
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("latin-1")
+            client = scope.get("client") or ("127.0.0.1", 0)
+            event = to_event(scope["method"], target, headers, body, source_ip=client[0])
+            response = await self._invoke(event)
+        await send({"type": "http.response.start", "status": response.status, "headers": _encode(response)})
+        await send({"type": "http.response.body", "body": response.body})
+
+    @staticmethod
+    async def _read_body(receive: Callable, headers: list[tuple[str, str]]) -> bytes | None:
+        """The request body, or None when it exceeds the limit (checked before reading when declared)."""
+        declared = next((value for name, value in headers if name == "content-length"), None)
+        if declared is not None and int(declared) > MAX_BODY_BYTES:  # h11 has already checked it is digits
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _invoke(self, event: dict) -> HttpResponse:
+        if len(json.dumps(event)) > MAX_BODY_BYTES:  # the limit is on the invoke payload: base64 counts
+            return HttpResponse(413, _JSON, TOO_LARGE_BODY)
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for environment in self.environments:
+                self._idle.put_nowait(environment)
+        environment = await self._idle.get()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, environment, event)
+        except Exception as exc:  # what a Function URL answers when the function itself fails
+            print(f"function error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return HttpResponse(502, _JSON, b'{"message": "Internal Server Error"}')
+        finally:
+            self._idle.put_nowait(environment)
+        return from_result(result)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
-class FunctionUrlServer(ThreadingHTTPServer):
-    """Serve ``invoke`` on ``host:port`` (loopback by default); port 0 picks a free port."""
+def _encode(response: HttpResponse) -> list[tuple[bytes, bytes]]:
+    headers = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers]
+    return [*headers, (b"content-length", str(len(response.body)).encode())]
 
-    daemon_threads = True
 
-    def __init__(self, invoke: Invoke, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.invoke = invoke
-        self._lock = threading.Lock()
+class FunctionUrlServer:
+    """Serve environments on ``host:port`` (loopback by default); port 0 picks a free port.
+
+    ``serve_forever()`` runs in the calling thread until SIGINT/SIGTERM; ``start()`` serves from a
+    background thread (tests, embedding) until ``close()``.
+    """
+
+    def __init__(self, environments: Invoke | Sequence[Invoke], host: str = "127.0.0.1", port: int = 8080) -> None:
+        self.app = FunctionUrlApp([environments] if callable(environments) else environments)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.socket.bind((host, port))
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.listen(BACKLOG)
+        self.server_address = self.socket.getsockname()
+        config = uvicorn.Config(
+            self.app, http="h11", lifespan="off", log_level="warning", backlog=BACKLOG, server_header=False
+        )
+        self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
-        super().__init__((host, port), _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def answer(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> HttpResponse:
-        event = to_event(method, target, headers, body, source_ip=self.server_address[0])
-        with self._lock:
-            try:
-                result = self.invoke(event)
-            except Exception as exc:  # what Function URLs answer when the function itself fails
-                print(f"function error: {type(exc).__name__}: {exc}", file=sys.stderr)
-                return _error(502, "Internal Server Error")
-        return from_result(result)
+    def serve_forever(self) -> None:
+        self._server.run(sockets=[self.socket])
 
     def start(self) -> FunctionUrlServer:
-        """Serve in a background thread (for tests and embedding); ``close()`` stops it."""
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            self._thread.join(0.01)
         return self
 
     def close(self) -> None:
+        self._server.should_exit = True
         if self._thread is not None:
-            self.shutdown()
             self._thread.join()
-        self.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FunctionUrlServer
-    protocol_version = "HTTP/1.1"
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY_BYTES:
-            response = _error(413, "Request must be smaller than 6291456 bytes for the InvokeFunction operation")
-            self.close_connection = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            response = self.server.answer(self.command, self.path, list(self.headers.items()), body)
-        self.send_response(response.status)
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        self.socket.close()
+        self.app.close()
