@@ -154,7 +154,9 @@ def test_expect_100_continue(server, samples_body):
 
 
 def test_content_length_shorter_than_the_body_does_not_desynchronise(echo_server):
-    raw = exchange(port_of(echo_server), b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GARBAGE / HTTP/1.1\r\n\r\n")
+    raw = exchange(
+        port_of(echo_server), b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GARBAGE / HTTP/1.1\r\n\r\n"
+    )
     (status, body), (garbage_status, _) = responses(raw)
     assert status == 200 and base64.b64decode(json.loads(body)["body"]) == b"{}"
     assert garbage_status == 400  # the rest is a malformed request, answered and closed, never a hang
@@ -172,7 +174,9 @@ def test_bad_content_length_is_400(echo_server, length):
 
 def test_oversized_body_is_refused_as_aws_does(echo_server):
     # Declared too large: answered at once, before the body is sent.
-    raw = exchange(port_of(echo_server), b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1))
+    raw = exchange(
+        port_of(echo_server), b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
+    )
     assert responses(raw) == [(413, TOO_LARGE_BODY)]
     # Chunked past the limit: refused once the limit is crossed.
     chunk = b"a" * 65536
@@ -220,7 +224,9 @@ def test_events_are_valid_for_powertools(echo_server):
         ({"content-type": "image/png"}, b"\x89PNG"),
         ({}, None),
     ]:
-        _, _, body = request(echo_server.url + "p?x=1&x=2", payload, method="POST" if payload else "GET", headers=headers)
+        _, _, body = request(
+            echo_server.url + "p?x=1&x=2", payload, method="POST" if payload else "GET", headers=headers
+        )
         model = parser.LambdaFunctionUrlModel.model_validate(json.loads(body))
         assert model.rawQueryString == "x=1&x=2" and model.queryStringParameters == {"x": "1,2"}
 
