@@ -1,10 +1,8 @@
 """Call a deployed model's Lambda Function URL from Python, signing requests with SigV4.
 
-This is developer tooling: the Lambda serving path never imports it, and boto3/botocore are
-imported lazily (only when a request is signed) so that importing this module, and the CLI's
-``--help``, stay fast. Requests go out through the standard library (``urllib.request``).
-
-Typical use::
+Developer tooling: the serving path never imports it. Signing is botocore's ``SigV4Auth``; requests go
+out through urllib3 (the HTTP library botocore itself ships with), imported when the first call is
+made so that importing this module, and the CLI's ``--help``, stay fast::
 
     from lambda_ml_serve.client import FunctionUrlClient, FunctionUrlError
 
@@ -14,16 +12,9 @@ Typical use::
     except FunctionUrlError as exc:  # non-2xx answer; str(exc) is a readable one-liner
         print(exc)
 
-The server answers ``POST`` (predict) and ``GET`` (metadata) on the URL's path, ``/`` for a
-plain Function URL.
-
-For the ``lambda-ml-serve predict`` CLI command, :func:`predict_command_impl` does all the work::
-
-    try:
-        result = predict_command_impl(url, data, region, assume_role, sign=not no_sign)
-    except FunctionUrlClientError as exc:  # every error it raises says what to do
-        raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(result, indent=2))
+Every failure is a :class:`FunctionUrlClientError`: bad configuration (:class:`ClientConfigError`), no
+answer or none within ``timeout`` (:class:`FunctionUrlConnectionError`), a non-2xx or unreadable answer
+(:class:`FunctionUrlError`). ``timeout`` bounds the whole call: connecting, the headers and the body.
 """
 
 from __future__ import annotations
@@ -32,19 +23,22 @@ import datetime as _dt
 import hashlib
 import json
 import re
+import socket
 import threading
-import urllib.error
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from contextvars import ContextVar
 from http import HTTPStatus
-from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from lambda_ml_serve.errors import LambdaMLServeError
 
 if TYPE_CHECKING:
     import boto3
+    import urllib3
     from botocore.credentials import Credentials, ReadOnlyCredentials
 
 __all__ = [
@@ -67,29 +61,16 @@ ROLE_SESSION_NAME = "lambda-ml-serve-client"
 # <url-id>.lambda-url.<region>.on.aws: the only host shape a Function URL has.
 _FUNCTION_URL_HOST = re.compile(r"^[a-z0-9-]+\.lambda-url\.([a-z]{2}(?:-[a-z]+)+-\d+)\.on\.aws$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_LOOPBACK_HOSTS = {"localhost", "::1"}
 # Assumed-role credentials are renewed this long before they expire, so a request signed
 # just before expiry does not arrive with stale credentials.
 _RENEW_BEFORE_EXPIRY = _dt.timedelta(minutes=5)
-# How many detail lines an error's one-line str() shows; the full list is on ``.details``.
 _MAX_DETAILS_SHOWN = 5
 _MAX_BODY_SHOWN = 300
-# Short, Python-version-independent reason phrases (HTTPStatus's change between versions).
-_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+# Phrases that changed between Python versions (HTTPStatus), kept short and stable.
+_REASONS = {413: "Payload Too Large", 422: "Unprocessable"}
+# What SigV4 leaves unescaped in a path and in a query name or value (RFC 3986 unreserved).
+_PATH_SAFE = "/-_.~!$&'()*+,;=:@%"
+_QUERY_SAFE = "-_.~"
 _CREDENTIALS_HELP = (
     "set AWS_PROFILE to a configured profile (run `aws configure` or `aws sso login`), "
     "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary "
@@ -107,7 +88,7 @@ class ClientConfigError(FunctionUrlClientError, ValueError):
 
 
 class FunctionUrlConnectionError(FunctionUrlClientError, ConnectionError):
-    """The Function URL could not be reached, or the connection broke before an answer."""
+    """The Function URL could not be reached, did not answer within the timeout, or the connection broke."""
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
@@ -143,39 +124,32 @@ class FunctionUrlError(FunctionUrlClientError):
         self.request_id = request_id
         self.error_type = error_type
         self.hint = hint
-        super().__init__(self._format())
-
-    def __str__(self) -> str:
-        return self._format()
+        super().__init__(str(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception pickling replays ``args``; this keeps every field instead.
         args = (self.status, self.message, self.details, self.request_id)
         return (type(self), args, {"error_type": self.error_type, "hint": self.hint})
 
-    def _format(self) -> str:
-        reason = _REASONS.get(self.status)
-        if reason is None:
-            try:
-                reason = HTTPStatus(self.status).phrase
-            except ValueError:
-                reason = "HTTP error"
-        text = f"{self.status} {reason}"
+    def __str__(self) -> str:
+        try:
+            reason = _REASONS.get(self.status) or HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = "HTTP error"
         shown = [_format_detail(d) for d in self.details[:_MAX_DETAILS_SHOWN]]
         if len(self.details) > _MAX_DETAILS_SHOWN:
             shown.append(f"... and {len(self.details) - _MAX_DETAILS_SHOWN} more")
-        detail_text = "; ".join(shown)
+        details = "; ".join(shown)
         # AWS answers like {"Message": "Forbidden"} would otherwise read "403 Forbidden: Forbidden".
         message = self.message if self.message.strip().lower() != reason.lower() else ""
-        if message and detail_text:
-            text += f": {message} [{detail_text}]"
-        elif message or detail_text:
-            text += f": {message or detail_text}"
+        text = f"{self.status} {reason}"
+        if message and details:
+            text += f": {message} [{details}]"
+        elif message or details:
+            text += f": {message or details}"
         if self.request_id:
             text += f" (request id {self.request_id})"
-        if self.hint:
-            text += f"; {self.hint}"
-        return text
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 def _format_detail(detail: Mapping[str, Any]) -> str:
@@ -201,17 +175,17 @@ def region_from_url(url: str) -> str | None:
 def _netloc(scheme: str, hostname: str, port: int | None) -> str:
     # What SigV4 signs as ``host`` must equal what is sent: lowercase, no default port.
     host = f"[{hostname}]" if ":" in hostname else hostname
-    if port is not None and port != _DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{port}"
-    return host
+    return host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
 
 
-def _host_header(url: str) -> str:
-    parts = urlsplit(url)
-    return _netloc(parts.scheme.lower(), parts.hostname or "", parts.port)
+def _canonical_query(query: str) -> str:
+    # Sent exactly as SigV4 canonicalises it (botocore signs the query as it appears in the URL).
+    pairs = (pair.partition("=") for pair in query.split("&") if pair)
+    return "&".join(f"{quote(unquote(k), safe=_QUERY_SAFE)}={quote(unquote(v), safe=_QUERY_SAFE)}" for k, _, v in pairs)
 
 
 def _normalize_url(url: str) -> str:
+    """The URL as it goes on the wire: ASCII, lowercase host, no default port, path and query percent-encoded."""
     if not isinstance(url, str) or not url.strip():
         raise ClientConfigError("the Function URL is empty")
     try:
@@ -224,8 +198,10 @@ def _normalize_url(url: str) -> str:
         raise ClientConfigError(f"{url!r} is not an http(s) URL; expected https://<url-id>.lambda-url.<region>.on.aws/")
     if parts.username is not None or parts.password is not None:
         raise ClientConfigError(f"{url!r}: credentials in the URL are not supported")
-    netloc = _netloc(scheme, parts.hostname, port)
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    if not parts.hostname.isascii():
+        raise ClientConfigError(f"{url!r}: the host name must be ASCII (a Function URL's always is)")
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    return urlunsplit((scheme, _netloc(scheme, parts.hostname, port), path, _canonical_query(parts.query), ""))
 
 
 def sign_request(
@@ -243,9 +219,10 @@ def sign_request(
     The result holds ``headers`` (``Content-Type: application/json`` is added when there is a
     body and none is given), ``Host``, ``X-Amz-Date``, ``X-Amz-Content-SHA256`` (the body's
     SHA-256), ``X-Amz-Security-Token`` for temporary credentials, and ``Authorization``; all but
-    ``Authorization`` are signed. ``credentials`` is a botocore ``Credentials`` (refreshable ones
-    are frozen first) or anything with ``access_key``, ``secret_key`` and ``token``. ``now`` fixes
-    the signing time (naive datetimes are taken as UTC); it defaults to the current time.
+    ``Authorization`` are signed. ``url`` must be as sent on the wire (ASCII, percent-encoded).
+    ``credentials`` is a botocore ``Credentials`` (refreshable ones are frozen first) or anything with
+    ``access_key``, ``secret_key`` and ``token``. ``now`` fixes the signing time (naive datetimes are
+    taken as UTC); it defaults to the current time.
     """
     from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -260,10 +237,10 @@ def sign_request(
     timestamp = when.strftime(SIGV4_TIMESTAMP)
 
     to_sign = dict(headers or {})
-    lowered = {name.lower() for name in to_sign}
-    if payload and "content-type" not in lowered:
+    if payload and "content-type" not in {name.lower() for name in to_sign}:
         to_sign["Content-Type"] = "application/json"
-    to_sign["Host"] = _host_header(url)
+    parts = urlsplit(url)
+    to_sign["Host"] = _netloc(parts.scheme.lower(), parts.hostname or "", parts.port)
     to_sign["X-Amz-Date"] = timestamp
     # Sent explicitly so the signed body hash is visible to (and checked by) the service.
     to_sign["X-Amz-Content-SHA256"] = hashlib.sha256(payload).hexdigest()
@@ -275,26 +252,76 @@ def sign_request(
     request = AWSRequest(method=method.upper(), url=url, data=payload, headers=to_sign)
     request.context["timestamp"] = timestamp
     signer = SigV4Auth(credentials, SERVICE, region)
-    canonical_request = signer.canonical_request(request)
-    string_to_sign = signer.string_to_sign(request, canonical_request)
-    signature = signer.signature(string_to_sign, request)
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     signed_headers = signer.signed_headers(signer.headers_to_sign(request))
-    result = dict(to_sign)
-    result["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, SignedHeaders={signed_headers}, Signature={signature}"
-    )
-    return result
+    return to_sign | {
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, "
+        f"SignedHeaders={signed_headers}, Signature={signature}"
+    }
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # Following a redirect would forward the Authorization header to another URL, and the
-    # signature would not match there anyway: report the redirect instead.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+# -- HTTP: urllib3 with a deadline over the whole call ------------------------------------------------
+
+_deadline: ContextVar[float] = ContextVar("deadline")
+
+
+def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
+    """A urllib3 pool manager whose connections are shut down when the current call's deadline passes.
+
+    urllib3's own timeouts bound each socket operation, so a server trickling a byte at a time could
+    hold a call forever; a timer that shuts the socket down makes ``timeout`` a deadline.
+    """
+    import urllib3
+    from botocore.httpsession import get_cert_path
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    class Deadline:
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            self._watchdog = threading.Timer(max(0.0, _deadline.get() - time.monotonic()), self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+            try:
+                super().request(*args, **kwargs)
+            except BaseException:
+                self._watchdog.cancel()
+                raise
+
+        def getresponse(self) -> Any:
+            try:
+                return super().getresponse()  # reads the whole body: preload_content
+            finally:
+                self._watchdog.cancel()
+
+        def _expire(self) -> None:
+            if self.sock is not None:
+                with suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+    class Http(urllib3.HTTPConnectionPool):
+        ConnectionCls = type("DeadlineHTTPConnection", (Deadline, HTTPConnection), {})
+
+    class Https(urllib3.HTTPSConnectionPool):
+        ConnectionCls = type("DeadlineHTTPSConnection", (Deadline, HTTPSConnection), {})
+
+    options = {"retries": False, "ca_certs": get_cert_path(True)}
+    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    manager.pool_classes_by_scheme = {"http": Http, "https": Https}
+    return manager
+
+
+def _proxy_for(url: str) -> str | None:
+    host = urlsplit(url).hostname or ""
+    # A proxy cannot reach this machine's loopback interface: never use one for it.
+    if host in ("localhost", "::1") or host.startswith("127.") or urllib.request.proxy_bypass(host):
         return None
+    return urllib.request.getproxies().get(urlsplit(url).scheme)
 
 
-def _is_loopback(host: str) -> bool:
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+def _reason(exc: BaseException) -> str:
+    # urllib3 wraps the OSError that says what happened (refused, reset...) in its own exceptions.
+    while exc.__context__ is not None and not isinstance(exc, OSError):
+        exc = exc.__context__
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
 
 
 def _json_default(value: Any) -> Any:
@@ -315,15 +342,11 @@ def _encode_payload(payload: Any) -> bytes:
             "predict() takes a list of row dicts, {'instances': [...]}, one row dict, "
             f"or a JSON body as bytes/str; got {type(payload).__name__}"
         )
-    if isinstance(payload, Mapping):
-        payload = dict(payload)
+    payload = (
+        list(payload) if isinstance(payload, tuple) else dict(payload) if isinstance(payload, Mapping) else payload
+    )
     try:
-        return json.dumps(
-            list(payload) if isinstance(payload, tuple) else payload,
-            default=_json_default,
-            allow_nan=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
+        return json.dumps(payload, default=_json_default, allow_nan=False, separators=(",", ":")).encode()
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise
@@ -343,7 +366,8 @@ class FunctionUrlClient:
     ``auth="AWS_IAM"`` (the default) signs every request with SigV4 using boto3's default
     credential chain (or ``session``'s), or, with ``assume_role``, temporary credentials from
     STS AssumeRole (renewed shortly before they expire). ``auth="NONE"`` sends unsigned requests
-    and needs neither boto3 nor a region.
+    and needs no region. Non-ASCII characters in the URL's path or query are percent-encoded
+    (UTF-8) and signed as sent. ``timeout`` is a deadline in seconds for each whole call.
 
     The region is ``region`` if given, else the one in the Function URL's host, else the
     session's configured region; signing without one raises :class:`ClientConfigError`.
@@ -374,6 +398,7 @@ class FunctionUrlClient:
         self._lock = threading.Lock()
         self._assumed: ReadOnlyCredentials | None = None
         self._assumed_expiry: _dt.datetime | None = None
+        self._http: urllib3.PoolManager | None = None
 
         url_region = region_from_url(self.url)
         region = region.strip() if region else None
@@ -405,7 +430,7 @@ class FunctionUrlClient:
         """GET the model's metadata (name, version, input schema...) from the URL's path."""
         return self._call("GET", b"")
 
-    # -- internals -----------------------------------------------------------------------
+    # -- credentials ---------------------------------------------------------------------------------
 
     def _get_session(self) -> boto3.Session:
         if self._session is None:
@@ -446,11 +471,7 @@ class FunctionUrlClient:
         from botocore.exceptions import ClientError
 
         now = _dt.datetime.now(_dt.UTC)
-        if (
-            self._assumed is not None
-            and self._assumed_expiry is not None
-            and self._assumed_expiry - now > _RENEW_BEFORE_EXPIRY
-        ):
+        if self._assumed is not None and self._assumed_expiry and self._assumed_expiry - now > _RENEW_BEFORE_EXPIRY:
             return self._assumed
         sts = self._get_session().client("sts", region_name=self.region)
         try:
@@ -471,69 +492,58 @@ class FunctionUrlClient:
         self._assumed_expiry = expiry if isinstance(expiry, _dt.datetime) else None
         return self._assumed
 
+    # -- one call ------------------------------------------------------------------------------------
+
     def _call(self, method: str, body: bytes) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
         headers = {"Content-Type": "application/json"} if body else {}
         if self.auth == "AWS_IAM":
             assert self.region is not None  # resolved in __init__ for signed clients
             headers = sign_request(method, self.url, body, self._credentials(), self.region, headers=headers)
         # Added after signing: intermediaries may rewrite these, which must not break signatures.
-        headers["Accept"] = "application/json"
-        headers["User-Agent"] = "lambda-ml-serve-client"
-        status, response_headers, payload = self._send(method, body, headers)
-        request_id = response_headers.get("x-request-id") or response_headers.get("x-amzn-requestid")
-        if not 200 <= status < 300:
-            raise self._error(status, response_headers, payload, request_id)
+        headers |= {"Accept": "application/json", "User-Agent": "lambda-ml-serve-client"}
+        response = self._send(method, body, headers, deadline)
+        request_id = response.headers.get("x-request-id") or response.headers.get("x-amzn-requestid")
+        if not 200 <= response.status < 300:
+            raise self._error(response, request_id)
         try:
-            answer = json.loads(payload)
+            answer = json.loads(response.data)
         except ValueError:
+            text = _squash(response.data.decode("utf-8", "replace"))
             raise FunctionUrlError(
-                status,
-                f"the answer is not JSON: {_squash(payload.decode('utf-8', 'replace'))!r}",
-                request_id=request_id,
+                response.status, f"the answer is not JSON: {text!r}", request_id=request_id
             ) from None
         if not isinstance(answer, dict):
-            raise FunctionUrlError(
-                status,
-                f"expected a JSON object, got a JSON {type(answer).__name__}",
-                request_id=request_id,
-            )
+            kind = type(answer).__name__
+            raise FunctionUrlError(response.status, f"expected a JSON object, got a JSON {kind}", request_id=request_id)
         return answer
 
-    def _send(self, method: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str], bytes]:
-        request = urllib.request.Request(self.url, data=body or None, headers=dict(headers), method=method)
-        # A proxy cannot reach this machine's loopback interface: never use one for it.
-        host = urlsplit(self.url).hostname or ""
-        proxies = urllib.request.ProxyHandler({} if _is_loopback(host) else None)
-        opener = urllib.request.build_opener(proxies, _NoRedirect)
+    def _send(self, method: str, body: bytes, headers: dict[str, str], deadline: float) -> urllib3.BaseHTTPResponse:
+        import urllib3
+
+        if self._http is None:
+            self._http = _pool_manager(_proxy_for(self.url))
+        remaining = deadline - time.monotonic()
+        token = _deadline.set(deadline)
         try:
-            with opener.open(request, timeout=self.timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                try:
-                    payload = exc.read()
-                except (OSError, HTTPException):
-                    payload = b""
-                return exc.code, exc.headers, payload
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError):
-                raise FunctionUrlConnectionError(self.url, self._timed_out()) from exc
-            raise FunctionUrlConnectionError(self.url, str(reason)) from exc
-        except TimeoutError as exc:
-            raise FunctionUrlConnectionError(self.url, self._timed_out()) from exc
-        except (OSError, HTTPException) as exc:
-            raise FunctionUrlConnectionError(
-                self.url, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            ) from exc
+            # Redirects are reported, not followed: that would send the signature to another URL.
+            return self._http.urlopen(
+                method,
+                self.url,
+                body=body or None,
+                headers=headers,
+                redirect=False,
+                timeout=urllib3.Timeout(connect=remaining, read=remaining),
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) or time.monotonic() >= deadline
+            reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
+            raise FunctionUrlConnectionError(self.url, reason if timed_out else _reason(exc)) from None
+        finally:
+            _deadline.reset(token)
 
-    def _timed_out(self) -> str:
-        return f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
-
-    def _error(
-        self, status: int, headers: Mapping[str, str], payload: bytes, request_id: str | None
-    ) -> FunctionUrlError:
-        text = payload.decode("utf-8", "replace")
+    def _error(self, response: urllib3.BaseHTTPResponse, request_id: str | None) -> FunctionUrlError:
+        text = response.data.decode("utf-8", "replace")
         try:
             body = json.loads(text)
         except ValueError:
@@ -543,24 +553,15 @@ class FunctionUrlClient:
         if isinstance(error, dict):  # the project's shape: {"error": {type, message, details}}
             message = str(error.get("message") or "")
             error_type = error.get("type") if isinstance(error.get("type"), str) else None
-            raw_details = error.get("details")
-            if isinstance(raw_details, list):
-                details = [d for d in raw_details if isinstance(d, dict)]
+            if isinstance(error.get("details"), list):
+                details = [d for d in error["details"] if isinstance(d, dict)]
         elif isinstance(body, dict):  # AWS's own answers: {"Message": ...} or {"message": ...}
-            found = body.get("Message") or body.get("message")
-            message = str(found) if found else _squash(text)
-        return FunctionUrlError(
-            status,
-            message,
-            details,
-            request_id,
-            error_type=error_type,
-            hint=self._hint(status, headers),
-        )
+            message = str(body.get("Message") or body.get("message") or _squash(text))
+        hint = self._hint(response.status, response.headers.get("location"))
+        return FunctionUrlError(response.status, message, details, request_id, error_type=error_type, hint=hint)
 
-    def _hint(self, status: int, headers: Mapping[str, str]) -> str | None:
+    def _hint(self, status: int, location: str | None) -> str | None:
         if 300 <= status < 400:
-            location = headers.get("location")
             return f"redirected to {location}; call that URL instead" if location else None
         if status == 403 and self.auth == "AWS_IAM":
             who = f"role {self.assume_role}" if self.assume_role else "your AWS identity"
@@ -597,11 +598,6 @@ def predict_command_impl(
         raise ClientConfigError(f"the --data input is not valid JSON: {exc}") from None
     if assume_role and not sign:
         raise ClientConfigError("--assume-role needs signed requests; drop --no-sign")
-    client = FunctionUrlClient(
-        url,
-        region=region,
-        auth="AWS_IAM" if sign else "NONE",
-        assume_role=assume_role,
-        timeout=timeout,
-    )
+    auth = "AWS_IAM" if sign else "NONE"
+    client = FunctionUrlClient(url, region=region, auth=auth, assume_role=assume_role, timeout=timeout)
     return client.predict(bytes(data))

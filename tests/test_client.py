@@ -14,12 +14,13 @@ import json
 import pickle
 import socket
 import threading
+import time
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.auth
@@ -504,7 +505,7 @@ def assert_signed_by(recorded: Recorded, access_key: str, secret_key: str, regio
     path, _, query = recorded.path.partition("?")
     assert authorization == expected_authorization(
         recorded.method,
-        path,
+        quote(path, safe="/~"),  # services other than S3 sign the path URI-encoded twice
         query,
         headers,
         recorded.body,
@@ -881,3 +882,94 @@ def test_predict_command_impl_rejects_bad_input_locally(
     with pytest.raises(ClientConfigError, match=match):
         predict_command_impl(server.url, data, **{"sign": False, **kwargs})
     assert server.requests == []
+
+
+# -- finding 11: non-ASCII URLs -------------------------------------------------------------------
+
+
+def test_non_ascii_path_and_query_are_encoded_and_signed_as_sent(server: LocalServer) -> None:
+    client = FunctionUrlClient(server.url + "modèles/vin?q=é&z=a b&k=%C3%A9", region=REGION, session=static_session())
+    client.predict([{"pH": 3.2}])
+    sent = server.only_request()
+    assert sent.path == "/mod%C3%A8les/vin?q=%C3%A9&z=a%20b&k=%C3%A9"
+    assert_signed_by(sent, "AKID", "SECRET", REGION)
+
+
+def test_non_ascii_host_is_refused_in_one_line() -> None:
+    with pytest.raises(ClientConfigError, match="host name must be ASCII"):
+        FunctionUrlClient("https://fonction.exemple.é/", auth="NONE")
+
+
+def test_predict_command_with_a_non_ascii_url_prints_one_line(server: LocalServer) -> None:
+    from click.testing import CliRunner
+
+    from lambda_ml_serve.cli import main
+
+    runner = CliRunner()
+    ok = runner.invoke(main, ["predict", server.url + "prédire", "--data", "-", "--no-sign"], input="[]")
+    assert ok.exit_code == 0, ok.output
+    assert server.only_request().path == "/pr%C3%A9dire"
+    bad = runner.invoke(main, ["predict", "http://hôte.example/", "--data", "-", "--no-sign"], input="[]")
+    assert bad.exit_code == 1
+    assert bad.output.count("\n") == 1 and bad.output.startswith("Error: ") and "Traceback" not in bad.output
+
+
+# -- finding 12: timeout is a deadline over the whole call ------------------------------------------
+
+
+class TricklingServer:
+    """Reads a request, then answers one byte every ``interval`` seconds (headers, or only the body)."""
+
+    def __init__(self, answer: bytes, *, start_trickling_at: int = 0, interval: float = 0.5) -> None:
+        self.answer, self.start, self.interval = answer, start_trickling_at, interval
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.recv(65536)
+            try:
+                connection.sendall(self.answer[: self.start])
+                for byte in self.answer[self.start :]:
+                    if self.stop.wait(self.interval):
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up, as it should
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+ANSWER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n{"predictions": []}'
+
+
+@pytest.mark.parametrize("start", [0, ANSWER.index(b"\r\n\r\n") + 4], ids=["headers", "body"])
+def test_a_trickling_server_fails_the_call_at_the_deadline(start: int) -> None:
+    trickler = TricklingServer(ANSWER, start_trickling_at=start)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FunctionUrlConnectionError, match=r"no answer within 1.5s"):
+            FunctionUrlClient(trickler.url, auth="NONE", timeout=1.5).predict([])
+        # The trickle alone would take 19 s or more: the call ended at its deadline, not the server's pace.
+        assert time.monotonic() - started < 10
+    finally:
+        trickler.close()
+
+
+def test_every_failure_is_a_client_error() -> None:
+    trickler = TricklingServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", interval=0)
+    try:
+        with pytest.raises(FunctionUrlClientError):  # the server hung up in the middle of the body
+            FunctionUrlClient(trickler.url, auth="NONE").predict([])
+    finally:
+        trickler.close()
