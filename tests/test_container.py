@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import REPO, post_when_up, url_event
+from conftest import DATA, REPO, post_when_up, url_event
+from test_node_client import run_node
 
 from lambda_ml_serve.bundling.context import render_build_context
 from lambda_ml_serve.bundling.docker import build_image, find_engine
@@ -29,7 +30,7 @@ TAG = "lambda-ml-serve-test/wine_quality:latest"
 def engine():
     found = find_engine()
     if found is None:
-        message = "no Docker engine reachable (run `eval \"$(.ci/docker-up)\"`)"
+        message = 'no Docker engine reachable (run `eval "$(.ci/docker-up)"`)'
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -111,11 +112,17 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(bad, timeout=30)
         assert info.value.code == 422
+        # The Node.js client: SigV4-signed, its body chunked, through the front server into the container.
+        node = run_node(f"http://127.0.0.1:{port}/", DATA / "samples.json")
+        assert node.returncode == 0, node.stderr
+        assert json.loads(node.stdout)["predictions"] == json.loads(body)["predictions"]
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        _, log = proc.communicate(timeout=60)
     assert running() == before, "serve --image left its container running"
-
+    # The function's own JSON log lines reach the console: one per request, the 422 included.
+    records = [json.loads(line) for line in log.splitlines() if line.startswith('{"_aws"')]
+    assert [r["status"] for r in records] == [200, 422, 200]
 
 
 def test_compiled_image_answers_like_xgboost(engine, tmp_path, wine_app, samples_body):
