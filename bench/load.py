@@ -4,7 +4,7 @@
                          [--baseline SRC]
 
 Each run starts `serve wine_quality --concurrency N` on a free loopback port, waits for it, then
---clients threads each open one keep-alive connection and send --requests POSTs of samples.json one
+--clients threads, released together, each open one keep-alive connection and send --requests POSTs of samples.json one
 after another. Every request's latency (send to last byte) is kept; a connection reset, any other
 failure and any non-200 answer are counted. The runs for each N take turns, --rounds times, and the
 table reports the median over rounds of each round's p50/p99 and throughput, and the total failures.
@@ -59,8 +59,11 @@ def start_server(concurrency: int | None, pin: str | None, src: str | None) -> t
     raise SystemExit("serve did not start within 120 s")
 
 
-def client(port: int, body: bytes, requests: int, latencies: list[float], failures: dict[str, int]) -> None:
+def client(
+    port: int, body: bytes, requests: int, latencies: list[float], failures: dict[str, int], go: threading.Barrier
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    go.wait()  # every client connects at once, as a burst of real traffic does
     for _ in range(requests):
         started = time.perf_counter()
         try:
@@ -85,8 +88,10 @@ def run(concurrency: int | None, clients: int, requests: int, pin: str | None, s
     try:
         latencies: list[float] = []
         failures = {"resets": 0, "other": 0, "non-200": 0}
+        go = threading.Barrier(clients)
         threads = [
-            threading.Thread(target=client, args=(port, body, requests, latencies, failures)) for _ in range(clients)
+            threading.Thread(target=client, args=(port, body, requests, latencies, failures, go))
+            for _ in range(clients)
         ]
         started = time.perf_counter()
         for thread in threads:

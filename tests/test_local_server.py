@@ -268,8 +268,9 @@ def test_response_inference():
 # -- finding 2 and --concurrency: load, keep-alive, environments side by side --------------------------
 
 
-def keep_alive_client(port: int, body: bytes, requests: int) -> list[int]:
+def keep_alive_client(port: int, body: bytes, requests: int, go: threading.Barrier) -> list[int]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    go.wait()  # all clients connect at once
     try:
         statuses = []
         for _ in range(requests):
@@ -283,8 +284,9 @@ def keep_alive_client(port: int, body: bytes, requests: int) -> list[int]:
 
 
 def test_fifty_keep_alive_clients_get_every_answer(server, samples_body):
+    go = threading.Barrier(50)
     with ThreadPoolExecutor(50) as pool:
-        results = list(pool.map(lambda _: keep_alive_client(port_of(server), samples_body, 20), range(50)))
+        results = list(pool.map(lambda _: keep_alive_client(port_of(server), samples_body, 20, go), range(50)))
     # Any reset or protocol error would have raised in a client thread and surfaced here.
     assert [status for statuses in results for status in statuses] == [200] * 1000
 
