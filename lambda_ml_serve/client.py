@@ -41,17 +41,6 @@ if TYPE_CHECKING:
     import urllib3
     from botocore.credentials import Credentials, ReadOnlyCredentials
 
-__all__ = [
-    "ROLE_SESSION_NAME",
-    "ClientConfigError",
-    "FunctionUrlClient",
-    "FunctionUrlClientError",
-    "FunctionUrlConnectionError",
-    "FunctionUrlError",
-    "predict_command_impl",
-    "region_from_url",
-    "sign_request",
-]
 
 #: The SigV4 service name Function URLs are signed for.
 SERVICE = "lambda"
@@ -61,9 +50,6 @@ ROLE_SESSION_NAME = "lambda-ml-serve-client"
 # <url-id>.lambda-url.<region>.on.aws: the only host shape a Function URL has.
 _FUNCTION_URL_HOST = re.compile(r"^[a-z0-9-]+\.lambda-url\.([a-z]{2}(?:-[a-z]+)+-\d+)\.on\.aws$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Assumed-role credentials are renewed this long before they expire, so a request signed
-# just before expiry does not arrive with stale credentials.
-_RENEW_BEFORE_EXPIRY = _dt.timedelta(minutes=5)
 _MAX_DETAILS_SHOWN = 5
 _MAX_BODY_SHOWN = 300
 # Phrases that changed between Python versions (HTTPStatus), kept short and stable.
@@ -396,8 +382,7 @@ class FunctionUrlClient:
         self.assume_role = assume_role
         self._session = session
         self._lock = threading.Lock()
-        self._assumed: ReadOnlyCredentials | None = None
-        self._assumed_expiry: _dt.datetime | None = None
+        self._source: Credentials | None = None
         self._http: urllib3.PoolManager | None = None
 
         url_region = region_from_url(self.url)
@@ -449,48 +434,40 @@ class FunctionUrlClient:
         return self._session
 
     def _credentials(self) -> ReadOnlyCredentials:
-        from botocore.exceptions import BotoCoreError, NoCredentialsError
+        from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         with self._lock:
             try:
-                if self.assume_role:
-                    return self._assumed_role_credentials()
-                credentials = self._get_session().get_credentials()
-                if credentials is None:
-                    raise NoCredentialsError()
-                return credentials.get_frozen_credentials()
+                if self._source is None:
+                    session = self._get_session()
+                    credentials = session.get_credentials()
+                    if credentials is None:
+                        raise NoCredentialsError()
+                    if self.assume_role:  # botocore renews them before they expire
+                        fetcher = AssumeRoleCredentialFetcher(
+                            lambda service, **kwargs: session.client(service, region_name=self.region, **kwargs),
+                            credentials,
+                            self.assume_role,
+                            extra_args={"RoleSessionName": ROLE_SESSION_NAME},
+                        )
+                        credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
+                    self._source = credentials
+                return self._source.get_frozen_credentials()
             except NoCredentialsError:
                 raise ClientConfigError(
                     f"no AWS credentials found to sign requests to {self.url}: {_CREDENTIALS_HELP}"
                 ) from None
+            except ClientError as exc:  # only AssumeRole calls AWS here
+                error = exc.response.get("Error", {})
+                raise ClientConfigError(
+                    f"cannot assume role {self.assume_role}: {error.get('Code', 'error')}: "
+                    f"{error.get('Message', exc)}; check that your identity "
+                    "(`aws sts get-caller-identity`) may call sts:AssumeRole on it and that the "
+                    "role's trust policy allows it"
+                ) from None
             except BotoCoreError as exc:  # expired SSO token, broken profile...
                 raise ClientConfigError(f"cannot load AWS credentials: {exc}") from None
-
-    def _assumed_role_credentials(self) -> ReadOnlyCredentials:
-        from botocore.credentials import ReadOnlyCredentials
-        from botocore.exceptions import ClientError
-
-        now = _dt.datetime.now(_dt.UTC)
-        if self._assumed is not None and self._assumed_expiry and self._assumed_expiry - now > _RENEW_BEFORE_EXPIRY:
-            return self._assumed
-        sts = self._get_session().client("sts", region_name=self.region)
-        try:
-            answer = sts.assume_role(RoleArn=self.assume_role, RoleSessionName=ROLE_SESSION_NAME)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise ClientConfigError(
-                f"cannot assume role {self.assume_role}: {error.get('Code', 'error')}: "
-                f"{error.get('Message', exc)}; check that your identity "
-                "(`aws sts get-caller-identity`) may call sts:AssumeRole on it and that the "
-                "role's trust policy allows it"
-            ) from None
-        temporary = answer["Credentials"]
-        self._assumed = ReadOnlyCredentials(
-            temporary["AccessKeyId"], temporary["SecretAccessKey"], temporary["SessionToken"]
-        )
-        expiry = temporary.get("Expiration")
-        self._assumed_expiry = expiry if isinstance(expiry, _dt.datetime) else None
-        return self._assumed
 
     # -- one call ------------------------------------------------------------------------------------
 

@@ -779,7 +779,7 @@ def test_assume_role_signs_with_the_temporary_credentials(
     client.metadata()  # reuses the credentials: a second AssumeRole would find no stub
 
     stubber.assert_no_pending_responses()
-    assert session.client_calls == [("sts", {"region_name": REGION})]
+    assert [(name, kwargs["region_name"]) for name, kwargs in session.client_calls] == [("sts", REGION)]
     for sent in server.requests:
         assert sent.headers["X-Amz-Security-Token"] == "temporary-token-1"
         assert_signed_by(sent, "ASIATEMPORARYKEY1", "temporary-secret-1", REGION)
