@@ -15,6 +15,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lambda_ml_serve.local.events import MAX_BODY_BYTES, TOO_LARGE_BODY, from_result, to_event
 from lambda_ml_serve.local.server import FunctionUrlServer
@@ -318,3 +320,26 @@ def test_one_request_at_a_time_per_environment():
 
     assert run(1) == 1
     assert run(3) == 3
+
+
+# -- hostile requests: whatever the bytes, one HTTP answer and a server that keeps serving ------------
+
+header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    length=header_value | st.integers(-5, 10**20).map(str),
+    chunked=st.booleans(),
+    body=st.binary(max_size=64),
+)
+def test_malformed_framing_gets_one_answer_and_the_server_keeps_serving(echo_server, length, chunked, body):
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: " + length.encode()
+    head += b"\r\nTransfer-Encoding: chunked" if chunked else b""
+    raw = exchange(port_of(echo_server), head + b"\r\n\r\n" + body, timeout=0.5)
+    if raw:
+        status = int(raw.split(b" ", 2)[1])
+        assert status in (200, 400, 413) and b"Traceback" not in raw
+    else:  # silence only while the server still waits for the rest of a body it was promised
+        assert chunked or (length.strip().isdigit() and int(length) > len(body))
+    assert request(echo_server.url, b"{}")[0] == 200
