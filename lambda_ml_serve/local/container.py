@@ -124,15 +124,18 @@ class RieContainer:
         return (result.stdout + result.stderr)[-2000:]
 
     def stop(self) -> None:
-        if self._log_follower is not None:
-            self._log_follower.terminate()
-            self._log_follower.wait(timeout=30)
-            self._log_follower = None
         if self.container_id is not None:
             subprocess.run(
                 [self._docker, "rm", "-f", self.container_id], capture_output=True, env=self._proc_env, timeout=60
             )
             self.container_id = None
+        if self._log_follower is not None:
+            try:  # `docker logs --follow` ends by itself once the container is gone, its last lines written
+                self._log_follower.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._log_follower.terminate()
+                self._log_follower.wait(timeout=30)
+            self._log_follower = None
 
     def __enter__(self) -> RieContainer:
         return self.start()
