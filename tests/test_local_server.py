@@ -164,6 +164,18 @@ def test_content_length_shorter_than_the_body_does_not_desynchronise(echo_server
     assert garbage_status == 400  # the rest is a malformed request, answered and closed, never a hang
 
 
+def test_a_client_hanging_up_mid_body_invokes_nothing():
+    invoked = []
+    srv = FunctionUrlServer(lambda event: invoked.append(event) or {"ok": True}, port=0).start()
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n[{")
+        assert request(srv.url, b"{}")[0] == 200  # served after the broken request was dropped
+    finally:
+        srv.close()
+    assert len(invoked) == 1
+
+
 # -- finding 3: bad Content-Length ---------------------------------------------------------------------
 
 

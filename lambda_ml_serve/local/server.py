@@ -30,6 +30,10 @@ BACKLOG = 2048
 _JSON = [("content-type", "application/json")]
 
 
+class _ClientGone(Exception):
+    """The client hung up before its body was complete."""
+
+
 class FunctionUrlApp:
     """The ASGI app: read the whole body (at most 6 MB), build the event, run it on a free environment."""
 
@@ -44,7 +48,10 @@ class FunctionUrlApp:
         if scope["type"] != "http":
             return
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        body = await self._read_body(receive, headers)
+        try:
+            body = await self._read_body(receive, headers)
+        except _ClientGone:
+            return  # nothing to invoke: the request never arrived whole
         if body is None:
             response = HttpResponse(413, [*_JSON, ("connection", "close")], TOO_LARGE_BODY)
         else:
@@ -66,6 +73,8 @@ class FunctionUrlApp:
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
