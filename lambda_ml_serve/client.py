@@ -513,7 +513,11 @@ class FunctionUrlClient:
                 timeout=urllib3.Timeout(connect=remaining, read=remaining),
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) or time.monotonic() >= deadline
+            # NewConnectionError subclasses ConnectTimeoutError in urllib3, yet means refused or unresolvable.
+            slow = isinstance(exc, urllib3.exceptions.TimeoutError)
+            timed_out = time.monotonic() >= deadline or (
+                slow and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+            )
             reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
             raise FunctionUrlConnectionError(self.url, reason if timed_out else _reason(exc)) from None
         finally:
