@@ -41,6 +41,17 @@ if TYPE_CHECKING:
     import urllib3
     from botocore.credentials import Credentials, ReadOnlyCredentials
 
+__all__ = [
+    "ROLE_SESSION_NAME",
+    "ClientConfigError",
+    "FunctionUrlClient",
+    "FunctionUrlClientError",
+    "FunctionUrlConnectionError",
+    "FunctionUrlError",
+    "predict_command_impl",
+    "region_from_url",
+    "sign_request",
+]
 
 #: The SigV4 service name Function URLs are signed for.
 SERVICE = "lambda"
