@@ -507,10 +507,15 @@ class FunctionUrlClient:
         return answer
 
     def _send(self, method: str, body: bytes, headers: dict[str, str], deadline: float) -> urllib3.BaseHTTPResponse:
-        import urllib3
+        try:
+            import urllib3
 
-        if self._http is None:
-            self._http = _pool_manager(_proxy_for(self.url))
+            if self._http is None:
+                self._http = _pool_manager(_proxy_for(self.url))
+        except ImportError:
+            raise ClientConfigError(
+                "the client sends with botocore's urllib3: pip install 'lambda-ml-serve[cli]'"
+            ) from None
         remaining = deadline - time.monotonic()
         token = _deadline.set(deadline)
         try:
