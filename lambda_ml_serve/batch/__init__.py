@@ -47,6 +47,8 @@ def score_file(
         raise BatchFileError("name a model to score in this process, or --url for a deployed one (not both)")
     if chunk_rows < 1 or workers < 1:
         raise BatchFileError("--chunk-rows and --workers must be at least 1")
+    if not input_path.is_file():
+        raise BatchFileError(f"cannot read input {input_path}: no such file")
     in_fmt = format_of(input_path, input_format, "input")
     out_fmt = format_of(output, output_format, "output")
     errors = errors or default_errors_path(output, out_fmt)

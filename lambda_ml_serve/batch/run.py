@@ -11,6 +11,7 @@ only the chunks that have no part yet.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -146,10 +147,14 @@ def run_batch(
             future.cancel()
         if progress:
             progress.close()
+        complete = len(list(job.parts.glob("*.out.jsonl")))
+        if not complete:
+            shutil.rmtree(job.parts, ignore_errors=True)  # nothing to resume: leave nothing behind
         if isinstance(exc, BatchFileError):
             raise
-        complete = len(list(job.parts.glob("*.out.jsonl")))
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {_first_line(exc)}"
+        if not complete:
+            raise BatchRunError(f"{what}; no chunk was complete and nothing was written") from exc
         raise BatchRunError(
             f"{what}; {complete} chunk(s) are scored and kept in {job.parts}: rerun the same command "
             "with --resume to score the rest"
@@ -328,7 +333,10 @@ class Progress:
 def executor_for(workers: int, processes: bool, initializer: Callable[..., None] | None, initargs: tuple) -> Executor:
     """Threads (the URL scorer, which waits on the network) or processes (the model, which needs a CPU each)."""
     if processes and workers > 1:
-        return ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs)
+        # spawn, not fork: a forked copy of a process whose model library started OpenMP threads
+        # (libgomp, as xgboost's) can hang in its first parallel region.
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
     return ThreadPoolExecutor(workers)
 
 
