@@ -186,16 +186,18 @@ def test_resume_refuses_another_job(tmp_path, wine_rows):
         (["wine_quality", "{tmp}/in.csv", "-o", "{tmp}/in.csv"], "three different files"),
         (["no_such_model", "{tmp}/in.csv", "-o", "{tmp}/o.csv"], "no model named 'no_such_model'"),
         (["{tmp}/in.csv", "-o", "{tmp}/o.csv"], "give MODEL and INPUT"),
+        (["wine_quality", "{tmp}/empty.csv", "-o", "{tmp}/o.csv"], "is empty: it needs a header line"),
     ],
 )
 def test_one_line_errors(tmp_path, wine_rows, args, message):
     write_csv(tmp_path / "in.csv", wine_rows[:5])
     (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "empty.csv").write_text("")
     result = subprocess.run([*CLI, "batch", *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert __import__("re").search(message, result.stderr), result.stderr
-    assert not list(tmp_path.glob("o.*"))
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob("*/o.*"))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

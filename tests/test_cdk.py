@@ -584,8 +584,14 @@ sfn_tasks = _require("aws_cdk.aws_stepfunctions_tasks")
 def batch_definition(template) -> dict:
     machine = only(template, "AWS::StepFunctions::StateMachine")
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+
     # The definition is JSON text joined with tokens (ARNs, names) inside its strings: mark each token.
-    return json.loads("".join(p if isinstance(p, str) else "<token>" for p in parts))
+    def text(part) -> str:
+        if isinstance(part, str):
+            return part
+        return "aws" if part == {"Ref": "AWS::Partition"} else "<token>"
+
+    return json.loads("".join(text(p) for p in parts))
 
 
 @pytest.mark.slow
@@ -637,7 +643,25 @@ def test_batch_scoring_distributed_map(new_stack, wine_x86):
         r != "*" for s in invoke for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
     )
     assert not any(s["Resource"] == "*" for s in statements if s["Effect"] == "Allow" and "s3:" in str(s["Action"]))
-    assert scoring.state_machine is not None
+
+    starter = iam.Role(stack, "Starter", assumed_by=iam.AccountRootPrincipal())
+    scoring.grant_start(starter)
+    template = assertions.Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": assertions.Match.string_like_regexp("Starter")}],
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "states:StartExecution",
+                        "Effect": "Allow",
+                        "Resource": {"Ref": assertions.Match.any_value()},
+                    }
+                ]
+            },
+        },
+    )
 
 
 @pytest.mark.slow

@@ -11,7 +11,11 @@ failure percentage.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+import json
+from typing import Any
+
+import jsii
+from aws_cdk import Acknowledgment, Aspects, Duration, IAspect, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -25,6 +29,7 @@ from lambda_ml_serve_cdk.errors import ModelFunctionError
 
 #: Step Functions caps a batch's input (a state's input) at 256 KiB.
 MAX_BATCH_BYTES = 256 * 1024
+RESULT_WRITER_V2_FLAG = "@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2"
 #: Distributed Map runs at most 10,000 child executions at once.
 MAX_CONCURRENCY = 10_000
 INPUT_FORMATS = ("csv", "jsonl")
@@ -34,6 +39,15 @@ RETRIED_ERRORS = (
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
+)
+
+
+#: Why the state machine's policies name resources with wildcards (cdk-nag's AwsSolutions-IAM5).
+WILDCARD_REASON = (
+    "The object to read is named per execution, so reading covers the input bucket's objects and "
+    "writing results the output bucket's; invoking covers the function's versions; the Distributed "
+    "Map describes and stops its own child executions; CloudWatch Logs delivery and X-Ray accept "
+    "no narrower resource. Every statement names the one bucket, function or state machine."
 )
 
 
@@ -75,6 +89,9 @@ class BatchScoring(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
     ) -> None:
         super().__init__(scope, construct_id)
+        # The Distributed Map renders its ResultWriter (V2) only under this feature flag; set for this
+        # construct's subtree alone, so the app's own flags stay as they are.
+        self.node.set_context(RESULT_WRITER_V2_FLAG, True)
         max_rows = model_function.max_rows
         if input_format not in INPUT_FORMATS:
             raise ModelFunctionError(
@@ -161,7 +178,7 @@ class BatchScoring(Construct):
             )
             Validations.of(self.access_logs).acknowledge(
                 Acknowledgment(
-                    id="AwsSolutions-S1",
+                    id="AwsSolutions::AwsSolutions-S1",
                     reason="This bucket receives the server access logs of the data buckets; logging its own "
                     "access would need yet another bucket.",
                 )
@@ -179,18 +196,64 @@ class BatchScoring(Construct):
         )
 
     def _acknowledge_wildcards(self) -> None:
-        # The object to read is named per execution and results go under a prefix, so the
-        # policies must cover the bucket's objects; the Map starts its own child executions.
-        Validations.of(self.state_machine.role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-IAM5",
-                reason="S3 object permissions cover the input bucket's objects (the key is chosen per "
-                "execution) and the output bucket's objects under the results prefix; Lambda invoke "
-                "covers the function's versions; the Distributed Map starts and stops its own child "
-                "executions. Every statement names the one bucket, function or state machine.",
-            )
-        )
+        Aspects.of(self.state_machine).add(_AcknowledgeWildcardResources(WILDCARD_REASON))
 
     def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``grantee`` to start scoring runs."""
         return self.state_machine.grant_start_execution(grantee)
+
+
+def flatten_reference(node: Any) -> str:
+    """A CloudFormation value as cdk-nag spells it in a finding (``<Logical.Arn>``, ``<Ref>``, joins)."""
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict):
+        if "Fn::Join" in node:
+            delimiter, items = node["Fn::Join"]
+            return delimiter.join(flatten_reference(i) for i in items)
+        if "Fn::GetAtt" in node:
+            resource, attribute = node["Fn::GetAtt"]
+            return f"<{flatten_reference(resource)}.{flatten_reference(attribute)}>"
+        if "Ref" in node:
+            return f"<{flatten_reference(node['Ref'])}>"
+        if "Fn::Sub" in node:
+            return flatten_reference(node["Fn::Sub"])
+    return json.dumps(node, separators=(",", ":"))
+
+
+def wildcard_resources(document: dict[str, Any]) -> list[str]:
+    """The wildcard resources of a policy document's Allow statements, as cdk-nag's IAM5 names them."""
+    found: dict[str, None] = {}
+    for statement in document.get("Statement", []):
+        if statement.get("Effect") != "Allow":
+            continue
+        resources = statement.get("Resource", [])
+        for resource in resources if isinstance(resources, list) else [resources]:
+            flat = flatten_reference(resource)
+            if "*" in flat:
+                found[f"Resource::{flat}"] = None
+    return list(found)
+
+
+@jsii.implements(IAspect)
+class _AcknowledgeWildcardResources:
+    """Acknowledges, with one written reason, each wildcard resource of the policies below a construct.
+
+    Only resources: a wildcard *action* would still be reported. The findings are computed from the
+    synthesised policies, so a statement added later is acknowledged only if it too is a resource
+    wildcard of the same construct's own policies.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def visit(self, node: Any) -> None:
+        if not isinstance(node, iam.CfnPolicy):
+            return
+        document = Stack.of(node).resolve(node.policy_document)
+        acknowledgments = [
+            Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[{finding}]", reason=self.reason)
+            for finding in wildcard_resources(document)
+        ]
+        if acknowledgments:
+            Validations.of(node).acknowledge(*acknowledgments)
