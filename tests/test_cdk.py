@@ -601,6 +601,8 @@ def test_batch_scoring_distributed_map(new_stack, wine_x86):
     scoring = lms_cdk.BatchScoring(
         stack, "Scoring", model_function=model, id_column="wine_id", max_concurrency=50, tolerated_failure_percentage=5
     )
+    starter = iam.Role(stack, "Starter", assumed_by=iam.AccountRootPrincipal())
+    scoring.grant_start(starter)
     template = assertions.Template.from_stack(stack)
     definition = batch_definition(template)
     (state,) = definition["States"].values()
@@ -644,9 +646,6 @@ def test_batch_scoring_distributed_map(new_stack, wine_x86):
     )
     assert not any(s["Resource"] == "*" for s in statements if s["Effect"] == "Allow" and "s3:" in str(s["Action"]))
 
-    starter = iam.Role(stack, "Starter", assumed_by=iam.AccountRootPrincipal())
-    scoring.grant_start(starter)
-    template = assertions.Template.from_stack(stack)
     template.has_resource_properties(
         "AWS::IAM::Policy",
         {
