@@ -268,6 +268,109 @@ def predict(url: str, data: str, region: str | None, assume_role: str | None, no
 
 
 @main.command()
+@click.argument("args", nargs=-1, metavar="[MODEL] INPUT")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions file (.csv, .jsonl or .parquet).",
+)
+@click.option(
+    "--errors",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rejected rows with row, field and message (default: OUTPUT's name + .errors).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    help="Output format (default: from OUTPUT's suffix).",
+)
+@click.option(
+    "--input-format",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    help="Input format (default: from INPUT's suffix).",
+)
+@click.option(
+    "--chunk-rows", default=1000, show_default=True, type=click.IntRange(min=1), help="Rows scored (or sent) at a time."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes scoring in parallel (with --url: requests in flight).",
+)
+@click.option("--id-column", help="Input column copied beside each prediction (default: the row number).")
+@click.option("--ignore-columns", default="", help="Comma-separated input columns not sent to the model.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last complete chunk.")
+@click.option("--backend", help="Score with this backend instead of the model's own.")
+@click.option("--url", help="Score through this deployed Function URL instead of in-process.")
+@click.option("--region", help="With --url: AWS region (default: from the URL).")
+@click.option("--assume-role", "assume_role", metavar="ARN", help="With --url: assume this IAM role first.")
+@click.option("--no-sign", is_flag=True, help="With --url: send unsigned (auth type NONE).")
+@click.option(
+    "--retries",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --url: tries per request on throttling (429), 5xx and timeouts.",
+)
+def batch(
+    args: tuple[str, ...],
+    output: Path,
+    errors: Path | None,
+    output_format: str | None,
+    input_format: str | None,
+    chunk_rows: int,
+    workers: int,
+    id_column: str | None,
+    ignore_columns: str,
+    resume: bool,
+    backend: str | None,
+    url: str | None,
+    region: str | None,
+    assume_role: str | None,
+    no_sign: bool,
+    retries: int,
+) -> None:
+    """Score a CSV, JSON Lines or Parquet file of any size with MODEL (or --url), chunk by chunk.
+
+    Every row ends in OUTPUT (its prediction beside its id) or in the errors file (row, field,
+    message), never in neither; an interrupted run leaves no half file and --resume continues it.
+    """
+    from lambda_ml_serve.batch import Progress, Retry, score_file
+
+    if len(args) != (1 if url else 2):
+        raise click.UsageError("give MODEL and INPUT, or --url URL and INPUT")
+    model, input_path = (None, args[0]) if url else args
+    client_options: dict[str, Any] = {"region": region, "assume_role": assume_role}
+    if no_sign:
+        client_options = {"auth": "NONE"}
+    summary = score_file(
+        Path(input_path),
+        output,
+        model=model,
+        url=url,
+        errors=errors,
+        output_format=output_format,
+        input_format=input_format,
+        chunk_rows=chunk_rows,
+        workers=workers,
+        id_column=id_column,
+        ignore_columns=tuple(c.strip() for c in ignore_columns.split(",") if c.strip()),
+        resume=resume,
+        backend=backend,
+        retry=Retry(attempts=retries),
+        client_options=client_options,
+        progress=Progress(),
+    )
+    click.echo(f"Scored {input_path}: {summary.line()}", err=True)
+    click.echo(f"Predictions in {summary.output}; rejected rows in {summary.errors}", err=True)
+
+
+@main.command()
 @click.option("--model-name", help="Model name: lowercase letters, digits, underscores (e.g. iris_species).")
 @click.option("--backend", help="xgboost or sklearn.")
 @click.option("--task", help="regression or classification.")

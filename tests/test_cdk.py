@@ -573,3 +573,122 @@ def test_example_app_synthesises_with_the_cdk_cli(tmp_path, context_root, wine_x
     assert not (staged / "build-info.json").exists()
     report = json.loads((out / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchScoring: a Distributed Map over an S3 object, invoking the model function directly
+
+sfn_tasks = _require("aws_cdk.aws_stepfunctions_tasks")
+
+
+def batch_definition(template) -> dict:
+    machine = only(template, "AWS::StepFunctions::StateMachine")
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+
+    # The definition is JSON text joined with tokens (ARNs, names) inside its strings: mark each token.
+    def text(part) -> str:
+        if isinstance(part, str):
+            return part
+        return "aws" if part == {"Ref": "AWS::Partition"} else "<token>"
+
+    return json.loads("".join(text(p) for p in parts))
+
+
+@pytest.mark.slow
+def test_batch_scoring_distributed_map(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model", max_rows=5000)
+    scoring = lms_cdk.BatchScoring(
+        stack, "Scoring", model_function=model, id_column="wine_id", max_concurrency=50, tolerated_failure_percentage=5
+    )
+    starter = iam.Role(stack, "Starter", assumed_by=iam.AccountRootPrincipal())
+    scoring.grant_start(starter)
+    template = assertions.Template.from_stack(stack)
+    definition = batch_definition(template)
+    (state,) = definition["States"].values()
+    assert state["Type"] == "Map"
+    assert state["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert state["ItemReader"]["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    assert state["ItemReader"]["Parameters"]["Key.$"] == "$.key"
+    assert state["ItemBatcher"] == {
+        "MaxItemsPerBatch": 5000,
+        "MaxInputBytesPerBatch": 262144,
+        "BatchInput": {"id_column": "wine_id"},
+    }
+    assert state["MaxConcurrency"] == 50 and state["ToleratedFailurePercentage"] == 5
+    assert state["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+    assert state["ResultWriter"]["Parameters"]["Prefix"] == "results"
+    processor = state["ItemProcessor"]
+    assert processor["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}
+    (task,) = processor["States"].values()
+    assert task["Type"] == "Task" and task["Resource"] == "<token>"  # the function's ARN: a direct invoke
+    (retry,) = task["Retry"]
+    assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
+    assert retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] == 8
+
+    buckets = template.find_resources("AWS::S3::Bucket")
+    assert len(buckets) == 3  # input, output and their access logs
+    for bucket in buckets.values():
+        encryption = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert encryption[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert bucket["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    machine = only(template, "AWS::StepFunctions::StateMachine")["Properties"]
+    assert machine["LoggingConfiguration"]["Level"] == "ALL"
+    assert machine["LoggingConfiguration"]["IncludeExecutionData"] is False
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+
+    # Least privilege: the machine may invoke this function only, and read/write only its buckets.
+    policies = template.find_resources("AWS::IAM::Policy")
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    invoke = [s for s in statements if s["Action"] == "lambda:InvokeFunction" or "lambda:InvokeFunction" in s["Action"]]
+    assert invoke and all(
+        r != "*" for s in invoke for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    )
+    assert not any(s["Resource"] == "*" for s in statements if s["Effect"] == "Allow" and "s3:" in str(s["Action"]))
+
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": assertions.Match.string_like_regexp("Starter")}],
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "states:StartExecution",
+                        "Effect": "Allow",
+                        "Resource": {"Ref": assertions.Match.any_value()},
+                    }
+                ]
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_batch_scoring_passes_cdk_nag(new_app, tmp_path, wine_x86):
+    nag = _require("cdk_nag")
+    app = new_app()
+    stack = cdk.Stack(app, "Scoring")
+    model = ModelFunction(stack, "Model")
+    lms_cdk.BatchScoring(stack, "Scoring", model_function=model, input_format="jsonl")
+    cdk.Validations.of(app).add_plugins(
+        nag.AwsSolutionsChecks(app, verbose=True), nag.ServerlessChecks(app, verbose=True)
+    )
+    app.synth()
+    report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"input_format": "parquet"}, "prop 'input_format' must be one of csv, jsonl"),
+        ({"max_items_per_batch": 20_000}, "prop 'max_items_per_batch' must be 1 to 10000"),
+        ({"max_concurrency": 0}, "prop 'max_concurrency' must be 1 to 10000"),
+        ({"tolerated_failure_percentage": 101}, "prop 'tolerated_failure_percentage' must be 0 to 100"),
+    ],
+)
+def test_batch_scoring_bad_props_are_named(new_stack, wine_x86, props, message):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model")
+    with pytest.raises(ModelFunctionError, match=message):
+        lms_cdk.BatchScoring(stack, "Scoring", model_function=model, **props)

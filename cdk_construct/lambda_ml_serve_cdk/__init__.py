@@ -6,8 +6,10 @@ Its own distribution, so the CDK libraries never enter the framework's install o
 
     model = ModelFunction(stack, "WineQuality", model="wine_quality")
     model.grant_invoke_url(role)
+    scoring = BatchScoring(stack, "Scoring", model_function=model)  # score S3 tables with it
 """
 
+from lambda_ml_serve_cdk.batch import BatchScoring
 from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, ensure_build_context
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONTEXT_ROOT_KEY",
     "LIVE_ALIAS",
+    "BatchScoring",
     "ModelFunction",
     "ModelFunctionError",
     "RenderedContext",

@@ -105,6 +105,9 @@ class ModelFunction(Construct):
         validation.check_max_rows(max_rows)
         validation.check_python_version(python_version)
         env = validation.function_environment(model, environment, max_rows)
+        #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
+        self.model = model
+        self.max_rows: int = max_rows or spec.max_rows
 
         self.build_context: RenderedContext = self._render(
             model,

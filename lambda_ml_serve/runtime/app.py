@@ -18,6 +18,7 @@ from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.http import Request, http_response, is_http_event, parse_event, request_id_of
+from lambda_ml_serve.runtime.items import answer_batch, is_batch_event
 from lambda_ml_serve.runtime.telemetry import emit, request_record
 from lambda_ml_serve.runtime.validation import RowValidator, rows_of
 from lambda_ml_serve.spec import ModelSpec, Predictor
@@ -139,7 +140,7 @@ class App:
         rows, error_log = 0, None
         try:
             status, payload, headers = self._route(parse_event(event, request_id))
-            rows = len(payload.get("predictions", ()))
+            rows = len(payload.get("predictions", payload.get("results", ())))
         except ApiError as exc:
             status, payload, headers = exc.status, exc.to_dict(), exc.headers
         except Exception as exc:  # the client gets no stack trace; the log keeps it
@@ -162,6 +163,8 @@ class App:
 
     def _route(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
         if not request.http:
+            if is_batch_event(request.payload):
+                return 200, self.score_batch(request.payload), {}
             return 200, self.predict(request.payload), {}
         if request.path not in PREDICT_PATHS:
             raise ApiError(
@@ -195,4 +198,9 @@ class App:
         batch = self.validator.to_batch(rows_of(payload))
         predictions = self.predictor.predict(batch)
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
+
+    def score_batch(self, payload: Any) -> dict[str, Any]:
+        """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
+        answer = answer_batch(lambda rows: self.predict(rows)["predictions"], payload, self.validator.max_rows)
+        return {"model": self.spec.name, "version": self.spec.version} | answer
 
