@@ -167,13 +167,15 @@ def framework(variant: Framework, model: BenchModel, cache: Path) -> Variant:
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     folder = cache / variant.backend
-    if is_build_context(folder):
+    stamp, digest = cache / f"{variant.backend}.source", source_digest()
+    if is_build_context(folder) and stamp.is_file() and stamp.read_text() == digest:
         site = folder / "site-packages"
         plugin = json.loads((folder / "build-info.json").read_text())["plugin"]["name"]
     else:
         print(f"rendering the {variant.backend} build context ...", file=sys.stderr)
         ctx = render_build_context(MODEL, folder, python=python, backend=variant.backend, force=True)
         site, plugin = ctx.site_packages, ctx.plugin
+        stamp.write_text(digest)
     artifact = prepared(variant.backend, model, cache, HOST_ARCH)
     paths = [site]
     size = dir_mb(site) + artifact.stat().st_size / 1e6
@@ -190,11 +192,20 @@ def framework(variant: Framework, model: BenchModel, cache: Path) -> Variant:
     return Variant(variant.label, command, env, variant.handler, variant.preload, size, goals=variant.goals)
 
 
+def source_digest() -> str:
+    """A digest of the framework's and the plugin's sources: a context rendered from other sources is stale."""
+    digest = hashlib.sha256()
+    for root in (REPO / "lambda_ml_serve", REPO / "models" / MODEL / f"lambda_ml_serve_{MODEL}"):
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def prepared(backend: str, model: BenchModel, cache: Path, arch: str) -> Path:
-    """The backend's prepared form of the model file (cached by the file's content)."""
+    """The backend's prepared form of the model file (cached by the file's content and the sources)."""
     from lambda_ml_serve.plugins import get_registry
 
-    digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(model.path.read_bytes() + source_digest().encode()).hexdigest()[:12]
     out_dir = cache / "prepared" / f"{backend}-{model.key}-{digest}"
     done = out_dir / "prepared.txt"
     if done.is_file():
