@@ -172,8 +172,8 @@ class XGBoostPredictor:
 
     def close(self) -> None:
         """Free the booster (also done when the predictor is garbage-collected)."""
-        handle, self._handle = self._handle, ctypes.c_void_p()
-        if handle:
+        handle, self._handle = getattr(self, "_handle", None), ctypes.c_void_p()
+        if handle:  # None when the constructor failed before creating it
             self._lib.XGBoosterFree(handle)
 
     def __del__(self) -> None:
