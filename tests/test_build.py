@@ -255,7 +255,9 @@ def test_bytecode_stage_compiles_the_site_packages(serving_context, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(list(tmp_path.rglob("*.pyc"))) > 1000
+    # Every module of the context, and no fewer than the framework, the plugin and pydantic hold.
+    sources = list(serving_context.site_packages.rglob("*.py"))
+    assert len(list(tmp_path.rglob("*.pyc"))) == len(sources) > 100
 
 
 # --------------------------------------------------------------------------------------- errors ---
