@@ -44,8 +44,15 @@ pytest_plugins = ["build_fixtures"]
 #: this host's Python, so the serving-path test reuses that render).
 VARIANTS = [("x86_64", "3.12"), ("arm64", "3.12"), ("x86_64", "3.11")]
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
-SERVING = {"xgboost", "xgboost_cpu.libs", "pydantic", "pydantic_core", "pluggy", "lambda_ml_serve"}
-SERVING |= {"lambda_ml_serve_wine_quality"}
+SERVING = {
+    "xgboost",
+    "xgboost_cpu.libs",
+    "pydantic",
+    "pydantic_core",
+    "pluggy",
+    "lambda_ml_serve",
+    "lambda_ml_serve_wine_quality",
+}
 NEVER_IN_IMAGE = {"numpy", "scipy", "pandas", "sklearn", "boto3", "botocore", "pip", "setuptools", "click", "jinja2"}
 #: What the image carries of xgboost-cpu: the C library and the OpenMP runtime it links, no Python package.
 XGBOOST_FILES = re.compile(r"xgboost/lib/libxgboost\.so|xgboost_cpu\.libs/libgomp-[0-9a-f]+\.so\.1\.0\.0")
