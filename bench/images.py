@@ -68,7 +68,7 @@ SEED_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64")
 SEED_DOCKERFILE = f"""\
 FROM {STANDIN}
 COPY task/ ${{LAMBDA_TASK_ROOT}}/
-ENV SEED_MODEL=${{LAMBDA_TASK_ROOT}}/model.json
+ENV BENCH_MODEL=${{LAMBDA_TASK_ROOT}}/model.json
 CMD ["seed_handler.handler"]
 """
 #: Upper bounds, so that a stuck engine or function ends the run instead of hanging it.

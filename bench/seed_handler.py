@@ -1,6 +1,7 @@
-"""The seed-style baseline: JSON records -> pandas DataFrame -> XGBRegressor.predict.
+"""The seed-style handler: a faster variant of the original, JSON records -> DataFrame -> XGBRegressor.predict.
 
-A few lines, as the original service did it; needs xgboost, pandas and scikit-learn installed.
+``json.loads`` and ``pd.DataFrame`` instead of ``pd.read_json``; nothing validated. Runs beside the
+original handler, in the same environment.
 """
 
 import json
@@ -10,7 +11,7 @@ import pandas as pd
 import xgboost as xgb
 
 model = xgb.XGBRegressor()
-model.load_model(os.environ["SEED_MODEL"])
+model.load_model(os.environ["BENCH_MODEL"])
 
 
 def handler(event, context):

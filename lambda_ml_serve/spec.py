@@ -83,6 +83,23 @@ class Batch:
     n_features: int
 
 
+@dataclass(frozen=True)
+class ServingLibrary:
+    """The library a backend predicts with, which the image must carry at the version the build checked.
+
+    ``build`` loads and checks the model with this host's installed ``module`` and pins
+    ``distribution`` to that version in the image, so what ships is what was checked.
+    """
+
+    #: The distribution the image installs (e.g. ``xgboost-cpu``).
+    distribution: str
+    #: The import name whose installed version the build checks with (e.g. ``xgboost``).
+    module: str
+    #: Only these files of the distribution go into the image (globs relative to site-packages), without its
+    #: dependencies; empty: the whole distribution with them.
+    files: tuple[str, ...] = ()
+
+
 class Predictor(Protocol):
     """A loaded model."""
 
@@ -100,10 +117,11 @@ class Backend(Protocol):
     name: str
     #: pip requirements the serving image needs for this backend.
     requirements: Sequence[str]
+    #: The library it predicts with, pinned at build to the version the build checked with (optional: a
+    #: backend without one, e.g. native code needing only the standard library, leaves it None or unset).
+    serving_library: ServingLibrary | None
 
-    def prepare(
-        self, artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelSpec | None = None
-    ) -> Path:
+    def prepare(self, artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelSpec | None = None) -> Path:
         """Convert the artifact into the fastest form to load; return the path written in out_dir.
 
         ``arch`` is the image's architecture (``"x86_64"`` or ``"arm64"``) and ``spec`` the model being

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import zipfile
 from importlib import resources
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import jinja2
@@ -27,11 +28,14 @@ from packaging.utils import canonicalize_name
 
 import lambda_ml_serve
 from lambda_ml_serve.backends.xgboost import XGBoostBackend
+from lambda_ml_serve.backends.xgboost.runtime import library_path
 from lambda_ml_serve.bundling.context import GENERATOR, BuildContext, render_build_context
 from lambda_ml_serve.bundling.docker import build_image, failure_summary, find_engine
+from lambda_ml_serve.bundling.serving import checked_version, pin_library
 from lambda_ml_serve.cli import main
 from lambda_ml_serve.errors import BuildError, ModelLoadError, PluginError
 from lambda_ml_serve.plugins import build_registry, get_registry
+from lambda_ml_serve.spec import ServingLibrary
 
 #: The rendered contexts, shared with any other module that names this plugin.
 pytest_plugins = ["build_fixtures"]
@@ -40,9 +44,18 @@ pytest_plugins = ["build_fixtures"]
 #: this host's Python, so the serving-path test reuses that render).
 VARIANTS = [("x86_64", "3.12"), ("arm64", "3.12"), ("x86_64", "3.11")]
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
-SERVING = {"xgboost", "numpy", "scipy", "pydantic", "pydantic_core", "pluggy",
-           "lambda_ml_serve", "lambda_ml_serve_wine_quality"}  # fmt: skip
-NEVER_IN_IMAGE = {"pandas", "sklearn", "boto3", "botocore", "pip", "setuptools", "click", "jinja2"}
+SERVING = {
+    "xgboost",
+    "xgboost_cpu.libs",
+    "pydantic",
+    "pydantic_core",
+    "pluggy",
+    "lambda_ml_serve",
+    "lambda_ml_serve_wine_quality",
+}
+NEVER_IN_IMAGE = {"numpy", "scipy", "pandas", "sklearn", "boto3", "botocore", "pip", "setuptools", "click", "jinja2"}
+#: What the image carries of xgboost-cpu: the C library and the OpenMP runtime it links, no Python package.
+XGBOOST_FILES = re.compile(r"xgboost/lib/libxgboost\.so|xgboost_cpu\.libs/libgomp-[0-9a-f]+\.so\.1\.0\.0")
 DEAD_DOCKER_HOST = "unix:///nonexistent/lambda-ml-serve-test.sock"
 
 
@@ -77,15 +90,18 @@ def test_context_holds_the_serving_packages_for_the_target(build_contexts, arch,
     assert not {n.split(".")[0].split("-")[0] for n in top_level} & NEVER_IN_IMAGE
     # Compiled for the target: CPU (ELF e_machine) and CPython version (extension suffix).
     tag = f"cpython-{python.replace('.', '')}-{'x86_64' if arch == 'x86_64' else 'aarch64'}-linux-gnu"
-    (umath,) = (ctx.site_packages / "numpy" / "_core").glob("_multiarray_umath.*.so")
-    assert tag in umath.name
-    assert elf_machine(umath) == ELF_MACHINE[arch]
-    assert elf_machine(ctx.site_packages / "xgboost" / "lib" / "libxgboost.so") == ELF_MACHINE[arch]
+    (core,) = (ctx.site_packages / "pydantic_core").glob("_pydantic_core.*.so")
+    assert tag in core.name
+    assert elf_machine(core) == ELF_MACHINE[arch]
+    xgboost_files = [
+        p.relative_to(ctx.site_packages).as_posix() for p in ctx.site_packages.glob("xgboost*/**/*") if p.is_file()
+    ]
+    assert len(xgboost_files) == 2 and all(XGBOOST_FILES.fullmatch(f) for f in xgboost_files), xgboost_files
+    assert {elf_machine(ctx.site_packages / f) for f in xgboost_files} == {ELF_MACHINE[arch]}
     # Stripped: no test suites, bytecode or pip leftovers.
     leftovers = [p for p in ctx.site_packages.rglob("*")
                  if p.name in ("tests", "__pycache__", "direct_url.json") or p.suffix == ".pyc"]  # fmt: skip
     assert leftovers == []
-    assert not (ctx.site_packages / "xgboost" / "testing").exists()
     assert not (ctx.site_packages / "lambda_ml_serve" / "templates").exists()  # tooling, and partly not Python
 
 
@@ -98,9 +114,12 @@ def test_requirements_and_build_info_record_what_is_installed(build_contexts, ar
     assert pins == list(ctx.requirements)
     assert all(re.fullmatch(r"[a-z0-9-]+==[\w.]+", pin) for pin in pins), pins
     dist_infos = [p.name.removesuffix(".dist-info").rsplit("-", 1) for p in ctx.site_packages.glob("*.dist-info")]
-    assert set(pins) == {f"{canonicalize_name(name)}=={version}" for name, version in dist_infos}
-    assert {pin.split("==")[0] for pin in pins} >= {"xgboost-cpu", "numpy", "scipy", "pydantic", "lambda-ml-serve",
+    # xgboost-cpu ships its libraries only, so it has no metadata in site-packages; it is pinned all the same.
+    host_xgboost = f"xgboost-cpu=={xgboost.__version__}"
+    assert set(pins) == {f"{canonicalize_name(name)}=={version}" for name, version in dist_infos} | {host_xgboost}
+    assert {pin.split("==")[0] for pin in pins} >= {"xgboost-cpu", "pydantic", "lambda-ml-serve",
                                                       "lambda-ml-serve-wine-quality"}  # fmt: skip
+    assert "# xgboost-cpu: only xgboost/lib/libxgboost.so, xgboost_cpu.libs/libgomp-" in "\n".join(lines)
 
     info = json.loads((ctx.path / "build-info.json").read_text())
     assert info["generator"] == GENERATOR
@@ -108,11 +127,11 @@ def test_requirements_and_build_info_record_what_is_installed(build_contexts, ar
     assert info["base_image"] == ctx.base_image == f"public.ecr.aws/lambda/python:{python}"
     assert info["framework_version"] == lambda_ml_serve.__version__
     assert [f"{k}=={v}" for k, v in info["installed"].items()] == pins
-    assert "xgboost-cpu>=2.0" in info["requirements"]
+    assert host_xgboost in info["requirements"] and "xgboost-cpu>=2.0" not in info["requirements"]
     assert info["artifact"]["path"] == "artifacts/model.ubj"
     assert info["artifact"]["sha256"] == hashlib.sha256(ctx.artifact.read_bytes()).hexdigest()
-    # The test suites alone are over 20 MB of numpy and scipy.
-    assert info["site_packages"]["stripped_bytes"] > 20_000_000
+    # Without numpy and scipy: pydantic, pluggy, the framework, the plugin and libxgboost.
+    assert info["site_packages"]["bytes"] < 40_000_000
     assert ctx.default_tag == "lambda-ml-serve/wine_quality:1.0.0"
 
 
@@ -196,12 +215,10 @@ SERVE = textwrap.dedent(
     response = handler(event, None)
     imported = sorted(sys.modules)
     files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
-    if sys.argv[2:] == ["--check-stack"]:
-        # What a stripped site-packages must still import, beyond the serving path.
-        import numpy.linalg, pydantic, scipy.sparse, scipy.special, xgboost
-        assert scipy.special.expit(0.0) == 0.5 and scipy.sparse.csr_matrix(numpy.eye(2)).nnz == 2
+    with open("/proc/self/maps") as maps:
+        libraries = sorted({line.split()[-1] for line in maps if line.rstrip().endswith(".so")})
     print(json.dumps({"response": response, "imported": imported, "files": files,
-                      "stdlib": sys.base_prefix}))
+                      "libraries": libraries, "stdlib": sys.base_prefix}))
     """
 )
 
@@ -214,7 +231,7 @@ def test_serving_path_runs_from_the_context_alone(serving_context, samples_body,
            "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact), "LANG": "C.UTF-8"}  # fmt: skip
     event = url_event(samples_body)
     result = subprocess.run(
-        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages), "--check-stack"],
+        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages)],
         input=json.dumps(event), env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -225,7 +242,8 @@ def test_serving_path_runs_from_the_context_alone(serving_context, samples_body,
     assert json.loads(response["body"]) == expected
     assert len(expected["predictions"]) == len(json.loads(samples_body))
     top_level = {name.split(".")[0] for name in out["imported"]}
-    assert not top_level & {"pandas", "sklearn", "boto3", "botocore", "click", "jinja2"}
+    assert not top_level & {"numpy", "scipy", "xgboost", "pandas", "sklearn", "boto3", "botocore", "click", "jinja2"}
+    assert f"{ctx.site_packages}/xgboost/lib/libxgboost.so" in out["libraries"]
     # Every imported file came from the context or the standard library, never this host's site-packages.
     site = str(ctx.site_packages)
     assert [f for f in out["files"] if not f.startswith(site) and "site-packages" in f] == []
@@ -244,7 +262,9 @@ def test_bytecode_stage_compiles_the_site_packages(serving_context, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(list(tmp_path.rglob("*.pyc"))) > 1000
+    # Every module of the context, and no fewer than the framework, the plugin and pydantic hold.
+    sources = list(serving_context.site_packages.rglob("*.py"))
+    assert len(list(tmp_path.rglob("*.pyc"))) == len(sources) > 100
 
 
 # --------------------------------------------------------------------------------------- errors ---
@@ -333,6 +353,71 @@ def test_failure_while_rendering_leaves_nothing(tmp_path):
         render_build_context("wine_quality", output, arch="arm64", registry=registry_with(backend))
     assert backend.asked == ("arm64", "wine_quality")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------- serving library, pinned ---
+
+
+@pytest.mark.slow
+def test_image_carries_the_xgboost_the_build_checked_with(serving_context):
+    info = json.loads((serving_context.path / "build-info.json").read_text())
+    library = info["serving_library"]
+    assert library["distribution"] == "xgboost-cpu"
+    assert library["checked_with"] == library["installed"] == xgboost.__version__
+    assert sorted(library["files"]) == sorted(
+        p.relative_to(serving_context.site_packages).as_posix()
+        for p in serving_context.site_packages.glob("xgboost*/**/*")
+        if p.is_file()
+    )
+    # The very library the build loaded, byte for byte: the host's wheel and the vendored one are one release.
+    vendored = serving_context.site_packages / "xgboost" / "lib" / "libxgboost.so"
+    assert hashlib.sha256(vendored.read_bytes()).digest() == hashlib.sha256(library_path().read_bytes()).digest()
+
+
+class PinnedPluggyBackend(XGBoostBackend):
+    """Declares a whole distribution (with its dependencies) as its serving library."""
+
+    serving_library = ServingLibrary("pluggy", "pluggy")
+
+
+@pytest.mark.slow
+def test_any_backends_serving_library_is_pinned_to_the_host_version(tmp_path):
+    import pluggy
+    from build_fixtures import HOST_PYTHON
+
+    ctx = render_build_context(
+        "wine_quality", tmp_path / "context", python=HOST_PYTHON, registry=registry_with(PinnedPluggyBackend())
+    )
+    info = json.loads((ctx.path / "build-info.json").read_text())
+    # The framework asks for pluggy>=1.3, which alone would get the newest release.
+    assert info["serving_library"] == {
+        "distribution": "pluggy",
+        "checked_with": pluggy.__version__,
+        "installed": pluggy.__version__,
+        "files": [],
+    }
+    assert f"pluggy=={pluggy.__version__}" in info["requirements"] and "pluggy>=1.3" not in info["requirements"]
+    assert info["installed"]["pluggy"] == pluggy.__version__
+    assert (ctx.site_packages / f"pluggy-{pluggy.__version__}.dist-info").is_dir()
+
+
+def test_pin_replaces_the_librarys_requirements():
+    library = ServingLibrary("xgboost-cpu", "xgboost")
+    pinned = pin_library(["pydantic>=2.6", "xgboost-cpu>=2.0", "XGBoost_CPU<9"], library, "3.2.0")
+    assert pinned == ["pydantic>=2.6", "xgboost-cpu==3.2.0"]
+
+
+def test_pin_refuses_a_requirement_that_excludes_the_checked_version():
+    with pytest.raises(BuildError, match=r"checks the model with xgboost-cpu 3\.2\.0, .* requires xgboost-cpu<3"):
+        pin_library(["xgboost-cpu<3"], ServingLibrary("xgboost-cpu", "xgboost"), "3.2.0")
+
+
+def test_checked_version_is_the_installed_modules():
+    # Found through the module when the named distribution is not the one installed (xgboost vs xgboost-cpu).
+    other = "xgboost" if canonicalize_name(packages_distributions()["xgboost"][0]) == "xgboost-cpu" else "xgboost-cpu"
+    assert checked_version(ServingLibrary(other, "xgboost")) == xgboost.__version__
+    with pytest.raises(BuildError, match=r"checks the model with lms_no_such_module, .*pip install lms-no-such"):
+        checked_version(ServingLibrary("lms-no-such", "lms_no_such_module"))
 
 
 @pytest.mark.slow

@@ -339,7 +339,7 @@ def test_bad_props_fail_at_synth_naming_the_prop(props, message, tmp_path):
 def test_architecture_without_wheels_is_named_in_the_error(tmp_path, monkeypatch):
     # What pip answers for a package without wheels for the platform; everything around pip
     # (the framework's render and its error, the construct's wrapping) runs for real.
-    def pip_install(target, requirements, *, arch, python, find_links=()):
+    def pip_install(target, requirements, **options):
         raise VendorError(
             "pip install failed:\nERROR: Could not find a version that satisfies the requirement "
             "xgboost-cpu>=2.0 (from versions: none)\nERROR: No matching distribution found for xgboost-cpu>=2.0"

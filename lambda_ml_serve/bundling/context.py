@@ -29,7 +29,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from lambda_ml_serve import __version__
-from lambda_ml_serve.bundling.serving import FRAMEWORK, vendor_serving_packages
+from lambda_ml_serve.bundling.serving import FRAMEWORK, Vendored, vendor_serving_packages
 from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import BuildError, LambdaMLServeError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
@@ -274,9 +274,15 @@ def _fill(
 ) -> BuildContext:
     """Vendor the packages and write the files; return the context with its installed versions."""
     site = folder / SITE_PACKAGES
-    asked = _vendor(model, registry, site, arch=context.arch, python=context.python, backend=context.backend)
+    vendored = _vendor(model, registry, site, arch=context.arch, python=context.python, backend=context.backend)
+    library = vendored.library
     stripped = strip_site_packages(site)
     installed = installed_versions(site)
+    partial = ""
+    if library is not None and library.files:
+        # Only part of it ships (no metadata of its own in site-packages), but it is what the model runs on.
+        installed = dict(sorted({**installed, canonicalize_name(library.distribution): library.installed}.items()))
+        partial = f"# {library.distribution}: only {', '.join(library.files)}, not its Python package.\n"
     pins = tuple(f"{name}=={version}" for name, version in installed.items())
     context = replace(context, requirements=pins)
 
@@ -306,7 +312,9 @@ def _fill(
     (folder / ".dockerignore").write_text(environment.get_template("dockerignore.j2").render(values), encoding="utf-8")
     (folder / "requirements.txt").write_text(
         f"# Installed in {SITE_PACKAGES}/ for {context.platform} and CPython {context.python} by {GENERATOR}.\n"
-        "# For reference: the Dockerfile copies the folder and runs no pip.\n" + "".join(p + "\n" for p in pins),
+        "# For reference: the Dockerfile copies the folder and runs no pip.\n"
+        + partial
+        + "".join(p + "\n" for p in pins),
         encoding="utf-8",
     )
     info = {
@@ -325,8 +333,17 @@ def _fill(
         "python": context.python,
         "base_image": context.base_image,
         "default_tag": context.default_tag,
-        "requirements": asked,
+        "requirements": vendored.requirements,
         "installed": installed,
+        # The backend's library: the version the build's checks ran with and the one the image carries.
+        "serving_library": None
+        if library is None
+        else {
+            "distribution": library.distribution,
+            "checked_with": library.checked_with,
+            "installed": library.installed,
+            "files": list(library.files),
+        },
         "artifact": {
             "path": values["artifact"],
             "source": model.spec.artifact,
@@ -342,7 +359,7 @@ def _fill(
 
 def _vendor(
     model: RegisteredModel, registry: Registry, site: Path, *, arch: str, python: str, backend: str
-) -> list[str]:
+) -> Vendored:
     with tempfile.TemporaryDirectory(prefix="lambda-ml-serve-wheels-") as work:
         try:
             return vendor_serving_packages(

@@ -63,15 +63,28 @@ def install_target(
     arch: str = "x86_64",
     python: str = "3.12",
     find_links: Sequence[Path] = (),
+    constraints: Sequence[str] = (),
+    no_deps: bool = False,
 ) -> None:
-    """``pip install --target`` the requirements as wheels for ``arch`` and CPython ``python``."""
+    """``pip install --target`` the requirements as wheels for ``arch`` and CPython ``python``.
+
+    ``constraints`` (``name==version``) hold every package that is installed, even as a dependency, to
+    that version; ``no_deps`` installs the requirements alone.
+    """
     args = ["install", "--target", str(target), "--only-binary=:all:", "--no-compile",
             "--implementation", "cp", "--python-version", python, "--upgrade"]  # fmt: skip
     for tag in platform_tags(arch):
         args += ["--platform", tag]
     for folder in find_links:
         args += ["--find-links", str(folder)]
-    _pip([*args, *requirements])
+    if no_deps:
+        args.append("--no-deps")
+    with tempfile.TemporaryDirectory(prefix="lambda-ml-serve-pip-") as work:
+        if constraints:
+            constraint_file = Path(work) / "constraints.txt"
+            constraint_file.write_text("".join(c + "\n" for c in constraints), encoding="utf-8")
+            args += ["--constraint", str(constraint_file)]
+        _pip([*args, *requirements])
     # Console scripts are of no use in a Lambda image.
     shutil.rmtree(target / "bin", ignore_errors=True)
 

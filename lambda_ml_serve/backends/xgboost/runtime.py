@@ -1,0 +1,180 @@
+"""What the image runs for the xgboost backend: libxgboost's C API through ctypes.
+
+The shared library is the one the ``xgboost-cpu`` wheel ships (``xgboost/lib/libxgboost.so``, with
+the OpenMP runtime it links in ``xgboost_cpu.libs/``). Calling it directly predicts exactly what
+``Booster.inplace_predict`` does (the Python package makes the same call) without importing the
+xgboost package, numpy or scipy, which cost most of a cold start. Standard library only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import sys
+from array import array
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lambda_ml_serve.spec import Batch
+
+#: Where the wheel puts the library, relative to the folder that holds the ``xgboost`` package.
+LIBRARY_NAMES = {"linux": "libxgboost.so", "darwin": "libxgboost.dylib", "win32": "xgboost.dll"}
+LIBRARY_DIR = ("xgboost", "lib")
+#: A plain prediction (not margins, contributions or leaf indices) over every tree, NaN as missing:
+#: the arguments ``inplace_predict`` passes by default. Written once; xgboost's JSON reader takes NaN.
+PREDICT_CONFIG = json.dumps(
+    {
+        "type": 0,
+        "training": False,
+        "iteration_begin": 0,
+        "iteration_end": 0,
+        "missing": float("nan"),
+        "strict_shape": False,
+        "cache_id": 0,
+    }
+).encode()
+
+_ulong = ctypes.c_uint64
+
+
+class XGBoostError(RuntimeError):
+    """libxgboost reported an error; the message is its own."""
+
+
+def library_path() -> Path:
+    """The libxgboost of the ``xgboost`` package folder first found on ``sys.path``, without importing it.
+
+    In the image that folder holds only ``lib/`` (the build vendors the library, not the package);
+    on a developer machine it is the installed xgboost package.
+    """
+    name = LIBRARY_NAMES.get(sys.platform, "libxgboost.so")
+    spec = importlib.util.find_spec(LIBRARY_DIR[0])
+    for folder in (spec.submodule_search_locations or ()) if spec else ():
+        candidate = Path(folder, *LIBRARY_DIR[1:], name)
+        if candidate.is_file():
+            return candidate
+    raise XGBoostError(
+        f"no {name} found in an xgboost/lib folder on sys.path; install xgboost-cpu "
+        "(pip install 'lambda-ml-serve[xgboost]'), or rebuild the image"
+    )
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """libxgboost opened once per process, with the signatures of the functions used here."""
+    lib = ctypes.CDLL(str(library_path()))
+    handle, handle_p, ulong_p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_ulong)
+    signatures: dict[str, list[Any]] = {
+        "XGBoosterCreate": [handle_p, _ulong, handle_p],
+        "XGBoosterFree": [handle],
+        "XGBoosterLoadModel": [handle, ctypes.c_char_p],
+        "XGBoosterSetParam": [handle, ctypes.c_char_p, ctypes.c_char_p],
+        "XGBoosterGetNumFeature": [handle, ulong_p],
+        "XGBoosterGetStrFeatureInfo": [
+            handle,
+            ctypes.c_char_p,
+            ulong_p,
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_char_p)),
+        ],
+        "XGBoosterPredictFromDense": [
+            handle,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            handle,
+            ctypes.POINTER(ctypes.POINTER(_ulong)),
+            ulong_p,
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_float)),
+        ],
+    }
+    for name, argtypes in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes = argtypes
+        function.restype = ctypes.c_int
+    lib.XGBGetLastError.restype = ctypes.c_char_p
+    return lib
+
+
+def _check(lib: ctypes.CDLL, status: int) -> None:
+    if status != 0:
+        message = (lib.XGBGetLastError() or b"unknown error").decode("utf-8", "replace").strip()
+        raise XGBoostError(message.splitlines()[-1] if message else "unknown error")
+
+
+class XGBoostPredictor:
+    """A Booster loaded through the C API, predicting a batch in place on its float32 buffer."""
+
+    def __init__(self, artifact: Path, *, nthread: int = 1) -> None:
+        lib = library()
+        self._lib = lib
+        self._handle = ctypes.c_void_p()
+        _check(lib, lib.XGBoosterCreate(None, 0, ctypes.byref(self._handle)))
+        try:
+            _check(lib, lib.XGBoosterLoadModel(self._handle, str(artifact).encode()))
+            _check(lib, lib.XGBoosterSetParam(self._handle, b"nthread", str(nthread).encode()))
+            count = _ulong()
+            _check(lib, lib.XGBoosterGetNumFeature(self._handle, ctypes.byref(count)))
+        except XGBoostError:
+            self.close()
+            raise
+        self.num_feature: int = count.value
+        self.feature_names: Sequence[str] | None = self._feature_info(b"feature_name")
+
+    def _feature_info(self, field: bytes) -> tuple[str, ...] | None:
+        length, strings = _ulong(), ctypes.POINTER(ctypes.c_char_p)()
+        _check(
+            self._lib,
+            self._lib.XGBoosterGetStrFeatureInfo(self._handle, field, ctypes.byref(length), ctypes.byref(strings)),
+        )
+        return tuple(strings[i].decode() for i in range(length.value)) or None
+
+    def predict(self, batch: Batch) -> list[Any]:
+        """One prediction per row: a float, or a list of floats for multi-output models."""
+        n_rows, n_features = batch.n_rows, batch.n_features
+        if n_features != self.num_feature or len(batch.values) != n_rows * n_features:
+            raise ValueError(
+                f"batch of {n_rows} rows x {n_features} features ({len(batch.values)} values); "
+                f"the model takes {self.num_feature} features per row"
+            )
+        # The array interface points xgboost at the batch's own memory: no copy on the way in.
+        interface = (
+            f'{{"data": [{batch.values.buffer_info()[0]}, true], "shape": [{n_rows}, {n_features}], '
+            f'"typestr": "<f4", "version": 3}}'
+        ).encode()
+        lib = self._lib
+        shape_p, dims, result = ctypes.POINTER(_ulong)(), _ulong(), ctypes.POINTER(ctypes.c_float)()
+        _check(
+            lib,
+            lib.XGBoosterPredictFromDense(
+                self._handle,
+                interface,
+                PREDICT_CONFIG,
+                None,
+                ctypes.byref(shape_p),
+                ctypes.byref(dims),
+                ctypes.byref(result),
+            ),
+        )
+        shape = [shape_p[i] for i in range(dims.value)]
+        size = 1
+        for extent in shape:
+            size *= extent
+        # The result buffer belongs to the booster (per thread) until its next call: copy it now.
+        out = array("f")
+        out.frombytes(ctypes.string_at(result, 4 * size))
+        values = out.tolist()
+        if len(shape) < 2 or size == shape[0]:
+            return values
+        width = size // shape[0]
+        return [values[i : i + width] for i in range(0, size, width)]
+
+    def close(self) -> None:
+        """Free the booster (also done when the predictor is garbage-collected)."""
+        handle, self._handle = getattr(self, "_handle", None), ctypes.c_void_p()
+        if handle:  # None when the constructor failed before creating it
+            self._lib.XGBoosterFree(handle)
+
+    def __del__(self) -> None:
+        self.close()
