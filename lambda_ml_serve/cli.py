@@ -118,6 +118,15 @@ def schema(model: str) -> None:
 
 @main.command()
 @click.argument("model")
+def openapi(model: str) -> None:
+    """Print MODEL's OpenAPI 3.1 document (what GET /openapi.json answers)."""
+    from lambda_ml_serve.runtime.app import App
+
+    _echo_json(App.load(model, registry=_registry(), log_stream=sys.stderr).openapi)
+
+
+@main.command()
+@click.argument("model")
 @click.option("--data", required=True, help="JSON request body: a file, or - for stdin.")
 @click.option("--path", default="/", show_default=True, help="Request path.")
 @click.option("--full", is_flag=True, help="Print the whole Lambda response, not only its body.")
@@ -145,7 +154,7 @@ def invoke(model: str, data: str, path: str, full: bool) -> None:
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
 @click.option("--image", metavar="TAG", help="Run this built image with the Lambda RIE instead of in-process.")
 def serve(model: str, host: str, port: int, image: str | None) -> None:
-    """Serve MODEL on a local Function URL (payload format 2.0).
+    """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
     Runtime Interface Emulator, so the HTTP contract can be checked against the real image.
@@ -163,11 +172,12 @@ def serve(model: str, host: str, port: int, image: str | None) -> None:
         if image:
             from lambda_ml_serve.local.container import RieContainer
 
-            invoke = stack.enter_context(RieContainer(image, env={"LAMBDA_ML_SERVE_MODEL": model})).invoke
+            env = {"LAMBDA_ML_SERVE_MODEL": model, "LAMBDA_ML_SERVE_DOCS": "1"}
+            invoke = stack.enter_context(RieContainer(image, env=env)).invoke
         else:
             from lambda_ml_serve.runtime.app import App
 
-            invoke = App.load(model, registry=_registry(), log_stream=sys.stderr)
+            invoke = App.load(model, registry=_registry(), log_stream=sys.stderr, docs=True)
         try:
             server = FunctionUrlServer(invoke, host, port)
         except OSError as exc:
@@ -190,9 +200,12 @@ def serve(model: str, host: str, port: int, image: str | None) -> None:
 @click.option("--no-docker", is_flag=True, help="Only render the context and print the docker build command.")
 @click.option("--force", is_flag=True, help="Replace the output folder even if this command did not create it.")
 @click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled).")
+@click.option("--response", type=click.Choice(["object", "predictions"]),
+              help="Answer shape: the default object, or the bare array of predictions.")  # fmt: skip
+@click.option("--docs", is_flag=True, help="Serve the docs page at GET /docs in the function.")
 def build(
     model: str, output: Path | None, arch: str, python_version: str, base_image: str | None, tag: str | None,
-    no_docker: bool, force: bool, backend: str | None,
+    no_docker: bool, force: bool, backend: str | None, response: str | None, docs: bool,
 ) -> None:  # fmt: skip
     """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
     import shlex
@@ -202,7 +215,7 @@ def build(
 
     ctx = render_build_context(
         model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,
-        base_image=base_image, force=force, registry=_registry(), backend=backend,
+        base_image=base_image, force=force, registry=_registry(), backend=backend, response=response, docs=docs,
     )  # fmt: skip
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")
