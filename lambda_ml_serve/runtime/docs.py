@@ -108,10 +108,18 @@ def _type(prop: dict[str, Any]) -> str:
     return " or ".join(str(p.get("type", "?")) for p in prop.get("anyOf", ())) or "any"
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
 def _metrics(metrics: dict[str, Any]) -> str:
     if not metrics:
         return '<p class="muted">The model card has no metrics.</p>'
-    rows = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in metrics.items())
+    rows = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(_value(v))}</td></tr>" for k, v in metrics.items())
     return f'<table id="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
 
 
