@@ -210,3 +210,12 @@ def test_any_json_body_gets_a_client_answer_without_echo(app, body):
         response = app(url_event(json.dumps(body), path=path))
         assert response["statusCode"] in (200, 413, 422)
         assert MARKER not in response["body"] or response["statusCode"] == 200
+
+
+def test_deeply_nested_v2_data_is_a_client_error(app):
+    data: list = [1.0]
+    for _ in range(800):
+        data = [data]
+    body = {"inputs": [{"name": "pH", "shape": [1], "datatype": "FP32", "data": data}]}
+    status, answer = post(app, body, "/v2/models/wine_quality/infer")
+    assert status == 422 and answer["details"][0]["message"] == "required field is missing"

@@ -22,14 +22,22 @@ OUTPUT = "predictions"
 
 
 def _flatten(data: Any) -> list[Any]:
-    """v2 allows tensor data flat (row-major) or nested as the shape; both become one flat list."""
+    """v2 allows tensor data flat (row-major) or nested as the shape; both become one flat list.
+
+    Iterative, so however deep the nesting a client sends, it costs no recursion.
+    """
     if not isinstance(data, list):
         return [data]
-    if not any(isinstance(x, list) for x in data):
-        return data
     flat: list[Any] = []
-    for x in data:
-        flat.extend(_flatten(x))
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
     return flat
 
 
