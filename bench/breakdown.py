@@ -16,8 +16,8 @@ from pathlib import Path
 from run import REPO, rows_from
 
 from lambda_ml_serve.runtime.app import App
+from lambda_ml_serve.runtime.formats import rows_of
 from lambda_ml_serve.runtime.http import dumps
-from lambda_ml_serve.runtime.validation import rows_of
 
 ARTIFACTS = {"xgboost": "model.ubj", "compiled": "model.so"}
 
@@ -34,7 +34,7 @@ def timed(fn, repeats: int) -> float:
 
 def stages(app: App, body: bytes, repeats: int) -> dict[str, float]:
     """Median milliseconds of each stage of the request path, run on its own."""
-    rows = rows_of(json.loads(body))
+    rows = rows_of(json.loads(body), app.spec.feature_names)
     models = app.validator.validate(rows)
     batch = app.validator.pack(models)
     predictions = app.predictor.predict(batch)

@@ -118,6 +118,15 @@ def schema(model: str) -> None:
 
 @main.command()
 @click.argument("model")
+def openapi(model: str) -> None:
+    """Print MODEL's OpenAPI 3.1 document (what GET /openapi.json answers)."""
+    from lambda_ml_serve.runtime.app import App
+
+    _echo_json(App.load(model, registry=_registry(), log_stream=sys.stderr).openapi)
+
+
+@main.command()
+@click.argument("model")
 @click.option("--data", required=True, help="JSON request body: a file, or - for stdin.")
 @click.option("--path", default="/", show_default=True, help="Request path.")
 @click.option("--full", is_flag=True, help="Print the whole Lambda response, not only its body.")
@@ -152,7 +161,7 @@ def invoke(model: str, data: str, path: str, full: bool) -> None:
     help="Execution environments side by side, each loading the model and serving one request at a time.",
 )
 def serve(model: str, host: str, port: int, image: str | None, concurrency: int) -> None:
-    """Serve MODEL on a local Function URL (payload format 2.0).
+    """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
     Runtime Interface Emulator, so the HTTP contract can be checked against the real image. The
@@ -171,7 +180,7 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
         if image:
             from lambda_ml_serve.local.container import RieContainer
 
-            env = {"LAMBDA_ML_SERVE_MODEL": model}
+            env = {"LAMBDA_ML_SERVE_MODEL": model, "LAMBDA_ML_SERVE_DOCS": "1"}
             environments = [
                 stack.enter_context(RieContainer(image, env=env, follow_logs=True)).invoke for _ in range(concurrency)
             ]
@@ -179,7 +188,9 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
             from lambda_ml_serve.runtime.app import App
 
             registry = _registry()
-            environments = [App.load(model, registry=registry, log_stream=sys.stderr) for _ in range(concurrency)]
+            environments = [
+                App.load(model, registry=registry, log_stream=sys.stderr, docs=True) for _ in range(concurrency)
+            ]
         try:
             server = FunctionUrlServer(environments, host, port)
         except OSError as exc:
@@ -204,9 +215,12 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
 @click.option("--no-docker", is_flag=True, help="Only render the context and print the docker build command.")
 @click.option("--force", is_flag=True, help="Replace the output folder even if this command did not create it.")
 @click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled).")
+@click.option("--response", type=click.Choice(["object", "predictions"]),
+              help="Answer shape: the default object, or the bare array of predictions.")  # fmt: skip
+@click.option("--docs", is_flag=True, help="Serve the docs page at GET /docs in the function.")
 def build(
     model: str, output: Path | None, arch: str, python_version: str, base_image: str | None, tag: str | None,
-    no_docker: bool, force: bool, backend: str | None,
+    no_docker: bool, force: bool, backend: str | None, response: str | None, docs: bool,
 ) -> None:  # fmt: skip
     """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
     import shlex
@@ -216,7 +230,7 @@ def build(
 
     ctx = render_build_context(
         model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,
-        base_image=base_image, force=force, registry=_registry(), backend=backend,
+        base_image=base_image, force=force, registry=_registry(), backend=backend, response=response, docs=docs,
     )  # fmt: skip
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The answer shapes of a prediction: the default object, or the bare array of predictions.
+RESPONSES = ("object", "predictions")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class ModelSpec:
     trainer: str | None = None
     max_rows: int = 10_000
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ``"object"`` answers ``{"model", "version", "predictions"}``; ``"predictions"`` the bare array, as
+    #: handlers that return ``json.dumps(list)`` did. A deployment may override it (``build --response``).
+    response: str = "object"
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -49,6 +54,8 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: schema must be a pydantic BaseModel subclass")
         if self.max_rows < 1:
             raise ValueError(f"model {self.name!r}: max_rows must be >= 1")
+        if self.response not in RESPONSES:
+            raise ValueError(f"model {self.name!r}: response must be one of {', '.join(RESPONSES)}")
 
     @property
     def feature_names(self) -> tuple[str, ...]:

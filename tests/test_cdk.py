@@ -194,6 +194,23 @@ def test_props_reach_the_template(new_stack, wine_x86):
 
 
 @pytest.mark.slow
+def test_response_and_docs_props_set_the_function_environment(new_stack, wine_x86, tmp_path):
+    stack = new_stack()
+    ModelFunction(stack, "Model", response="predictions", docs=True)
+    variables = only(assertions.Template.from_stack(stack), "AWS::Lambda::Function")["Properties"]["Environment"]
+    assert variables["Variables"] == {
+        "LAMBDA_ML_SERVE_MODEL": "wine_quality",
+        "LAMBDA_ML_SERVE_RESPONSE": "predictions",
+        "LAMBDA_ML_SERVE_DOCS": "1",
+    }
+    bad = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Bad")
+    with pytest.raises(ModelFunctionError, match=r"prop 'response' must be one of object, predictions.*'bare'"):
+        ModelFunction(bad, "Model", response="bare", context_dir=tmp_path / "context")
+    with pytest.raises(ModelFunctionError, match=r"may not set LAMBDA_ML_SERVE_DOCS: it is set from the prop 'docs'"):
+        ModelFunction(bad, "Other", environment={"LAMBDA_ML_SERVE_DOCS": "1"}, context_dir=tmp_path / "context")
+
+
+@pytest.mark.slow
 def test_public_url_only_when_asked_and_with_a_warning(new_stack, wine_x86):
     stack = new_stack()
     ModelFunction(stack, "Model", auth_type=lambda_.FunctionUrlAuthType.NONE)

@@ -63,6 +63,10 @@ class ModelFunction(Construct):
     :param environment: extra environment variables; those the construct sets from props (the model,
         ``max_rows``) or the image sets, and the names Lambda reserves, are refused.
     :param max_rows: the most rows one request may carry (default: the model's own limit).
+    :param response: ``"predictions"`` answers the bare array of predictions (as handlers returning
+        ``json.dumps(list)`` did), ``"object"`` the default object; default: the model's own.
+    :param docs: serve the docs page at ``GET /docs`` (default off; a browser cannot sign ``AWS_IAM``
+        requests, so it suits ``NONE`` URLs, or a signing proxy).
     :param context_dir: where to render the Docker build context; default
         ``<context root>/<model>-<arch>`` (see :func:`default_context_dir`).
     :param python_version: CPython version of the Lambda base image and the vendored wheels.
@@ -87,6 +91,8 @@ class ModelFunction(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         environment: Mapping[str, str] | None = None,
         max_rows: int | None = None,
+        response: str | None = None,
+        docs: bool = False,
         context_dir: str | Path | None = None,
         python_version: str = "3.12",
         base_image: str | None = None,
@@ -104,7 +110,8 @@ class ModelFunction(Construct):
         validation.check_concurrency(reserved_concurrent_executions, provisioned_concurrency)
         validation.check_max_rows(max_rows)
         validation.check_python_version(python_version)
-        env = validation.function_environment(model, environment, max_rows)
+        validation.check_response(response)
+        env = validation.function_environment(model, environment, max_rows, response=response, docs=docs)
         #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
         self.model = model
         self.max_rows: int = max_rows or spec.max_rows

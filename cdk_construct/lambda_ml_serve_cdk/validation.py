@@ -14,7 +14,8 @@ from aws_cdk import aws_lambda as lambda_
 from lambda_ml_serve.bundling.context import PYTHONS
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import ALLOW_ENV, RegisteredModel, Registry
-from lambda_ml_serve.runtime.app import ARTIFACT_ENV, MAX_ROWS_ENV, MODEL_ENV
+from lambda_ml_serve.runtime.app import ARTIFACT_ENV, DOCS_ENV, MAX_ROWS_ENV, MODEL_ENV, RESPONSE_ENV
+from lambda_ml_serve.spec import RESPONSES
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 
 #: Lambda's limits (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
@@ -29,7 +30,7 @@ LAMBDA_RESERVED_ENV = frozenset({
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 })  # fmt: skip
 #: The construct's own variables, each set from a prop.
-MANAGED_ENV = {MODEL_ENV: "model", MAX_ROWS_ENV: "max_rows"}
+MANAGED_ENV = {MODEL_ENV: "model", MAX_ROWS_ENV: "max_rows", RESPONSE_ENV: "response", DOCS_ENV: "docs"}
 #: Set by the image to match what it contains (the prepared artifact, the one plugin it loads).
 IMAGE_ENV = frozenset({ARTIFACT_ENV, ALLOW_ENV})
 #: Lambda architecture name -> the framework's name for it (``render_build_context(arch=...)``).
@@ -111,7 +112,21 @@ def check_python_version(python_version: str) -> None:
         )
 
 
-def function_environment(model: str, environment: Mapping[str, str] | None, max_rows: int | None) -> dict[str, str]:
+def check_response(response: str | None) -> None:
+    if response is not None and response not in RESPONSES:
+        raise ModelFunctionError(
+            f"prop 'response' must be one of {', '.join(RESPONSES)} (or None for the model's own); got {response!r}"
+        )
+
+
+def function_environment(
+    model: str,
+    environment: Mapping[str, str] | None,
+    max_rows: int | None,
+    *,
+    response: str | None = None,
+    docs: bool = False,
+) -> dict[str, str]:
     """The user's extra variables plus the construct's own, which the user may not override."""
     extra = dict(environment or {})
     for name in extra:
@@ -130,4 +145,8 @@ def function_environment(model: str, environment: Mapping[str, str] | None, max_
     env = {**extra, MODEL_ENV: model}
     if max_rows is not None:
         env[MAX_ROWS_ENV] = str(max_rows)
+    if response is not None:
+        env[RESPONSE_ENV] = response
+    if docs:
+        env[DOCS_ENV] = "1"
     return env

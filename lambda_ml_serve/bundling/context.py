@@ -36,7 +36,7 @@ from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.validation import RowValidator
-from lambda_ml_serve.spec import Predictor
+from lambda_ml_serve.spec import RESPONSES, Predictor
 
 #: Lambda's architecture names and the Docker platforms they run on.
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
@@ -87,6 +87,10 @@ class BuildContext:
     artifact: Path
     #: ``name==version`` of every distribution in site-packages.
     requirements: tuple[str, ...]
+    #: The answer shape the image sets (LAMBDA_ML_SERVE_RESPONSE), when not the spec's.
+    response: str | None = None
+    #: Whether the image serves GET /docs (LAMBDA_ML_SERVE_DOCS=1).
+    docs: bool = False
 
     @property
     def site_packages(self) -> Path:
@@ -115,6 +119,8 @@ def render_build_context(
     force: bool = False,
     registry: Registry | None = None,
     backend: str | None = None,
+    response: str | None = None,
+    docs: bool = False,
 ) -> BuildContext:
     """Check ``model`` and render its build context into ``output``.
 
@@ -122,9 +128,12 @@ def render_build_context(
     target exists, the plugin is an installed distribution that supports ``python``, and
     ``output`` is empty or a context this function rendered before (``force`` replaces any
     folder). ``backend`` serves the artifact with another backend than the spec's (e.g. ``compiled``
-    for an XGBoost model). Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
+    for an XGBoost model). ``response`` sets the answer shape (``predictions``: the bare array) and
+    ``docs`` serves the docs page. Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
     check_target(arch, python)
+    if response is not None and response not in RESPONSES:
+        raise BuildError(f"unknown response shape {response!r}; choose one of {', '.join(RESPONSES)}")
     registry = registry or get_registry()
     registered = registry.model(model)
     spec = registered.spec
@@ -159,6 +168,8 @@ def render_build_context(
             + ("" if backend == spec.backend else f"-{backend}"),
             artifact=output / artifact.relative_to(staging),
             requirements=(),
+            response=response if response != spec.response else None,
+            docs=docs,
         )
         context = _fill(staging, context, registered, registry, artifact)
         _move_into_place(staging, output)
@@ -307,6 +318,8 @@ def _fill(
         "site_packages": SITE_PACKAGES,
         "artifacts": ARTIFACTS,
         "artifact": artifact.relative_to(folder).as_posix(),
+        "response": context.response,
+        "docs": context.docs,
     }
     (folder / "Dockerfile").write_text(environment.get_template("Dockerfile.j2").render(values), encoding="utf-8")
     (folder / ".dockerignore").write_text(environment.get_template("dockerignore.j2").render(values), encoding="utf-8")
@@ -328,6 +341,8 @@ def _fill(
             "version": model.plugin.version,
         },
         "backend": context.backend,
+        "response": context.response or model.spec.response,
+        "docs": context.docs,
         "arch": context.arch,
         "platform": context.platform,
         "python": context.python,

@@ -1,6 +1,7 @@
 """The serving application: load one model once, then answer events top to bottom.
 
-event -> parse (base64, JSON) -> rows -> validate -> float32 batch -> predict -> response + log line
+event (any source) -> route -> parse (base64, JSON) -> rows (any format) -> validate -> float32 batch
+-> predict -> answer in the request's dialect -> response in the event source's format + log line
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any, TextIO
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
+from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
-from lambda_ml_serve.runtime.http import Request, http_response, is_http_event, parse_event, request_id_of
+from lambda_ml_serve.runtime.http import Answer, Request, parse_event, request_id_of, respond
 from lambda_ml_serve.runtime.items import answer_batch, is_batch_event
 from lambda_ml_serve.runtime.telemetry import emit, request_record
-from lambda_ml_serve.runtime.validation import RowValidator, rows_of
-from lambda_ml_serve.spec import ModelSpec, Predictor
+from lambda_ml_serve.runtime.validation import RowValidator
+from lambda_ml_serve.spec import RESPONSES, ModelSpec, Predictor
 
 MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
 #: Set by `build` to the prepared artifact (e.g. UBJ) inside the image.
@@ -29,7 +31,16 @@ ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
 MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
 #: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
 BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
-PREDICT_PATHS = frozenset({"/", "/predict"})
+#: Set by `build --response` (or the CDK prop): "predictions" answers the bare array.
+RESPONSE_ENV = "LAMBDA_ML_SERVE_RESPONSE"
+#: Set by `build --docs` (or the CDK prop) to "1": the function serves GET /docs.
+DOCS_ENV = "LAMBDA_ML_SERVE_DOCS"
+HTML = "text/html; charset=utf-8"
+#: The page's script and style are inline and it may only call this origin: nothing is fetched from elsewhere.
+DOCS_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+}
 
 
 def choose_model(registry: Registry, name: str | None) -> RegisteredModel:
@@ -83,12 +94,25 @@ class App:
         max_rows: int | None = None,
         log_stream: TextIO | None = None,
         backend: str | None = None,
+        response: str | None = None,
+        docs: bool = False,
     ) -> None:
         self.spec = spec
         self.predictor = predictor
         self.backend = backend or spec.backend
         self.validator = RowValidator(spec, max_rows or spec.max_rows)
         self._log_stream = log_stream
+        self.response = check_response(response or spec.response)
+        self.docs = docs
+        self._routes = {
+            "/": {"GET": self._get_metadata, "POST": self._post_predict},
+            "/predict": {"POST": self._post_predict},
+            "/openapi.json": {"GET": self._get_openapi},
+            "/docs": {"GET": self._get_docs},
+            "/v2": {"GET": self._v2_server},
+            "/v2/health/live": {"GET": self._v2_health},
+            "/v2/health/ready": {"GET": self._v2_health},
+        }
 
     @classmethod
     def load(
@@ -113,6 +137,10 @@ class App:
         predictor = load_predictor(chosen, registry, artifact, backend)
         if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
             kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
+        if "response" not in kwargs and os.environ.get(RESPONSE_ENV):
+            kwargs["response"] = os.environ[RESPONSE_ENV]
+        if "docs" not in kwargs:
+            kwargs["docs"] = os.environ.get(DOCS_ENV, "") == "1"
         return cls(chosen.spec, predictor, backend=backend, **kwargs)
 
     @cached_property
@@ -133,53 +161,73 @@ class App:
             "metrics": card.get("metrics", {}),
         } | ({"classes": classes} if (classes := getattr(self.predictor, "classes", None)) is not None else {})
 
-    def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
+    @cached_property
+    def examples(self) -> dict[str, Any]:
+        """The spec's example rows written in every request format, keyed by feature name."""
+        rows = [
+            self.spec.schema.model_validate(row).model_dump(mode="json", by_alias=True) for row in self.spec.example
+        ]
+        return formats.examples(rows, self.spec.feature_names)
+
+    @cached_property
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this model's routes (GET /openapi.json)."""
+        from lambda_ml_serve.runtime.openapi import openapi_document
+
+        return openapi_document(self)
+
+    def __call__(self, event: Any, context: Any = None) -> Any:
         started = time.perf_counter()
-        is_http = is_http_event(event)
-        request_id = request_id_of(event, getattr(context, "aws_request_id", None) or str(uuid.uuid4()))
+        request = parse_event(
+            event, request_id_of(event, getattr(context, "aws_request_id", None) or str(uuid.uuid4()))
+        )
         rows, error_log = 0, None
         try:
-            status, payload, headers = self._route(parse_event(event, request_id))
-            rows = len(payload.get("predictions", payload.get("results", ())))
+            answer, rows = self._route(request)
         except ApiError as exc:
-            status, payload, headers = exc.status, exc.to_dict(), exc.headers
+            answer = Answer(exc.status, self._error_body(request, exc), exc.headers)
         except Exception as exc:  # the client gets no stack trace; the log keeps it
             error_log = "".join(traceback.format_exception(exc)).rstrip()
-            error = ApiError("internal_error", f"internal error; quote request id {request_id}")
-            status, payload, headers = error.status, error.to_dict(), {}
+            error = ApiError("internal_error", f"internal error; quote request id {request.request_id}")
+            answer = Answer(error.status, self._error_body(request, error), {})
         emit(
             request_record(
-                request_id=request_id,
+                request_id=request.request_id,
                 model=self.spec.name,
                 version=self.spec.version,
-                status=status,
+                status=answer.status,
                 rows=rows,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 error=error_log,
             ),
             self._log_stream,
         )
-        return http_response(status, payload, request_id, headers) if is_http else payload
+        return respond(request, answer)
 
-    def _route(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _route(self, request: Request) -> tuple[Answer, int]:
         if not request.http:
             if is_batch_event(request.payload):
-                return 200, self.score_batch(request.payload), {}
-            return 200, self.predict(request.payload), {}
-        if request.path not in PREDICT_PATHS:
+                return self._score_batch(request.payload)
+            return self._predict_answer(request.payload)
+        routes = self._routes.get(request.path) or self._v2_model_routes(request.path)
+        if routes is None:
             raise ApiError(
-                "not_found", f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata"
+                "not_found",
+                f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata, "
+                "GET /openapi.json for the API",
             )
-        if request.method == "POST":
-            return 200, self.predict(self._parse_body(request.body)), {}
-        if request.method == "GET" and request.path == "/":
-            return 200, self.metadata, {}
-        allowed = "GET, POST" if request.path == "/" else "POST"
-        raise ApiError(
-            "method_not_allowed",
-            f"{request.method} is not allowed on {request.path}; use {allowed}",
-            headers={"allow": allowed},
-        )
+        handler = routes.get(request.method)
+        if handler is None:
+            allowed = ", ".join(routes)
+            raise ApiError(
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}; use {allowed}",
+                headers={"allow": allowed},
+            )
+        return handler(request)
+
+    def _error_body(self, request: Request, error: ApiError) -> dict[str, Any]:
+        return v2.error_body(error) if request.path.startswith("/v2/") else error.to_dict()
 
     @staticmethod
     def _parse_body(body: bytes) -> Any:
@@ -194,13 +242,84 @@ class App:
             # The parser's message gives the position, never the payload itself.
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
 
-    def predict(self, payload: Any) -> dict[str, Any]:
-        batch = self.validator.to_batch(rows_of(payload))
-        predictions = self.predictor.predict(batch)
+    def predictions(self, rows: list[Any]) -> list[Any]:
+        """Validate rows (all errors at once, as one 422) and predict them."""
+        return self.predictor.predict(self.validator.to_batch(rows))
+
+    def predict(self, payload: Any) -> Any:
+        """The answer to a body in any accepted format: the default object, or the bare array."""
+        predictions = self.predictions(formats.rows_of(payload, self.spec.feature_names))
+        if self.response == "predictions":
+            return predictions
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
 
-    def score_batch(self, payload: Any) -> dict[str, Any]:
-        """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
-        answer = answer_batch(lambda rows: self.predict(rows)["predictions"], payload, self.validator.max_rows)
-        return {"model": self.spec.name, "version": self.spec.version} | answer
+    def _predict_answer(self, payload: Any) -> tuple[Answer, int]:
+        answer = self.predict(payload)
+        rows = len(answer if isinstance(answer, list) else answer["predictions"])
+        return Answer(200, answer, {}), rows
 
+    def _score_batch(self, payload: Any) -> tuple[Answer, int]:
+        """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
+        answer = answer_batch(self.predictions, payload, self.validator.max_rows)
+        body = {"model": self.spec.name, "version": self.spec.version} | answer
+        return Answer(200, body, {}), len(answer["results"])
+
+    def _post_predict(self, request: Request) -> tuple[Answer, int]:
+        return self._predict_answer(self._parse_body(request.body()))
+
+    def _get_metadata(self, request: Request) -> tuple[Answer, int]:
+        return Answer(200, self.metadata, {}), 0
+
+    def _get_openapi(self, request: Request) -> tuple[Answer, int]:
+        return Answer(200, self.openapi, {}), 0
+
+    def _get_docs(self, request: Request) -> tuple[Answer, int]:
+        if not self.docs:
+            raise ApiError("not_found", f"the docs page is off; set {DOCS_ENV}=1 (build --docs) to serve it")
+        from lambda_ml_serve.runtime.docs import docs_page
+
+        return Answer(200, docs_page(self), DOCS_HEADERS, content_type=HTML), 0
+
+    def _v2_server(self, request: Request) -> tuple[Answer, int]:
+        from lambda_ml_serve import __version__
+
+        return Answer(200, {"name": "lambda-ml-serve", "version": __version__, "extensions": []}, {}), 0
+
+    def _v2_health(self, request: Request) -> tuple[Answer, int]:
+        # The model loaded at init, so a function that answers is live and ready.
+        return Answer(200, {"live" if request.path.endswith("live") else "ready": True}, {}), 0
+
+    def _v2_model_routes(self, path: str) -> dict[str, Any] | None:
+        match = v2.MODEL_PATH.match(path)
+        if match is None:
+            return None
+        name, version, action = match["name"], match["version"], match["action"]
+        if name != self.spec.name or version not in (None, self.spec.version):
+            raise ApiError(
+                "not_found",
+                f"no model {name!r}{f' version {version!r}' if version else ''}; this function serves "
+                f"{self.spec.name!r} version {self.spec.version!r}",
+            )
+        if action == "/infer":
+            return {"POST": self._v2_infer}
+        if action == "/ready":
+            return {"GET": self._v2_health}
+        return {"GET": self._v2_metadata}
+
+    def _v2_metadata(self, request: Request) -> tuple[Answer, int]:
+        meta = v2.model_metadata(self.spec.name, self.spec.version, self.backend, self.metadata["input_schema"])
+        return Answer(200, meta, {}), 0
+
+    def _v2_infer(self, request: Request) -> tuple[Answer, int]:
+        payload = self._parse_body(request.body())
+        predictions = self.predictions(v2.rows_of_infer(payload, self.spec.feature_names))
+        request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+        answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id)
+        return Answer(200, answer, {}), len(predictions)
+
+
+def check_response(response: str) -> str:
+    """The response shape option: ``object`` (the default) or ``predictions`` (the bare array)."""
+    if response not in RESPONSES:
+        raise ModelLoadError(f"{RESPONSE_ENV}: response must be one of {', '.join(RESPONSES)}; got {response!r}")
+    return response

@@ -1,4 +1,13 @@
-"""Lambda events <-> requests and responses (Function URL payload format 2.0, or direct invocation)."""
+"""Lambda events <-> requests and responses, for every source that puts HTTP in front of a function.
+
+| source | recognised by | answered with |
+| --- | --- | --- |
+| Function URL, API Gateway HTTP API (payload 2.0) | ``requestContext.http`` | statusCode, headers, body |
+| API Gateway REST API, HTTP API payload 1.0 | ``httpMethod`` + ``requestContext`` | statusCode, headers, body |
+| ALB target group | ``requestContext.elb`` | + statusDescription; multiValueHeaders when the event has them |
+| console / hand-written test event | only ``body`` (and ``isBase64Encoded``) | statusCode, headers, body |
+| direct invocation | anything else | the payload itself |
+"""
 
 from __future__ import annotations
 
@@ -6,65 +15,113 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from lambda_ml_serve.runtime.errors import ApiError
+
+URL, REST, ALB, BODY, DIRECT = "url", "rest", "alb", "body", "direct"
+_BODY_ONLY_KEYS = frozenset({"body", "isBase64Encoded"})
 
 
 @dataclass(frozen=True)
 class Request:
     method: str
     path: str
-    body: bytes
     request_id: str
-    #: False for a direct invocation: the answer is then a plain dict, not an HTTP response.
-    http: bool
+    #: Which event source sent it: decides the response format.
+    source: str = URL
     #: A direct invocation's event is the payload, already parsed by Lambda.
     payload: Any = None
+    #: An ALB target group with multi-value headers on wants them back the same way.
+    multi_value: bool = False
+    #: The event's ``body`` and ``isBase64Encoded``, decoded by :meth:`body` when the route reads it.
+    raw_body: Any = None
+    base64: bool = False
+
+    @property
+    def http(self) -> bool:
+        """False for a direct invocation: the answer is then a plain value, not an HTTP response."""
+        return self.source != DIRECT
+
+    def body(self) -> bytes:
+        """The request body's bytes; a bad base64 body is the client's error."""
+        if self.raw_body is None or self.raw_body == "":
+            return b""
+        if not isinstance(self.raw_body, str):
+            raise ApiError("bad_request", "the event body must be a string")
+        if self.base64:
+            try:
+                return base64.b64decode(self.raw_body, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError("bad_request", "the body is marked base64-encoded but is not valid base64") from None
+        return self.raw_body.encode("utf-8", "surrogatepass")
 
 
-def _http_context(event: Any) -> tuple[dict, dict] | None:
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    http = context.get("http") if isinstance(context, dict) else None
-    return (context, http) if isinstance(http, dict) else None
+@dataclass(frozen=True)
+class Answer:
+    """What the application answers, before it is written in the event source's response format."""
+
+    status: int
+    payload: Any
+    headers: dict[str, str]
+    #: JSON payloads are encoded here; a text payload (the docs page) is sent as it is.
+    content_type: str = "application/json"
 
 
-def is_http_event(event: Any) -> bool:
-    """A Function URL event; anything without ``requestContext.http`` is a direct invocation."""
-    return _http_context(event) is not None
+def source_of(event: Any) -> str:
+    """Which event source an event comes from (see the module's table)."""
+    if not isinstance(event, dict):
+        return DIRECT
+    context = event.get("requestContext")
+    if isinstance(context, dict):
+        if isinstance(context.get("http"), dict):
+            return URL
+        if isinstance(context.get("elb"), dict):
+            return ALB
+        if "httpMethod" in event:
+            return REST
+    if "body" in event and event.keys() <= _BODY_ONLY_KEYS and isinstance(event["body"], (str, type(None))):
+        return BODY
+    return DIRECT
 
 
 def request_id_of(event: Any, fallback: str) -> str:
-    """The Function URL's request id when the event carries one (so logs and answers match AWS's)."""
-    found = _http_context(event)
-    request_id = found[0].get("requestId") if found else None
+    """The event's own request id when it carries one (so logs and answers match AWS's)."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    request_id = context.get("requestId") if isinstance(context, dict) else None
     return request_id if isinstance(request_id, str) and request_id else fallback
 
 
 def parse_event(event: Any, request_id: str) -> Request:
-    """Read a Function URL event, or wrap a direct invocation's payload."""
-    found = _http_context(event)
-    if found is None:
-        return Request("POST", "/", b"", request_id, http=False, payload=event)
-    http = found[1]
-    method = http.get("method")
-    path = event.get("rawPath") or http.get("path") or "/"
-    req = Request(str(method).upper(), str(path), b"", request_id, http=True)
-    body = event.get("body")
-    if body is None or body == "":
-        return req
-    if not isinstance(body, str):
-        raise ApiError("bad_request", "the event body must be a string")
-    if event.get("isBase64Encoded"):
-        try:
-            raw = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(
-                "bad_request", "the body is marked base64-encoded but is not valid base64"
-            ) from None
+    """Read an HTTP event of any source into a Request, or wrap a direct invocation's payload.
+
+    Never raises: the body is decoded when a route reads it, so every error is answered in the
+    event source's own response format.
+    """
+    source = source_of(event)
+    if source == DIRECT:
+        return Request("POST", "/", request_id, source=DIRECT, payload=event)
+    if source == BODY:
+        method, path = "POST", "/"
+    elif source == URL:
+        http = event["requestContext"]["http"]
+        method, path = http.get("method"), event.get("rawPath") or http.get("path") or "/"
+        stage = event["requestContext"].get("stage")
+        # An HTTP API stage other than $default prefixes rawPath with the stage name.
+        if isinstance(stage, str) and stage != "$default" and str(path).startswith(f"/{stage}/"):
+            path = str(path)[len(stage) + 1 :]
     else:
-        raw = body.encode("utf-8", "surrogatepass")
-    return Request(req.method, req.path, raw, request_id, http=True)
+        method, path = event.get("httpMethod"), event.get("path") or "/"
+    return Request(
+        str(method).upper(),
+        str(path),
+        request_id,
+        source=source,
+        multi_value=source == ALB and isinstance(event.get("multiValueHeaders"), dict),
+        raw_body=event.get("body"),
+        base64=bool(event.get("isBase64Encoded")),
+    )
 
 
 def dumps(payload: Any) -> str:
@@ -73,16 +130,29 @@ def dumps(payload: Any) -> str:
 
 
 def http_response(
-    status: int, payload: Any, request_id: str, headers: dict[str, str] | None = None
+    status: int,
+    payload: Any,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
-    """A Function URL response: JSON body, status, and the request id every answer carries."""
+    """A Function URL response: the body, status, and the request id every answer carries."""
     return {
         "statusCode": status,
-        "headers": {
-            "content-type": "application/json",
-            "x-request-id": request_id,
-            **(headers or {}),
-        },
-        "body": dumps(payload),
+        "headers": {"content-type": content_type, "x-request-id": request_id, **(headers or {})},
+        "body": payload if isinstance(payload, str) and content_type != "application/json" else dumps(payload),
         "isBase64Encoded": False,
     }
+
+
+def respond(request: Request, answer: Answer) -> Any:
+    """Write the answer in the response format of the request's event source."""
+    if not request.http:
+        return answer.payload
+    response = http_response(answer.status, answer.payload, request.request_id, answer.headers, answer.content_type)
+    if request.source == ALB:
+        phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
+        response["statusDescription"] = f"{answer.status} {phrase}".rstrip()
+        if request.multi_value:
+            response["multiValueHeaders"] = {k: [v] for k, v in response.pop("headers").items()}
+    return response

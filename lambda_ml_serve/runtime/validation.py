@@ -14,7 +14,6 @@ from lambda_ml_serve.spec import Batch, ModelSpec
 
 #: More detail lines than this help nobody; the message says how many were left out.
 MAX_DETAILS = 50
-SHAPE_HINT = 'send a JSON list of row objects, {"instances": [rows]}, or one row object'
 
 
 def accepted_names(spec: ModelSpec) -> list[str]:
@@ -28,35 +27,6 @@ def accepted_names(spec: ModelSpec) -> list[str]:
         elif isinstance(choices, AliasChoices):
             names += [c for c in choices.choices if isinstance(c, str)]
     return list(dict.fromkeys(names))
-
-
-def rows_of(payload: Any) -> list[Any]:
-    """Normalise the accepted body shapes to a list of rows."""
-    if isinstance(payload, list):
-        rows = payload
-    elif isinstance(payload, dict) and "instances" in payload:
-        extra = sorted(k for k in payload if k != "instances")
-        if extra:
-            raise ApiError(
-                "validation_error",
-                f"unexpected top-level key(s) {', '.join(map(repr, extra))}; {SHAPE_HINT}",
-            )
-        rows = payload["instances"]
-        if not isinstance(rows, list):
-            raise ApiError("validation_error", f"'instances' must be a list; {SHAPE_HINT}")
-    elif isinstance(payload, dict):
-        rows = [payload]
-    else:
-        raise ApiError("validation_error", f"the body is a JSON {_json_type(payload)}; {SHAPE_HINT}")
-    if not rows:
-        raise ApiError("validation_error", f"no rows to predict; {SHAPE_HINT}")
-    return rows
-
-
-def _json_type(value: Any) -> str:
-    return {str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
 
 
 class RowValidator:

@@ -1,0 +1,290 @@
+"""The OpenAPI 3.1 document of one model's HTTP API, generated from its schema and the app's routes.
+
+OpenAPI 3.1 schemas are JSON Schema 2020-12, which is what pydantic writes, so the row schema goes in
+as it is. Examples are the model's own example rows in every request format, with the real answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lambda_ml_serve.runtime.errors import STATUS
+from lambda_ml_serve.runtime.v2 import DATATYPES
+
+if TYPE_CHECKING:
+    from lambda_ml_serve.runtime.app import App
+
+REF = "#/components/schemas/{model}"
+ERROR_TEXT = {
+    "bad_request": "The body is not JSON, not UTF-8, or bad base64.",
+    "not_found": "No such route, or no such model (v2).",
+    "method_not_allowed": "The route does not take this method; `allow` lists those it takes.",
+    "payload_too_large": "More rows than the maximum per request.",
+    "validation_error": "Invalid rows: every bad field of every row, or a body in no known format.",
+    "internal_error": "A fault of the service; the message quotes the request id.",
+}
+FORMAT_TEXT = {
+    "rows": "A list of rows",
+    "instances": "Rows under `instances`",
+    "instances_lists": "Rows as lists of values in feature order, under `instances`",
+    "one_row": "One row object",
+    "dataframe_split": "MLflow `dataframe_split` (pandas split orient)",
+    "dataframe_records": "MLflow `dataframe_records`",
+    "inputs": "MLflow `inputs` (a column per feature)",
+    "pandas_columns": "pandas `DataFrame.to_json()` (column orient)",
+    "columns": "A list of values per column",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], example: Any = None, examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if examples is not None:
+        media["examples"] = examples
+    elif example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _errors(types: tuple[str, ...], schema: str) -> dict[str, Any]:
+    return {str(STATUS[t]): {"description": ERROR_TEXT[t], "content": _json(_ref(schema))} for t in types}
+
+
+def _components(app: App) -> dict[str, Any]:
+    spec = app.spec
+    row = spec.schema.model_json_schema(by_alias=True, ref_template=REF)
+    schemas: dict[str, Any] = row.pop("$defs", {})
+    n = len(spec.feature_names)
+    values = {
+        "type": "array",
+        "description": f"One row as {n} values in feature order: {', '.join(spec.feature_names)}",
+        "items": {"type": ["number", "boolean"]},
+        "minItems": n,
+        "maxItems": n,
+    }
+    row_or_values = {"anyOf": [_ref("Row"), _ref("RowValues")]}
+    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": app.validator.max_rows}
+    predictions = {"type": "array", "description": spec.output, "items": {}}
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+            "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+    }
+    schemas |= {
+        "Row": row,
+        "RowValues": values,
+        "Rows": rows,
+        "Instances": {
+            "type": "object",
+            "required": ["instances"],
+            "additionalProperties": False,
+            "properties": {"instances": {"type": "array", "items": row_or_values, "minItems": 1}},
+        },
+        "DataframeSplit": {
+            "type": "object",
+            "required": ["dataframe_split"],
+            "additionalProperties": False,
+            "properties": {
+                "dataframe_split": {
+                    "type": "object",
+                    "required": ["data"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "columns": {"type": "array", "items": {"type": "string"}},
+                        "data": {"type": "array", "items": {"type": "array"}},
+                        "index": {"type": "array"},
+                    },
+                }
+            },
+        },
+        "DataframeRecords": {
+            "type": "object",
+            "required": ["dataframe_records"],
+            "additionalProperties": False,
+            "properties": {"dataframe_records": rows},
+        },
+        "MlflowInputs": {
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": False,
+            "properties": {
+                "inputs": {
+                    "anyOf": [
+                        {"type": "array", "items": row_or_values},
+                        {"type": "object", "additionalProperties": {"type": "array"}},
+                    ]
+                }
+            },
+        },
+        "Columns": {
+            "type": "object",
+            "description": "pandas' column orient ({column: {index: value}}) or a list per column",
+            "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "array"}]},
+        },
+        "PredictRequest": {
+            "anyOf": [
+                _ref(name)
+                for name in (
+                    "Rows",
+                    "Instances",
+                    "DataframeSplit",
+                    "DataframeRecords",
+                    "MlflowInputs",
+                    "Row",
+                    "Columns",
+                )
+            ]
+        },
+        "PredictResponse": (
+            predictions
+            if app.response == "predictions"
+            else {
+                "type": "object",
+                "required": ["model", "version", "predictions"],
+                "properties": {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions},
+            }
+        ),
+        "ErrorDetail": {
+            "type": "object",
+            "required": ["row", "field", "message"],
+            "properties": {
+                "row": {"type": ["integer", "null"]},
+                "field": {"type": ["string", "null"]},
+                "message": {"type": "string"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message", "details"],
+                    "properties": {
+                        "type": {"type": "string", "enum": list(STATUS)},
+                        "message": {"type": "string"},
+                        "details": {"type": "array", "items": _ref("ErrorDetail")},
+                    },
+                }
+            },
+        },
+        "Metadata": {"type": "object", "description": "Model name, version, features, input schema, example"},
+        "V2Tensor": tensor,
+        "V2InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": _ref("V2Tensor"), "minItems": 1},
+                "outputs": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "V2InferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": {"type": "array", "items": _ref("V2Tensor")},
+            },
+        },
+        "V2ModelMetadata": {"type": "object", "required": ["name", "platform", "inputs", "outputs"]},
+        "V2Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}, "details": {"type": "array", "items": _ref("ErrorDetail")}},
+        },
+    }
+    return {"schemas": schemas}
+
+
+def openapi_document(app: App) -> dict[str, Any]:
+    """OpenAPI 3.1 for the app's routes; the examples are answered by the model itself."""
+    spec = app.spec
+    examples = app.examples
+    answer = app.predict(examples["instances"])
+    request_examples = {key: {"summary": FORMAT_TEXT[key], "value": value} for key, value in examples.items()}
+    tensors = [
+        {"name": feature, "shape": [len(examples["rows"])], "datatype": "FP32", "data": list(column)}
+        for feature, column in examples["columns"].items()
+    ]
+    predict_op = {
+        "summary": "Predict",
+        "description": f"{spec.output}, one per row, in the order of the rows.",
+        "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
+        "responses": {
+            "200": {"description": "The predictions", "content": _json(_ref("PredictResponse"), answer)},
+            **_errors(("bad_request", "payload_too_large", "validation_error", "internal_error"), "Error"),
+        },
+    }
+    v2_errors = _errors(("bad_request", "payload_too_large", "validation_error"), "V2Error")
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
+    paths = {
+        "/": {
+            "get": {
+                "summary": "Model metadata",
+                "responses": {"200": {"description": "Metadata", "content": _json(_ref("Metadata"))}},
+            },
+            "post": predict_op | {"operationId": "predict_root"},
+        },
+        "/predict": {"post": predict_op | {"operationId": "predict"}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/v2/health/live": {"get": {"summary": "v2 liveness", "responses": {"200": {"description": "Live"}}}},
+        "/v2/health/ready": {"get": {"summary": "v2 readiness", "responses": {"200": {"description": "Ready"}}}},
+        "/v2/models/{name}": {
+            "get": {
+                "summary": "v2 model metadata",
+                "parameters": [name],
+                "responses": {
+                    "200": {"description": "Metadata", "content": _json(_ref("V2ModelMetadata"))},
+                    **v2_errors,
+                },
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": "v2 inference",
+                "operationId": "v2_infer",
+                "parameters": [name],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(_ref("V2InferenceRequest"), {"inputs": tensors}),
+                },
+                "responses": {
+                    "200": {"description": "The predictions tensor", "content": _json(_ref("V2InferenceResponse"))},
+                    **v2_errors,
+                },
+            }
+        },
+    }
+    if app.docs:
+        paths["/docs"] = {
+            "get": {
+                "summary": "A page to try the model",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        }
+    # Every route can answer these; v2 routes answer errors in v2's shape.
+    for path, item in paths.items():
+        common = _errors(
+            ("not_found", "method_not_allowed", "internal_error"), "V2Error" if path.startswith("/v2/") else "Error"
+        )
+        for op in item.values():
+            op["responses"] |= common
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{spec.name} (lambda-ml-serve)", "version": spec.version, "description": spec.description},
+        "paths": paths,
+        "components": _components(app),
+    }

@@ -1,0 +1,103 @@
+"""GET /docs in a real browser: headless Chromium loads the page from ``serve`` and sends the example.
+
+Needs Debian's ``chromium`` and ``chromium-driver``; without them the test skips, except under ``CI``,
+where it fails. ``LAMBDA_ML_SERVE_SCREENSHOT=docs/docs-page.png`` also writes the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from served import serving
+
+from lambda_ml_serve.runtime.app import App
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1100,1900",
+)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        message = f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_docs_page_sends_the_example_and_shows_field_errors(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    app = App.load("wine_quality", log_stream=io.StringIO())
+    example = {"instances": app.examples["instances"]["instances"]}
+    expected = app.predict(example)["predictions"]
+    wait = WebDriverWait(browser, 30)
+
+    with serving() as url:
+        browser.get(f"{url}/docs")
+        assert browser.title == f"wine_quality {app.spec.version}"
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert app.spec.description in page
+        metrics = browser.find_element(By.ID, "metrics").text
+        assert "rmse" in metrics
+        fields = {
+            row.find_elements(By.TAG_NAME, "td")[0].text: row.text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#fields tr")[1:]
+        }
+        assert list(fields) == list(app.spec.feature_names)
+        assert "≤ 14" in fields["pH"] and "≥ 0.9, ≤ 1.1" in fields["density"]
+        body = browser.find_element(By.ID, "body")
+        assert json.loads(body.get_property("value")) == app.examples["instances"]
+
+        browser.find_element(By.ID, "send").click()
+        shown = wait.until(ec.visibility_of_element_located((By.ID, "predictions")))
+        assert json.loads(shown.text) == expected
+        assert browser.find_element(By.ID, "status").text == "200: predictions"
+        screenshot = tmp_path / "docs-page.png"
+        browser.save_screenshot(str(screenshot))
+        if target := os.environ.get("LAMBDA_ML_SERVE_SCREENSHOT"):
+            shutil.copyfile(screenshot, target)
+
+        bad = json.loads(json.dumps(example))
+        bad["instances"][1]["pH"] = 15
+        body.clear()
+        body.send_keys(json.dumps(bad))
+        browser.find_element(By.ID, "send").click()
+        details = wait.until(ec.visibility_of_element_located((By.ID, "details")))
+        cells = [td.text for td in details.find_elements(By.CSS_SELECTOR, "tr:nth-child(2) td")]
+        assert cells == ["1", "pH", "Input should be less than or equal to 14"]
+        assert browser.find_element(By.ID, "status").text.startswith("422 validation_error: 1 invalid value(s)")
+        assert browser.find_elements(By.ID, "predictions") == []
+
+        # Everything the page loaded came from serve itself.
+        resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert resources and all(r.startswith(url) for r in resources)
