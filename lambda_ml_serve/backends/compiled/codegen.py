@@ -21,18 +21,24 @@ if TYPE_CHECKING:
 LAYOUTS = ("level", "node")
 #: Rows walked together through a tree: their node indices and sums stay in L1 cache.
 BLOCK = 128
-#: The level layout is not generated past this many padded leaves in all (about 24 MiB of tables):
-#: padding a deep tree to 2^depth leaves is what the node layout avoids.
-MAX_PADDED_LEAVES = 1 << 22
+#: The level layout is not generated past this many padded leaves in all (a few MiB of tables, a
+#: few seconds of compiling): padding a deep tree to 2^depth leaves is what the node layout avoids.
+MAX_PADDED_LEAVES = 1 << 18
+#: Nor when padding multiplies the nodes by more than this (unbalanced trees: it would only be slower).
+MAX_PADDING = 8
 #: The deepest complete tree the level layout pads to.
-MAX_LEVEL_DEPTH = 16
+MAX_LEVEL_DEPTH = 12
 
 
 def layouts_for(ensemble: Ensemble) -> list[str]:
     """The layouts worth generating for ``ensemble``: both, unless padding would explode (or there is
     nothing to pad: trees that are single leaves)."""
     depth = ensemble.max_depth()
-    if depth == 0 or depth > MAX_LEVEL_DEPTH or len(ensemble.trees) << depth > MAX_PADDED_LEAVES:
+    if depth == 0 or depth > MAX_LEVEL_DEPTH:
+        return ["node"]
+    padded = len(ensemble.trees) << depth
+    nodes = sum(len(tree.left) for tree in ensemble.trees)
+    if padded > MAX_PADDED_LEAVES or 2 * padded > MAX_PADDING * nodes:
         return ["node"]
     return list(LAYOUTS)
 
@@ -170,7 +176,10 @@ def _floats(values: np.ndarray, c_type: str) -> str:
     import numpy as np
 
     narrow = values.astype(np.float32 if c_type == "float" else np.float64)
-    return ",".join(_float(float(v), c_type) for v in narrow)
+    if not len(narrow) or not np.isfinite(narrow).all():
+        return ",".join(_float(float(v), c_type) for v in narrow)
+    suffix = "f," if c_type == "float" else ","
+    return suffix.join(map(float.hex, narrow.tolist())) + suffix.rstrip(",")
 
 
 def _c_string(text: str) -> str:

@@ -40,6 +40,8 @@ SKLEARN_ENSEMBLES = (
     "HistGradientBoostingRegressor",
     "HistGradientBoostingClassifier",
 )
+#: LightGBM predicts a value within this of zero as zero (its kZeroThreshold, a float).
+LIGHTGBM_ZERO = 1.0000000180025095e-35
 #: Names LightGBM gives features when it was trained without any.
 _LIGHTGBM_DEFAULT_NAME = re.compile(r"Column_\d+")
 
@@ -116,7 +118,8 @@ def _source(artifact: Path, spec: ModelSpec | None) -> str:
         return spec.backend
     if spec is not None and spec.backend != "compiled":
         raise CompileError(
-            f"model {spec.name!r} uses backend {spec.backend!r}; the compiled backend compiles the artifacts "
+            f"model {spec.name!r} ({artifact.name}) uses backend {spec.backend!r}; the compiled backend compiles the "
+            "artifacts "
             f"of backends {', '.join(SOURCES)}"
         )
     try:
@@ -256,6 +259,7 @@ def _from_lightgbm(artifact: Path) -> Ensemble:
         feature_names=names,
         accumulator="double",
         reference=reference,
+        zero_band=LIGHTGBM_ZERO,
     )
 
 
@@ -357,8 +361,12 @@ def _ensemble(
     output: str = "value",
     classes: list[Any] | None = None,
     accepts_missing: bool = True,
+    zero_band: float = 0.0,
 ) -> Ensemble:
-    """The plain form of a treelite model, refusing what the kernel cannot compute."""
+    """The plain form of a treelite model, refusing what the kernel cannot compute.
+
+    ``zero_band``: the source library reads every value within it of zero as zero (LightGBM).
+    """
     import numpy as np
 
     header = model.get_header_accessor()
@@ -404,12 +412,15 @@ def _ensemble(
             value = np.where(~inner, vector[np.minimum(begin + 1, max(len(vector) - 1, 0))], 0.0)
         else:
             value = np.where(~inner, accessor.get_field("leaf_value").astype(np.float64), 0.0)
+        less_than = _as_less_than(threshold, cmp)
+        if zero_band:
+            less_than = _around_zero(less_than, threshold, inner & (np.abs(threshold) <= zero_band), zero_band)
         trees.append(
             Tree(
                 left=left,
                 right=right,
                 feature=feature,
-                threshold=np.where(inner, _as_less_than(threshold, cmp), np.float32(0)).astype(np.float32),
+                threshold=np.where(inner, less_than, np.float32(0)).astype(np.float32),
                 default_left=accessor.get_field("default_left").astype(bool),
                 value=value,
             )
@@ -450,3 +461,15 @@ def _as_less_than(threshold: np.ndarray, cmp: np.ndarray) -> np.ndarray:
     down = np.where(t32.astype(np.float64) > threshold, np.nextafter(t32, -inf), t32)  # largest <= t
     up = np.where(t32.astype(np.float64) < threshold, np.nextafter(t32, inf), t32)  # smallest >= t
     return np.where(cmp == _LE, np.nextafter(down, inf), up).astype(np.float32)
+
+
+def _around_zero(less_than: np.ndarray, threshold: np.ndarray, near: np.ndarray, band: float) -> np.ndarray:
+    """Thresholds for a library that reads every value in [-band, band] as 0, where it matters.
+
+    Only a threshold inside the band sees a difference: the band's values all go the way 0 goes
+    (left when ``0 <= t``), values below it left and above it right.
+    """
+    import numpy as np
+
+    edge = np.float32(band)
+    return np.where(near, np.where(threshold >= 0, np.nextafter(edge, np.float32(np.inf)), -edge), less_than)

@@ -135,6 +135,7 @@ def _columns(ensemble: Ensemble, spec: ModelSpec | None) -> list[_Column]:
     columns = []
     for field, raw in zip(fields, ensemble.raw_thresholds, strict=True):
         thresholds = np.unique(raw.astype(np.float32))
+        thresholds = thresholds[np.isfinite(thresholds)]  # "everything goes left" splits, past float32
         lo, hi = _schema_bounds(field)
         integral, nullable = _field_kind(field)
         # Rows the source library refuses (scikit-learn trained without missing values) prove nothing.
