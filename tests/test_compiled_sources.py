@@ -112,10 +112,15 @@ def test_xgboost_regressors_are_bit_identical(which, tmp_path):
     rng = np.random.default_rng(5)
     rows = np.abs(rng.normal(scale=3, size=(5000, 13))).astype(np.float32)
     rows[:, 7] = rng.uniform(0.98, 1.01, 5000)  # density, where the trees split it
-    rows[rng.random(rows.shape) < 0.05] = np.nan
+    # Missing values only in the second block of 128 rows, then everywhere: both walks, side by side.
+    rows[128:256][rng.random((128, 13)) < 0.05] = np.nan
+    rows[1000:][rng.random((4000, 13)) < 0.05] = np.nan
     got = np.array(predict(predictor, rows), dtype=np.float32)
     want = booster.inplace_predict(rows, validate_features=False)
     assert np.array_equal(got, want), f"{int((got != want).sum())} rows differ, by up to {np.abs(got - want).max()}"
+    # One row at a time takes the row walk.
+    one_by_one = [predict(predictor, rows[i : i + 1])[0] for i in (*range(120, 140), *range(1000, 1020))]
+    assert np.array_equal(np.array(one_by_one, dtype=np.float32), want[[*range(120, 140), *range(1000, 1020)]])
 
 
 def test_xgboost_binary_logistic_classifier(tmp_path):
