@@ -347,3 +347,46 @@ def test_generated_source_is_exact_and_self_contained(tmp_path):
         "note": 'a "quoted" ?? value',
     }
     assert len(ensemble.trees) == 553 and ensemble.max_depth() == 5
+
+
+# ------------------------------------------------------------------------------- hostile input
+
+
+@pytest.fixture(scope="module")
+def wine_kernel(tmp_path_factory):
+    require_toolchain()
+    spec = get_registry().model("wine_quality").spec
+    return compile_model(spec.artifact_path, tmp_path_factory.mktemp("kernel"), spec), spec.artifact_path
+
+
+def test_any_float32_input_is_predicted_as_xgboost_does(wine_kernel):
+    """NaN, infinities, signed zeros, subnormals and huge values, in any mix and batch size."""
+    import numpy as np
+    import xgboost
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    predictor, artifact = wine_kernel
+    booster = xgboost.Booster(model_file=str(artifact))
+    values = st.floats(width=32, allow_nan=True, allow_infinity=True) | st.sampled_from(
+        [0.0, -0.0, 1e-45, 0.99, 3.2, 1e38]
+    )
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 300).flatmap(lambda n: arrays(np.float32, (n, 13), elements=values)))
+    def check(rows):
+        got = np.array(predict(predictor, rows), dtype=np.float32)
+        want = booster.inplace_predict(rows, validate_features=False)
+        assert np.array_equal(got, want)
+
+    check()
+
+
+def test_a_batch_of_the_wrong_shape_is_refused(wine_kernel):
+    predictor, _ = wine_kernel
+    with pytest.raises(ValueError, match=r"batch of 2 rows x 12 features \(24 values\); .* takes 13 features"):
+        predictor.predict(Batch(array("f", bytes(4 * 24)), 2, 12))
+    with pytest.raises(ValueError, match=r"batch of 3 rows x 13 features \(26 values\)"):
+        predictor.predict(Batch(array("f", bytes(4 * 26)), 3, 13))
+    assert predictor.predict(Batch(array("f"), 0, 13)) == []
