@@ -84,7 +84,8 @@ class Ensemble:
     average: bool
     transform: str
     sigmoid_alpha: float
-    #: float (XGBoost sums leaves in float32) or double (LightGBM and scikit-learn sum in float64).
+    #: float (XGBoost sums leaves in float32) or double (LightGBM and scikit-learn sum in float64);
+    #: the library answers in the same type.
     accumulator: str
     #: What one answer is: value, probabilities (of two classes) or label; see ``runtime.OUTPUTS``.
     output: str

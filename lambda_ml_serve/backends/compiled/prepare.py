@@ -63,6 +63,7 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
             "num_feature": ensemble.num_feature,
             "feature_names": ensemble.feature_names,
             "output": ensemble.output,
+            "answer": ensemble.accumulator,
             "classes": ensemble.classes,
             "source": {
                 "file": artifact.name,

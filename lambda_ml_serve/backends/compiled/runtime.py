@@ -93,6 +93,9 @@ class CompiledPredictor:
         names = metadata.get("feature_names")
         self.feature_names: Sequence[str] | None = tuple(names) if names else None
         self._output: str = metadata.get("output", "value")
+        #: The array type of the library's answers: float32 (XGBoost's own) or float64.
+        self._answer_type = "f" if metadata.get("answer") == "float" else "d"
+        self._answer_size = array(self._answer_type).itemsize
         classes = metadata.get("classes")
         #: The class of each probability in a row, when answering probabilities.
         self.classes: list[Any] | None = classes if self._output == "probabilities" else None
@@ -116,7 +119,7 @@ class CompiledPredictor:
                 f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
                 f"the compiled model takes {self.num_feature} features per row"
             )
-        out = array("f", bytes(4 * n_rows))
+        out = array(self._answer_type, bytes(self._answer_size * n_rows))
         # buffer_info()[0] is the array's own memory: the native code reads the batch and writes the
         # output in place, with no copy and no ctypes array object per call.
         status = self._predict_batch(values.buffer_info()[0], n_rows, self.num_feature, out.buffer_info()[0])
