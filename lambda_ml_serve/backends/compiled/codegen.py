@@ -62,7 +62,7 @@ def render(ensemble: Ensemble, layout: str, metadata: Mapping[str, Any]) -> str:
         sizes = [len(a["feature"]) for a in arrays]
         tables = {
             "tree_start": _ints(np.cumsum([0, *sizes[:-1]])),
-            "tree_depth": _ints([tree.depth() for tree in ensemble.trees]),
+            "tree_depth": _ints(ensemble.depths),
             "left": _ints(np.concatenate([a["left"] for a in arrays])),
         }
         widest_node = max(sizes)

@@ -62,11 +62,14 @@ class Tree:
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
-        depth = [0] * len(self.left)
-        for node in range(len(self.left)):  # treelite numbers a parent before its children
+        deepest, stack = 0, [(0, 0)]
+        while stack:
+            node, depth = stack.pop()
             if self.left[node] >= 0:
-                depth[self.left[node]] = depth[self.right[node]] = depth[node] + 1
-        return max(depth)
+                stack += [(int(self.left[node]), depth + 1), (int(self.right[node]), depth + 1)]
+            else:
+                deepest = max(deepest, depth)
+        return deepest
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,11 @@ class Ensemble:
     served_reference: Callable[[Any], list[Any]] | None
     #: Every split threshold as the source library stores it, per feature (for the parity rows).
     raw_thresholds: list[np.ndarray]
+    #: Each tree's depth.
+    depths: list[int]
 
     def max_depth(self) -> int:
-        return max(tree.depth() for tree in self.trees)
+        return max(self.depths)
 
 
 def read_ensemble(artifact: Path, spec: ModelSpec | None) -> Ensemble:
@@ -445,6 +450,7 @@ def _ensemble(
         reference=reference,
         served_reference=served_reference,
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
+        depths=[tree.depth() for tree in trees],
     )
 
 
