@@ -286,8 +286,8 @@ def compiled_support() -> str | None:
     """None when the compiled backend can be measured, else why not."""
     if "backend" not in inspect.signature(render_build_context).parameters:
         return "render_build_context takes no backend override"
-    if not (REPO / "lambda_ml_serve/backends/compiled.py").is_file():
-        return "lambda_ml_serve/backends/compiled.py does not exist"
+    if not (REPO / "lambda_ml_serve/backends/compiled/runtime.py").is_file():
+        return "lambda_ml_serve/backends/compiled/runtime.py does not exist"
     if "compiled" not in get_registry().backends:
         return "no backend named 'compiled' is registered"
     return None

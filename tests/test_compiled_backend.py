@@ -1,6 +1,6 @@
-"""The compiled backend: XGBoost models as native libraries that predict what xgboost predicts.
+"""The compiled backend on XGBoost models: native libraries that predict what xgboost predicts.
 
-Needs treelite and tl2cgen (``pip install -e ".[compiled]"``), gcc, and for the arm64 test
+Needs treelite and Jinja2 (``pip install -e ".[compiled]"``), gcc, and for the arm64 test
 Debian's ``gcc-aarch64-linux-gnu``. Without them the tests are skipped locally; with ``CI`` set,
 which installs all of them, a missing one fails.
 """
@@ -19,15 +19,17 @@ from pathlib import Path
 import pytest
 from conftest import LEGACY_MODELS, shared_file, url_event
 
-from lambda_ml_serve.backends import compiled
-from lambda_ml_serve.backends.compiled import CompiledBackend, ParityError
+from lambda_ml_serve.backends.compiled import CompiledBackend, parity
+from lambda_ml_serve.backends.compiled.ensemble import read_ensemble
+from lambda_ml_serve.backends.compiled.parity import ParityError
+from lambda_ml_serve.backends.compiled.runtime import TARGETS
 from lambda_ml_serve.errors import CompileError, ModelLoadError
 from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve.runtime.app import BACKEND_ENV, App
 from lambda_ml_serve.spec import Batch
 
 #: What the serving image must never import for this backend.
-HEAVY_MODULES = ("xgboost", "numpy", "scipy", "treelite", "tl2cgen", "pandas", "sklearn")
+HEAVY_MODULES = ("xgboost", "lightgbm", "numpy", "scipy", "treelite", "jinja2", "pandas", "sklearn")
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 
@@ -42,7 +44,7 @@ def require(ok: bool, reason: str) -> None:
 
 
 def require_toolchain() -> None:
-    for module in ("xgboost", "treelite", "tl2cgen"):
+    for module in ("xgboost", "treelite", "jinja2"):
         try:
             __import__(module)
         except ImportError:
@@ -144,13 +146,11 @@ def test_wine_library_is_one_self_describing_file(wine_library, wine_spec):
 
 @pytest.mark.slow
 def test_wine_parity_with_xgboost(wine_library, wine_spec):
-    import xgboost
-
-    booster = xgboost.Booster(model_file=str(wine_spec.artifact_path))
     predictor = CompiledBackend().load(wine_library)
     # The build gate itself, on the spec's rows and, without a spec, with missing values anywhere.
-    assert compiled.check_parity(predictor, booster, wine_spec) <= 1e-4
-    assert compiled.check_parity(predictor, booster, None) <= 1e-4
+    ensemble = read_ensemble(wine_spec.artifact_path, wine_spec)
+    assert parity.check_parity(predictor, ensemble, wine_spec) <= 1e-4
+    assert parity.check_parity(predictor, ensemble, None) <= 1e-4
     assert_matches_xgboost(wine_library, wine_spec.artifact_path)
 
 
@@ -160,9 +160,10 @@ def test_parity_rows_cover_thresholds_bounds_and_missing(wine_spec):
     import xgboost
 
     booster = xgboost.Booster(model_file=str(wine_spec.artifact_path))
-    matrix, n_examples = compiled.parity_rows(booster, wine_spec)
+    ensemble = read_ensemble(wine_spec.artifact_path, wine_spec)
+    matrix, n_examples = parity.parity_rows(ensemble, wine_spec)
     assert n_examples == len(wine_spec.example)
-    assert len(matrix) >= n_examples + compiled.PARITY_ROWS
+    assert len(matrix) >= n_examples + parity.PARITY_ROWS
     names = list(wine_spec.feature_names)
     # Within the schema's bounds; the wine schema has no optional field, so nothing is missing.
     assert not np.isnan(matrix).any()
@@ -179,7 +180,7 @@ def test_parity_rows_cover_thresholds_bounds_and_missing(wine_spec):
             if left != -1:
                 assert np.float32(value) in matrix[:, feature], f"threshold {value} of {names[feature]}"
     # Without a spec, every feature may be missing.
-    unconstrained, _ = compiled.parity_rows(booster, None)
+    unconstrained, _ = parity.parity_rows(ensemble, None)
     assert np.isnan(unconstrained).any(axis=0).all()
 
 
@@ -275,7 +276,7 @@ def test_missing_compiler_names_the_debian_package(tmp_path, wine_spec, monkeypa
     with pytest.raises(CompileError, match=r"CC='/nonexistent/gcc' is not found.*apt-get install gcc\b"):
         CompiledBackend().prepare(wine_spec.artifact_path, tmp_path, arch=HOST_ARCH, spec=wine_spec)
     cross_arch = "arm64" if HOST_ARCH == "x86_64" else "x86_64"
-    cross = compiled.TARGETS[cross_arch]
+    cross = TARGETS[cross_arch]
     monkeypatch.setenv(f"CC_{cross.triple.replace('-', '_')}", "/nonexistent/cross-gcc")
     with pytest.raises(CompileError, match=rf"apt-get install {cross.cross_package}"):
         CompiledBackend().prepare(wine_spec.artifact_path, tmp_path, arch=cross_arch, spec=wine_spec)
@@ -293,11 +294,16 @@ def test_compiler_for_the_wrong_machine_is_refused(tmp_path, wine_spec, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_build_package_names_the_extra(tmp_path, wine_spec, monkeypatch):
+def test_missing_build_package_names_the_extra_in_both_forms(tmp_path, wine_spec, monkeypatch):
     require_toolchain()
-    monkeypatch.setitem(sys.modules, "tl2cgen", None)  # what an environment without it imports
-    with pytest.raises(CompileError, match=r"needs tl2cgen at build time: pip install 'lambda-ml-serve\[compiled\]'"):
+    monkeypatch.setitem(sys.modules, "treelite", None)  # what an environment without it imports
+    with pytest.raises(
+        CompileError,
+        match=r"needs treelite at build time: pip install 'lambda-ml-serve\[compiled\]' "
+        r"\(in a checkout: pip install '\.\[compiled\]'\)$",
+    ):
         CompiledBackend().prepare(wine_spec.artifact_path, tmp_path, arch="x86_64", spec=wine_spec)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_arch_is_refused(tmp_path, wine_spec):
@@ -308,14 +314,14 @@ def test_unknown_arch_is_refused(tmp_path, wine_spec):
 @pytest.mark.slow
 def test_parity_failure_says_by_how_much_and_writes_nothing(tmp_path, wine_spec, monkeypatch):
     require_toolchain()
-    reference = compiled.xgboost_predictions
+    reference = parity.reference_predictions
 
-    def off_by_a_hundredth_on_row_3(booster, matrix):
-        predictions = reference(booster, matrix).copy()
+    def off_by_a_hundredth_on_row_3(ensemble, matrix):
+        predictions = reference(ensemble, matrix).copy()
         predictions[3] += 0.01
         return predictions
 
-    monkeypatch.setattr(compiled, "xgboost_predictions", off_by_a_hundredth_on_row_3)
+    monkeypatch.setattr(parity, "reference_predictions", off_by_a_hundredth_on_row_3)
     artifact = shared_file(LEGACY_MODELS["1.5.2"])
     with pytest.raises(ParityError, match=r"differs from xgboost by up to 0\.01 .* worst at generated row 1:"):
         CompiledBackend().prepare(artifact, tmp_path, arch=HOST_ARCH, spec=wine_spec)

@@ -1,0 +1,191 @@
+"""Build time: the C source of a flat, branch-free kernel for an ensemble, in one of two layouts.
+
+``level``: every tree padded to a complete tree of the ensemble's depth, walked as ``2i + 1 + right``;
+the fastest for shallow, balanced ensembles (XGBoost's depth-wise trees), and 2^depth leaves per tree.
+``node``: each tree's own nodes with adjacent siblings and self-looping leaves, walked to each tree's
+own depth; no padding, so it suits deep or unbalanced trees (LightGBM grows leaf-wise).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lambda_ml_serve.backends.compiled.ensemble import Ensemble, Tree
+
+LAYOUTS = ("level", "node")
+#: Rows walked together through a tree: their node indices and sums stay in L1 cache.
+BLOCK = 128
+#: Up to this many rows, walking each row through a tree alone is faster than the level walk (measured:
+#: one row, 30% faster; four rows already slower).
+ROW_WALK = 1
+#: The level layout is not generated past this many padded leaves in all (a few MiB of tables, a
+#: few seconds of compiling): padding a deep tree to 2^depth leaves is what the node layout avoids.
+MAX_PADDED_LEAVES = 1 << 18
+#: Nor when padding multiplies the nodes by more than this (unbalanced trees: it would only be slower).
+MAX_PADDING = 8
+#: The deepest complete tree the level layout pads to.
+MAX_LEVEL_DEPTH = 12
+
+
+def layouts_for(ensemble: Ensemble) -> list[str]:
+    """The layouts worth generating for ``ensemble``: both, unless padding would explode (or there is
+    nothing to pad: trees that are single leaves)."""
+    depth = ensemble.max_depth()
+    if depth == 0 or depth > MAX_LEVEL_DEPTH:
+        return ["node"]
+    padded = len(ensemble.trees) << depth
+    nodes = sum(len(tree.left) for tree in ensemble.trees)
+    if padded > MAX_PADDED_LEAVES or 2 * padded > MAX_PADDING * nodes:
+        return ["node"]
+    return list(LAYOUTS)
+
+
+def render(ensemble: Ensemble, layout: str, metadata: Mapping[str, Any]) -> str:
+    """The kernel's C source for ``ensemble`` in ``layout``, with ``metadata`` embedded as JSON."""
+    import jinja2
+    import numpy as np
+
+    float_type = ensemble.accumulator
+    if layout == "level":
+        depth = ensemble.max_depth()
+        arrays = [_level_tables(tree, depth) for tree in ensemble.trees]
+        tables: dict[str, Any] = {"depth": depth}
+        widest_node = 2 ** (depth + 1)
+    else:
+        arrays = [_node_tables(tree) for tree in ensemble.trees]
+        sizes = [len(a["feature"]) for a in arrays]
+        tables = {
+            "tree_start": _ints(np.cumsum([0, *sizes[:-1]])),
+            "tree_depth": _ints(ensemble.depths),
+            "left": _ints(np.concatenate([a["left"] for a in arrays])),
+        }
+        widest_node = max(sizes)
+    template = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_source),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    ).get_template("kernel.c.j2")
+    return template.render(
+        comment=f"{ensemble.source} tree ensemble: {len(ensemble.trees)} trees, depth {ensemble.max_depth()}",
+        layout=layout,
+        n_trees=len(ensemble.trees),
+        num_feature=ensemble.num_feature,
+        block=BLOCK,
+        row_walk=ROW_WALK,
+        accumulator=float_type,
+        feature_type=_unsigned(ensemble.num_feature),
+        index_type=_unsigned(widest_node),
+        feature=_ints(np.concatenate([a["feature"] for a in arrays])),
+        threshold=_floats(np.concatenate([a["threshold"] for a in arrays]), "float"),
+        default_right=_ints(np.concatenate([a["default_right"] for a in arrays])),
+        value=_floats(np.concatenate([a["value"] for a in arrays]), float_type),
+        average=ensemble.average,
+        base_score=_float(ensemble.base_score, float_type),
+        transform=ensemble.transform,
+        sigmoid_alpha=_float(ensemble.sigmoid_alpha, "double"),
+        metadata=_c_string(json.dumps(metadata, ensure_ascii=True, separators=(",", ":"))),
+        **tables,
+    )
+
+
+def _template_source(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _level_tables(tree: Tree, depth: int) -> dict[str, np.ndarray]:
+    """A tree padded to a complete tree of ``depth`` levels, in heap order.
+
+    A leaf above the last level is pushed down by copying it into both children of a padding node,
+    so every path through the padding ends on the same value.
+    """
+    import numpy as np
+
+    n_inner = 2**depth - 1
+    source = np.zeros(1, dtype=np.int64)  # the tree's node at each heap position of the current level
+    feature, threshold, default_right = [], [], []
+    for _ in range(depth):
+        inner = tree.left[source] >= 0
+        feature.append(np.where(inner, tree.feature[source], 0))
+        threshold.append(np.where(inner, tree.threshold[source], np.float32(0)))
+        default_right.append(np.where(inner, ~tree.default_left[source], False))
+        left = np.where(inner, tree.left[source], source)
+        right = np.where(inner, tree.right[source], source)
+        source = np.stack([left, right], axis=1).reshape(-1)
+    tables = {
+        "feature": np.concatenate(feature) if depth else np.empty(0, np.int64),
+        "threshold": np.concatenate(threshold) if depth else np.empty(0, np.float32),
+        "default_right": np.concatenate(default_right) if depth else np.empty(0, bool),
+        "value": tree.value[source],
+    }
+    assert len(tables["feature"]) == n_inner and len(tables["value"]) == n_inner + 1
+    return tables
+
+
+def _node_tables(tree: Tree) -> dict[str, np.ndarray]:
+    """A tree's nodes renumbered breadth-first with siblings adjacent; leaves loop on themselves."""
+    import numpy as np
+
+    order = [0]  # old node ids in their new order
+    new_left = []
+    for old in order:  # grows while it is walked: a breadth-first queue
+        if tree.left[old] >= 0:
+            new_left.append(len(order))
+            order += [int(tree.left[old]), int(tree.right[old])]
+        else:
+            # Itself minus one (right is always taken); a root leaf has depth 0 and is never walked.
+            new_left.append(max(len(new_left) - 1, 0))
+    old = np.array(order)
+    leaf = tree.left[old] < 0
+    return {
+        "left": np.array(new_left),
+        "feature": np.where(leaf, 0, tree.feature[old]),
+        "threshold": np.where(leaf, np.float32(np.nan), tree.threshold[old]),
+        "default_right": np.where(leaf, True, ~tree.default_left[old]),
+        "value": np.where(leaf, tree.value[old], 0.0),
+    }
+
+
+def _unsigned(limit: int) -> str:
+    """The smallest unsigned C type that holds every value below ``limit``."""
+    for bits in (8, 16, 32):
+        if limit <= 1 << bits:
+            return f"uint{bits}_t"
+    return "uint64_t"
+
+
+def _ints(values: Any) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
+def _float(value: float, c_type: str) -> str:
+    """An exact C literal (hexadecimal) of ``value`` as ``c_type`` (float or double)."""
+    import math
+
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "-INFINITY"
+    return value.hex() + ("f" if c_type == "float" else "")
+
+
+def _floats(values: np.ndarray, c_type: str) -> str:
+    import numpy as np
+
+    narrow = values.astype(np.float32 if c_type == "float" else np.float64)
+    if not len(narrow) or not np.isfinite(narrow).all():
+        return ",".join(_float(float(v), c_type) for v in narrow)
+    suffix = "f," if c_type == "float" else ","
+    return suffix.join(map(float.hex, narrow.tolist())) + suffix.rstrip(",")
+
+
+def _c_string(text: str) -> str:
+    """ASCII JSON escaped for a C string literal (``?`` too: trigraphs)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("?", "\\?")

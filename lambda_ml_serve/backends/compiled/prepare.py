@@ -1,0 +1,155 @@
+"""Build time: a tree model in, a parity-checked native library for the target out.
+
+1. read the model through treelite (:mod:`.ensemble`), refusing in one line what the kernel cannot do;
+2. generate the kernel's C in each layout worth trying (:mod:`.codegen`), compile them for this
+   machine, time them on the parity rows and keep the faster;
+3. compile the kept layout for the target (:mod:`.toolchain`; Debian's cross compiler for arm64);
+4. check it against the source library's own predictions (:mod:`.parity`), then put it in place.
+
+The tools (numpy, treelite, Jinja2, the source library, a C compiler) are looked up only here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lambda_ml_serve.backends.compiled import codegen, parity, toolchain
+from lambda_ml_serve.backends.compiled.ensemble import Ensemble, read_ensemble
+from lambda_ml_serve.backends.compiled.runtime import METADATA_FORMAT, PREPARED_NAME, CompiledPredictor
+from lambda_ml_serve.errors import CompileError
+from lambda_ml_serve.spec import Batch
+
+if TYPE_CHECKING:
+    from lambda_ml_serve.spec import ModelSpec
+
+#: Timed runs of each layout over the parity rows (interleaved); the median decides.
+TIMING_RUNS = 7
+
+
+def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelSpec | None = None) -> Path:
+    """Compile the tree model ``artifact`` for ``arch`` into ``out_dir/model.so``.
+
+    ``artifact`` is read as the artifact of ``spec.backend`` (xgboost, lightgbm or sklearn), or
+    without a spec by its content. The library is checked against the source library on ``spec``'s
+    example rows and on generated rows (within the schema's bounds, at every split threshold, and
+    missing where the schema allows it; without a spec, over the thresholds' range with missing
+    values anywhere). For a target the build machine cannot run, the same C is compiled for the
+    build machine too and that library is checked. Nothing is written to ``out_dir`` unless every
+    step succeeds. The layout chosen and its timings are in the library's metadata and on stderr.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    target = toolchain.target(arch)
+    ensemble = read_ensemble(artifact, spec)
+    _check_spec(ensemble, spec)
+    target_cc = toolchain.find_compiler(target)
+    host = toolchain.host_target()
+    host_cc = target_cc if host == target else toolchain.find_compiler(None)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A hidden work folder beside the result, so the final rename stays on one file system.
+    work = Path(tempfile.mkdtemp(prefix=".compiled-", dir=out_dir))
+    try:
+        metadata: dict[str, Any] = {
+            "format": METADATA_FORMAT,
+            "arch": target.arch,
+            "num_feature": ensemble.num_feature,
+            "feature_names": ensemble.feature_names,
+            "output": ensemble.output,
+            "answer": ensemble.accumulator,
+            "classes": ensemble.classes,
+            "source": {
+                "file": artifact.name,
+                "backend": ensemble.source,
+                "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+                **ensemble.library,
+            },
+            "trees": len(ensemble.trees),
+            "depth": ensemble.max_depth(),
+            "generator": _generator_versions(),
+            "compiler": target_cc.version(),
+            "flags": [*toolchain.COMMON_FLAGS, *target.flags],
+        }
+        matrix, _ = parity.parity_rows(ensemble, spec)
+        layout, timings = choose_layout(ensemble, matrix, host_cc, work, metadata)
+        metadata |= {"layout": layout, "layout_ms": timings}
+        source = work / "model.c"
+        source.write_text(codegen.render(ensemble, layout, metadata), encoding="utf-8")
+        library = work / PREPARED_NAME
+        jobs = [(target_cc, source, library)]
+        host_library = library
+        if host != target:
+            host_library = work / f"host-{PREPARED_NAME}"
+            jobs.append((host_cc, source, host_library))
+        toolchain.compile_all(jobs)
+        parity.check_parity(CompiledPredictor(host_library), ensemble, spec)
+        final = out_dir / PREPARED_NAME
+        os.replace(library, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in timings.items())
+    print(
+        f"compiled {artifact.name}: {len(ensemble.trees)} trees, depth {ensemble.max_depth()}; layout {layout!r} "
+        f"({measured} on {len(matrix)} rows); {final.stat().st_size / 1024:.0f} KiB for {target.arch}",
+        file=sys.stderr,
+    )
+    return final
+
+
+def choose_layout(
+    ensemble: Ensemble, matrix: Any, compiler: toolchain.Compiler, work: Path, metadata: dict[str, Any]
+) -> tuple[str, dict[str, float]]:
+    """Compile every layout worth trying for this machine, time each on ``matrix``, return the faster.
+
+    Returns the layout and each one's median milliseconds over ``matrix``, measured interleaved so
+    that a busy machine slows both alike. With one layout possible, it is timed all the same.
+    """
+    layouts = codegen.layouts_for(ensemble)
+    jobs = []
+    for layout in layouts:
+        source = work / f"try-{layout}.c"
+        source.write_text(codegen.render(ensemble, layout, metadata), encoding="utf-8")
+        jobs.append((compiler, source, work / f"try-{layout}.so"))
+    toolchain.compile_all(jobs)
+    predictors = {layout: CompiledPredictor(output) for layout, (_, _, output) in zip(layouts, jobs, strict=True)}
+    batch = Batch(array("f", matrix.tobytes()), len(matrix), ensemble.num_feature)
+    runs: dict[str, list[float]] = {layout: [] for layout in layouts}
+    for _ in range(TIMING_RUNS):
+        for layout, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.scores(batch)
+            runs[layout].append((time.perf_counter() - start) * 1e3)
+    timings = {layout: round(sorted(times)[len(times) // 2], 3) for layout, times in runs.items()}
+    return min(timings, key=timings.__getitem__), timings
+
+
+def _generator_versions() -> dict[str, str]:
+    import jinja2
+    import treelite
+
+    from lambda_ml_serve import __version__
+
+    return {"lambda-ml-serve": __version__, "treelite": treelite.__version__, "jinja2": jinja2.__version__}
+
+
+def _check_spec(ensemble: Ensemble, spec: ModelSpec | None) -> None:
+    if spec is None:
+        return
+    names = ensemble.feature_names
+    if names is not None and tuple(names) != spec.feature_names:
+        raise CompileError(
+            f"model {spec.name!r}: the schema's fields {list(spec.feature_names)} do not match the "
+            f"artifact's features {list(names)}; reorder or rename the schema fields (or their aliases)"
+        )
+    if ensemble.num_feature != len(spec.feature_names):
+        raise CompileError(
+            f"model {spec.name!r}: the schema has {len(spec.feature_names)} fields but the artifact "
+            f"takes {ensemble.num_feature} features"
+        )

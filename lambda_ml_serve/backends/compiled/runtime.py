@@ -1,0 +1,160 @@
+"""What the image runs for the compiled backend: open a model library with ctypes and predict.
+
+Standard library only: no xgboost, lightgbm, scikit-learn, numpy or treelite in the image. A library
+is self-describing: ``lms_metadata()`` returns the JSON written at build time (features, source,
+layout, what one prediction is), and ``lms_predict_batch`` predicts a whole batch in one native call
+on the batch's own buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lambda_ml_serve.errors import ModelLoadError
+from lambda_ml_serve.spec import Batch
+
+PREPARED_NAME = "model.so"
+#: Version of the JSON metadata embedded in the library; bumped when its meaning changes.
+METADATA_FORMAT = 2
+#: What one row's answer is: the model's value (a regression, a probability), the probabilities of
+#: each class, or the predicted class label.
+OUTPUTS = ("value", "probabilities", "label")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An architecture Lambda runs, as compilers and ELF headers name it."""
+
+    arch: str
+    machine: str
+    elf_machine: int
+    #: Code generation flags: a baseline every Lambda host of that architecture runs, never -march=native.
+    flags: tuple[str, ...]
+
+    @property
+    def triple(self) -> str:
+        return f"{self.machine}-linux-gnu"
+
+    @property
+    def cross_package(self) -> str:
+        """The Debian package with the cross compiler for this target."""
+        return f"gcc-{self.machine.replace('_', '-')}-linux-gnu"
+
+
+TARGETS: Mapping[str, Target] = {
+    # The x86-64 baseline (SSE2), stated so that a compiler defaulting to a higher level does not
+    # leak it in: every Lambda x86_64 host runs it.
+    "x86_64": Target("x86_64", "x86_64", 62, ("-march=x86-64", "-mtune=generic")),
+    # Plain ARMv8-A runs on every Graviton; tuning for Graviton2 (Neoverse N1), Lambda's arm64
+    # baseline, only orders instructions and stays correct on newer cores.
+    "arm64": Target("arm64", "aarch64", 183, ("-march=armv8-a", "-mtune=neoverse-n1")),
+}
+_HOST_ELF_MACHINES = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183}
+
+
+class CompiledPredictor:
+    """A model library opened with ctypes, predicting a batch per native call."""
+
+    def __init__(self, library: Path) -> None:
+        import ctypes
+
+        _check_library_machine(library)
+        try:
+            lib = ctypes.CDLL(str(library.absolute()))  # a bare name would be searched for, not opened
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load the compiled model {library}: {exc}") from None
+        try:
+            metadata_fn, predict_fn = lib.lms_metadata, lib.lms_predict_batch
+        except AttributeError:
+            raise ModelLoadError(
+                f"{library} is a shared library but not a compiled model (no lms_predict_batch); "
+                "prepare it with the compiled backend (lambda-ml-serve build MODEL --backend compiled)"
+            ) from None
+        metadata_fn.restype = ctypes.c_char_p
+        metadata = json.loads(metadata_fn())
+        if metadata.get("format") != METADATA_FORMAT:
+            raise ModelLoadError(
+                f"{library} has metadata format {metadata.get('format')!r}; this lambda-ml-serve reads "
+                f"format {METADATA_FORMAT}: rebuild the image with this version"
+            )
+        predict_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+        predict_fn.restype = ctypes.c_int
+        self._predict_batch = predict_fn
+        self._library = lib  # the functions are valid only while the library stays loaded
+        self.metadata: dict[str, Any] = metadata
+        self.num_feature: int = metadata["num_feature"]
+        names = metadata.get("feature_names")
+        self.feature_names: Sequence[str] | None = tuple(names) if names else None
+        self._output: str = metadata.get("output", "value")
+        #: The array type of the library's answers: float32 (XGBoost's own) or float64.
+        self._answer_type = "f" if metadata.get("answer") == "float" else "d"
+        self._answer_size = array(self._answer_type).itemsize
+        classes = metadata.get("classes")
+        #: The class of each probability in a row, when answering probabilities.
+        self.classes: list[Any] | None = classes if self._output == "probabilities" else None
+        self._labels: list[Any] = classes or []
+
+    def predict(self, batch: Batch) -> list[Any]:
+        scores = self.scores(batch)
+        if self._output == "probabilities":
+            return [[1.0 - p, p] for p in scores]
+        if self._output == "label":
+            # The first class wins a tie, as numpy's argmax does in scikit-learn's predict.
+            negative, positive = self._labels
+            return [positive if p > 0.5 else negative for p in scores]
+        return scores
+
+    def scores(self, batch: Batch) -> list[float]:
+        """What the kernel computes per row: the value, or the second class's probability."""
+        values, n_rows = batch.values, batch.n_rows
+        if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
+            raise ValueError(
+                f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
+                f"the compiled model takes {self.num_feature} features per row"
+            )
+        out = array(self._answer_type, bytes(self._answer_size * n_rows))
+        # buffer_info()[0] is the array's own memory: the native code reads the batch and writes the
+        # output in place, with no copy and no ctypes array object per call.
+        status = self._predict_batch(values.buffer_info()[0], n_rows, self.num_feature, out.buffer_info()[0])
+        if status != 0:
+            raise RuntimeError(f"lms_predict_batch failed with status {status}")
+        return out.tolist()
+
+
+def elf_machine(header: bytes) -> int | None:
+    """The e_machine field of an ELF header, or None when ``header`` is not ELF."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    byteorder = "little" if header[5] == 1 else "big"
+    return int.from_bytes(header[18:20], byteorder)
+
+
+def _check_library_machine(library: Path) -> None:
+    """Fail with the architectures named, before the dynamic loader's terse message would."""
+    if sys.platform != "linux":
+        return  # a host build for the parity check on another OS is not ELF
+    try:
+        with library.open("rb") as fh:
+            header = fh.read(20)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the compiled model {library}: {exc.strerror}") from None
+    found = elf_machine(header)
+    if found is None:
+        raise ModelLoadError(
+            f"{library} is not a compiled model library (not an ELF shared library); the compiled "
+            "backend serves the model.so its prepare step writes: build with --backend compiled"
+        )
+    host = _HOST_ELF_MACHINES.get(platform.machine())
+    if host is not None and found != host:
+        built_for = next((t.arch for t in TARGETS.values() if t.elf_machine == found), f"ELF machine {found}")
+        raise ModelLoadError(
+            f"{library} was compiled for {built_for} but this machine is {platform.machine()}; "
+            f"build the image for the architecture the function runs on"
+        )
