@@ -1,6 +1,11 @@
 """The serving application: load one model once, then answer events top to bottom.
 
-event -> parse (base64, JSON) -> rows -> validate -> float32 batch -> predict -> response + log line
+event -> fast path (decode + validate + pack in one pass), or, for whatever it does not answer,
+         parse (base64, JSON) -> rows -> validate -> float32 batch
+      -> predict -> response + log line
+
+The full path (pydantic, pluggy, the plugin) is imported on first need when the app was loaded
+from a serving manifest.
 """
 
 from __future__ import annotations
@@ -10,17 +15,22 @@ import os
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
-from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.errors import ApiError
+from lambda_ml_serve.runtime.fast import FastPath
 from lambda_ml_serve.runtime.http import Request, http_response, is_http_event, parse_event, request_id_of
-from lambda_ml_serve.runtime.telemetry import emit, request_record
-from lambda_ml_serve.runtime.validation import RowValidator, rows_of
-from lambda_ml_serve.spec import ModelSpec, Predictor
+from lambda_ml_serve.runtime.manifest import Manifest, find_manifest
+from lambda_ml_serve.runtime.telemetry import RequestLog
+from lambda_ml_serve.spec import Batch, ModelSpec, Predictor
+
+if TYPE_CHECKING:
+    from lambda_ml_serve.plugins import RegisteredModel, Registry
+    from lambda_ml_serve.runtime.validation import RowValidator
 
 MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
 #: Set by `build` to the prepared artifact (e.g. UBJ) inside the image.
@@ -54,21 +64,26 @@ def load_predictor(
             f"{model.plugin}: model {spec.name!r} failed to load {path} with backend "
             f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
+    return predictor
+
+
+def check_features(predictor: Predictor, features: Sequence[str], who: str) -> None:
+    """The artifact's stored feature names (if any) must be the schema's, in order."""
     stored = predictor.feature_names
-    if stored is not None and tuple(stored) != spec.feature_names:
-        missing = [f for f in stored if f not in spec.feature_names]
-        unknown = [f for f in spec.feature_names if f not in stored]
+    if stored is not None and tuple(stored) != tuple(features):
+        missing = [f for f in stored if f not in features]
+        unknown = [f for f in features if f not in stored]
         what = (
             f"schema lacks {missing} and has {unknown} that the model does not know"
             if missing or unknown
             else "same names, different order"
         )
         raise ModelLoadError(
-            f"{model.plugin}: model {spec.name!r}: schema fields do not match the artifact's "
+            f"{who}: schema fields do not match the artifact's "
             f"features ({what}); the artifact expects {list(stored)}. Reorder or rename the "
             "schema fields (or their aliases) to match."
         )
-    return predictor
 
 
 class App:
@@ -76,18 +91,26 @@ class App:
 
     def __init__(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | Manifest,
         predictor: Predictor,
         *,
         max_rows: int | None = None,
         log_stream: TextIO | None = None,
         backend: str | None = None,
     ) -> None:
-        self.spec = spec
+        """``spec`` is the plugin's spec, or a built image's serving manifest (the spec then loads on first need)."""
+        if isinstance(spec, Manifest):
+            self.manifest = spec
+        else:
+            self.spec = spec
+            self.manifest = Manifest.of(spec, backend or spec.backend)
         self.predictor = predictor
-        self.backend = backend or spec.backend
-        self.validator = RowValidator(spec, max_rows or spec.max_rows)
-        self._log_stream = log_stream
+        self.backend = self.manifest.backend
+        self.max_rows = max_rows or self.manifest.max_rows
+        self.request_path = self.manifest.request_path
+        plan = self.request_path.plan
+        self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS) if plan else None
+        self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream)
 
     @classmethod
     def load(
@@ -104,15 +127,33 @@ class App:
         ``artifact`` replaces the plugin's own file (e.g. a prepared UBJ, or a model trained elsewhere);
         ``backend`` loads it with another backend than the spec's (e.g. ``compiled``).
         """
+        if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
+            kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
+        # A built image: what build resolved is data beside the artifact, no entry-point scan needed.
+        manifest = find_manifest() if model is artifact is backend is registry is None else None
+        if manifest is not None:
+            return cls(manifest, manifest.load_predictor(), **kwargs)
+        from lambda_ml_serve.plugins import get_registry
+
         registry = registry or get_registry()
         chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
         if artifact is None and os.environ.get(ARTIFACT_ENV):
             artifact = Path(os.environ[ARTIFACT_ENV])
         backend = backend or os.environ.get(BACKEND_ENV) or None
         predictor = load_predictor(chosen, registry, artifact, backend)
-        if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
-            kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
         return cls(chosen.spec, predictor, backend=backend, **kwargs)
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        """The plugin's spec; an app loaded from a manifest imports the plugin here, on first need."""
+        return self.manifest.load_spec()
+
+    @cached_property
+    def validator(self) -> RowValidator:
+        """The full path's pydantic validation, built on first need."""
+        from lambda_ml_serve.runtime.validation import RowValidator
+
+        return RowValidator(self.spec, self.max_rows)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -126,7 +167,8 @@ class App:
             "backend": self.backend,
             "features": list(spec.feature_names),
             "output": spec.output,
-            "max_rows": self.validator.max_rows,
+            "max_rows": self.max_rows,
+            "request_path": self.request_path.describe(),
             "input_schema": spec.schema.model_json_schema(by_alias=True),
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
@@ -135,10 +177,15 @@ class App:
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         started = time.perf_counter()
         is_http = is_http_event(event)
-        request_id = request_id_of(event, getattr(context, "aws_request_id", None) or str(uuid.uuid4()))
+        request_id = request_id_of(event, "") or getattr(context, "aws_request_id", None) or str(uuid.uuid4())
         rows, error_log = 0, None
         try:
-            status, payload, headers = self._route(parse_event(event, request_id))
+            # The fast path answers what it fully accepts; anything else, errors included, takes the full path.
+            batch = self.fast.batch_of(event) if self.fast else None
+            if batch is not None:
+                status, payload, headers = 200, self._answer(batch), {}
+            else:
+                status, payload, headers = self._route(parse_event(event, request_id))
             rows = len(payload.get("predictions", ()))
         except ApiError as exc:
             status, payload, headers = exc.status, exc.to_dict(), exc.headers
@@ -146,18 +193,7 @@ class App:
             error_log = "".join(traceback.format_exception(exc)).rstrip()
             error = ApiError("internal_error", f"internal error; quote request id {request_id}")
             status, payload, headers = error.status, error.to_dict(), {}
-        emit(
-            request_record(
-                request_id=request_id,
-                model=self.spec.name,
-                version=self.spec.version,
-                status=status,
-                rows=rows,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=error_log,
-            ),
-            self._log_stream,
-        )
+        self._log.write(request_id, status, rows, (time.perf_counter() - started) * 1000, error_log)
         return http_response(status, payload, request_id, headers) if is_http else payload
 
     def _route(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -192,7 +228,10 @@ class App:
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
 
     def predict(self, payload: Any) -> dict[str, Any]:
-        batch = self.validator.to_batch(rows_of(payload))
-        predictions = self.predictor.predict(batch)
-        return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
+        from lambda_ml_serve.runtime.validation import rows_of
 
+        return self._answer(self.validator.to_batch(rows_of(payload)))
+
+    def _answer(self, batch: Batch) -> dict[str, Any]:
+        predictions = self.predictor.predict(batch)
+        return {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
