@@ -200,21 +200,21 @@ def _field_plan(model: str, name: str, field: dict, *, strict: bool, by_alias: b
     if field["type"] != "model-field":
         raise Unsupported(f"{where} is a {field['type']!r}")
     keys = _keys(where, name, field.get("validation_alias"), by_alias=by_alias, by_name=by_name)
-    inner = field["schema"]
+    inner = _unvalidated(where, field["schema"])
     required, default = True, None
     if inner["type"] == "default":
         if "default_factory" in inner or inner.get("validate_default"):
             raise Unsupported(f"{where} has a default factory or a validated default")
         required, default = False, inner["default"]
-        if default is not None and type(default) not in KINDS.values():
-            raise Unsupported(f"{where} defaults to a {type(default).__name__}")
-        inner = inner["schema"]
+        inner = _unvalidated(where, inner["schema"])
     nullable = inner["type"] == "nullable"
     if nullable:
-        inner = inner["schema"]
+        inner = _unvalidated(where, inner["schema"])
     kind = inner["type"]
     if kind not in KINDS:
         raise Unsupported(f"{where} is a {kind!r}; the fast decoder reads float, int and bool features")
+    if default is not None and type(default) not in KINDS.values():
+        raise Unsupported(f"{where} defaults to a {type(default).__name__}")
     unknown = set(inner) - _INERT_KEYS - set(BOUNDS) - {"strict"}
     if unknown:
         raise Unsupported(f"{where} has {', '.join(sorted(unknown))}")
@@ -234,11 +234,20 @@ def _field_plan(model: str, name: str, field: dict, *, strict: bool, by_alias: b
     )
 
 
+def _unvalidated(where: str, schema: dict) -> dict:
+    if schema["type"].startswith("function-"):
+        raise Unsupported(
+            f"{where} has a validator ({schema['function']['function'].__name__}) the fast decoder cannot run"
+        )
+    return schema
+
+
 def _keys(where: str, name: str, alias: Any, *, by_alias: bool, by_name: bool) -> tuple[str, ...]:
     """The keys pydantic reads the field from, in its order of preference."""
     if alias is None or not by_alias:
         return (name,)
-    paths = [[alias]] if isinstance(alias, str) else alias
+    # pydantic's core schema: a key, one path (a list of keys and indexes), or a list of paths.
+    paths = [[alias]] if isinstance(alias, str) else alias if all(isinstance(p, list) for p in alias) else [alias]
     keys: list[str] = []
     for path in paths:
         if len(path) != 1 or not isinstance(path[0], str):
