@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 
@@ -21,8 +22,22 @@ numbers = st.one_of(
     st.integers(),
     st.integers(-(2**70), 2**70),
 )
+
+
+class Level(enum.Enum):
+    LOW = 1
+
+
+class Count(enum.IntEnum):
+    ONE = 1
+
+
 values = st.recursive(
-    st.none() | st.booleans() | numbers | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | numbers
+    | st.text(max_size=8)
+    | st.sampled_from([Level.LOW, Count.ONE, (1, 2.5), frozenset({1})]),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=30,
 )
@@ -39,8 +54,8 @@ payloads = st.one_of(
 def reference(payload) -> str | type:
     try:
         return json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return ValueError
+    except (ValueError, TypeError) as exc:
+        return type(exc)
 
 
 @settings(max_examples=600, deadline=None)
@@ -48,8 +63,8 @@ def reference(payload) -> str | type:
 def test_dumps_writes_exactly_what_json_dumps_writes(payload):
     try:
         got = dumps(payload)
-    except ValueError:
-        got = ValueError
+    except (ValueError, TypeError) as exc:
+        got = type(exc)
     assert got == reference(payload)
 
 

@@ -2,9 +2,9 @@
 
 A prediction answer is mostly a list of numbers, which json.dumps writes one float at a time (about
 4 ms for 10,000). msgspec writes them ten times faster and, for finite floats written without an
-exponent, the same shortest round-trip digits. Each top-level list is therefore encoded by msgspec
-and kept only when its text is plainly numbers in that range; anything else (strings, objects, NaN,
-exponents, tiny numbers) is encoded by json.dumps, so the answer never changes.
+exponent, the same shortest round-trip digits. So a top-level list of plain ints and floats (or of
+such lists) is encoded by msgspec and kept when its text is plainly numbers in that range; anything
+else (other types, NaN, exponents, tiny numbers) is encoded by json.dumps, so the text never changes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 _encode = msgspec.json.Encoder().encode
+_NUMBERS = frozenset({float, int})
 #: Bytes of a list of plain numbers: what json.dumps and msgspec write alike.
 _NUMBER_LIST_BYTES = b"0123456789.-,[]"
 #: json.dumps writes floats below 1e-4 with an exponent (1e-05), msgspec without (0.00001).
@@ -30,11 +31,19 @@ def dumps(payload: Any) -> str:
 
 
 def _value(value: Any) -> str:
-    if type(value) is list:
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    if type(value) is list and _numbers_only(value):
         try:
             encoded = _encode(value)
-        except (TypeError, OverflowError):  # what msgspec cannot encode, json.dumps may (e.g. big ints)
+        except OverflowError:  # an int beyond 64 bits, which json.dumps writes
             encoded = b"?"
         if not encoded.translate(None, _NUMBER_LIST_BYTES) and _SMALL not in encoded:
             return encoded.decode("ascii")
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _numbers_only(values: list) -> bool:
+    """Only ints and floats (not bools, enums or other subclasses), or lists of them."""
+    kinds = set(map(type, values))
+    return kinds <= _NUMBERS or (kinds == {list} and all(map(_numbers_only, values)))
