@@ -173,6 +173,39 @@ def test_malformed_bodies_routes_and_methods_agree(wine, text, method, path, b64
     assert_same_answer(fast, full, http_event(text, b64=b64, path=path, method=method))
 
 
+envelope_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.sampled_from(["/", "/predict", "", "POST", '[{"pH": 3}]']),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    event=st.fixed_dictionaries(
+        {
+            "requestContext": st.fixed_dictionaries(
+                {"http": st.fixed_dictionaries({"method": st.just("POST")}, optional={"path": envelope_values})},
+                optional={"requestId": envelope_values},
+            )
+        },
+        optional={
+            "rawPath": envelope_values,
+            "body": envelope_values | valid_wine_requests().map(json.dumps),
+            "isBase64Encoded": envelope_values,
+        },
+    )
+)
+def test_odd_post_envelopes_agree(wine, event):
+    fast, full = wine
+    if not isinstance(event["requestContext"].get("requestId"), str) or not event["requestContext"]["requestId"]:
+        event["requestContext"]["requestId"] = "fixed"  # no generated id: both answers carry the same one
+    assert_same_answer(fast, full, event)
+
+
 def test_samples_and_the_example_take_the_fast_path(wine, samples_body):
     fast, full = wine
     example = fast.spec.example

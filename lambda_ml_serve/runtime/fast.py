@@ -351,7 +351,8 @@ class FastPath:
         http = context.get("http") if isinstance(context, dict) else None
         if not isinstance(http, dict) or http.get("method") != "POST":
             return None
-        if (event.get("rawPath") or http.get("path") or "/") not in self._paths:
+        path = event.get("rawPath") or http.get("path") or "/"
+        if not isinstance(path, str) or path not in self._paths:
             return None
         body = event.get("body")
         if not isinstance(body, str) or not body:
