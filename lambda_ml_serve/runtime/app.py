@@ -124,6 +124,8 @@ class App:
     ) -> App:
         """Load a model from the installed plugins; environment variables fill what is not given.
 
+        Given nothing, in a built image, the serving manifest beside ``LAMBDA_ML_SERVE_ARTIFACT`` is
+        read instead, when it describes what the environment asks for: no plugin is loaded then.
         ``artifact`` replaces the plugin's own file (e.g. a prepared UBJ, or a model trained elsewhere);
         ``backend`` loads it with another backend than the spec's (e.g. ``compiled``).
         """
