@@ -42,7 +42,6 @@ def stages(app: App, body: bytes, repeats: int) -> dict[str, float]:
     rows = rows_of(json.loads(body))
     models = app.validator.validate(rows)
     batch = app.validator.pack(models)
-    predictions = app.predictor.predict(batch)
     answer = app._answer(batch)
     url_event = event(body.decode())
     assert app.fast.batch_of(url_event).values == batch.values
