@@ -102,21 +102,35 @@ def valid_wine_requests(draw) -> list | dict:
 
 @st.composite
 def wine_rows(draw) -> dict:
-    names = draw(st.sampled_from([ORIGINAL, SNAKE, "mixed"]))
-    row = {}
-    for name, _ in WINE_FIELDS[:-2]:
-        key = (ORIGINAL if draw(st.booleans()) else SNAKE)[name] if names == "mixed" else names[name]
-        row[key] = draw(measure(name) | junk if draw(st.integers(0, 9)) == 0 else measure(name))
-    colour = draw(st.sampled_from(["flags", "flags", "flags", "name", "both", "neither"]))
-    if colour in ("flags", "both"):
-        row["color_red"], row["color_white"] = draw(flag), draw(flag)
-    if colour in ("name", "both"):
-        row["color"] = draw(st.sampled_from(["red", "white", "RED", "blue", 1]))
-    if draw(st.integers(0, 7)) == 0 and row:
-        del row[draw(st.sampled_from(sorted(row)))]
-    if draw(st.integers(0, 7)) == 0:
-        row[draw(st.sampled_from(["fixed acidty", "ph", "instances", "color_green", ""]))] = 1.0
+    """A valid row with a few changes: a value at or past a bound, junk, another spelling, a colour
+    flag or name, a missing or unknown key. One change is often all that separates accepted from not.
+    """
+    names = draw(st.sampled_from([ORIGINAL, SNAKE]))
+    row = draw(valid_wine_rows(names))
+    features = [name for name, _ in WINE_FIELDS[:-2]]
+    for change in draw(st.lists(st.sampled_from(CHANGES), min_size=1, max_size=2)):
+        feature = draw(st.sampled_from(features))
+        key = names[feature]
+        if change == "edge":
+            row[key] = draw(measure(feature))
+        elif change == "junk":
+            row[key] = draw(junk)
+        elif change == "respell" and key in row:
+            row[(SNAKE if names is ORIGINAL else ORIGINAL)[feature]] = row.pop(key)
+        elif change == "flag":
+            row[draw(st.sampled_from(["color_red", "color_white"]))] = draw(flag)
+        elif change == "colour name":
+            row["color"] = draw(st.sampled_from(["red", "white", "RED", "blue", 1]))
+            if draw(st.booleans()):
+                del row["color_red"], row["color_white"]
+        elif change == "drop":
+            row.pop(draw(st.sampled_from(sorted(row))), None)
+        elif change == "unknown":
+            row[draw(st.sampled_from(["fixed acidty", "ph", "instances", "color_green", ""]))] = 1.0
     return row
+
+
+CHANGES = ["edge", "edge", "edge", "junk", "respell", "flag", "flag", "colour name", "drop", "unknown"]
 
 
 def shaped(rows: st.SearchStrategy) -> st.SearchStrategy:
@@ -151,7 +165,7 @@ def test_valid_requests_take_the_fast_path_and_agree(wine, payload, dump, b64):
 
 
 @settings_
-@given(payload=shaped(wine_rows()), dump=dumpers, b64=st.booleans())
+@given(payload=shaped(wine_rows() | valid_wine_rows(ORIGINAL)), dump=dumpers, b64=st.booleans())
 def test_any_wine_request_agrees(wine, payload, dump, b64):
     fast, full = wine
     assert_same_answer(fast, full, http_event(payload, dump=dump, b64=b64))
@@ -213,6 +227,18 @@ def test_samples_and_the_example_take_the_fast_path(wine, samples_body):
         event = url_event(body)
         assert fast.fast.batch_of(event) is not None
         assert_same_answer(fast, full, event)
+
+
+@pytest.mark.parametrize("flags", [(1, 1), (0, 0), (True, True), (False, 0)])
+def test_the_colour_rule_runs_as_a_batch_check(wine, samples, flags):
+    fast, full = wine
+    rows = [dict(samples[0]), dict(samples[1], color_red=flags[0], color_white=flags[1])]
+    event = url_event(json.dumps(rows))
+    assert fast.fast.batch_of(event) is None
+    error = json.loads(assert_same_answer(fast, full, event)["body"])["error"]
+    assert (
+        error["details"][0]["row"] == 1 and "exactly one of color_red and color_white" in error["details"][0]["message"]
+    )
 
 
 def test_too_many_rows_falls_back_to_the_413(wine_app, samples):
