@@ -9,9 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    # Imported where it is used: a built image answers valid requests without pydantic.
+    from pydantic import BaseModel
+
+    from lambda_ml_serve.checks import BatchCheck
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 #: The answer shapes of a prediction: the default object, or the bare array of predictions.
@@ -43,8 +47,13 @@ class ModelSpec:
     #: ``"object"`` answers ``{"model", "version", "predictions"}``; ``"predictions"`` the bare array, as
     #: handlers that return ``json.dumps(list)`` did. A deployment may override it (``build --response``).
     response: str = "object"
+    #: What the schema's validators check, for the fast request path (see ``lambda_ml_serve.checks``).
+    #: ``None`` when not declared: a schema with validators is then served by the full path only.
+    batch_checks: Sequence[BatchCheck] | None = None
 
     def __post_init__(self) -> None:
+        from pydantic import BaseModel
+
         if not _NAME.match(self.name):
             raise ValueError(
                 f"model name {self.name!r} is not valid: use lowercase letters, digits and "

@@ -35,6 +35,7 @@ from lambda_ml_serve.errors import BuildError, LambdaMLServeError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
+from lambda_ml_serve.runtime.manifest import MANIFEST_NAME, Manifest
 from lambda_ml_serve.runtime.validation import RowValidator
 from lambda_ml_serve.spec import RESPONSES, Predictor
 
@@ -153,6 +154,7 @@ def render_build_context(
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would surprise whoever builds from it
         artifact = _prepare_artifact(registered, registry, predictor, staging / ARTIFACTS, arch, backend)
+        _write_manifest(registered, registry, backend, artifact)
         context = BuildContext(
             path=output,
             dockerfile=output / "Dockerfile",
@@ -269,6 +271,22 @@ def _prepare_artifact(
                 f"{spec.artifact_path.name} on model {spec.name!r}'s example rows"
             )
     return prepared
+
+
+def _write_manifest(model: RegisteredModel, registry: Registry, backend_name: str, artifact: Path) -> None:
+    """Write the serving manifest beside the artifact, so the image's init needs no plugin machinery.
+
+    Only when the backend can be made again from its class alone and the model's options are JSON;
+    otherwise the image loads through the registry, as without a manifest.
+    """
+    backend = registry.backend(backend_name)
+    try:
+        json.dumps(dict(model.spec.extra))
+        remade = type(backend)()
+    except (TypeError, ValueError):
+        return
+    if getattr(remade, "name", None) == backend_name:
+        Manifest.of(model.spec, backend_name, backend, artifact).write(artifact.parent / MANIFEST_NAME)
 
 
 def _same(a: Any, b: Any) -> bool:

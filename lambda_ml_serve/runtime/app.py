@@ -1,7 +1,11 @@
 """The serving application: load one model once, then answer events top to bottom.
 
-event (any source) -> route -> parse (base64, JSON) -> rows (any format) -> validate -> float32 batch
+event (any source) -> fast path (decode + validate + pack in one pass), or, for whatever it does not
+answer: route -> parse (base64, JSON) -> rows (any format) -> validate -> float32 batch
 -> predict -> answer in the request's dialect -> response in the event source's format + log line
+
+The full path (pydantic, pluggy, the plugin) is imported on first need when the app was loaded
+from a serving manifest.
 """
 
 from __future__ import annotations
@@ -11,19 +15,24 @@ import os
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
-from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
+from lambda_ml_serve.runtime.fast import FastPath
 from lambda_ml_serve.runtime.http import Answer, Request, parse_event, request_id_of, respond
 from lambda_ml_serve.runtime.items import answer_batch, is_batch_event
-from lambda_ml_serve.runtime.telemetry import emit, request_record
-from lambda_ml_serve.runtime.validation import RowValidator
+from lambda_ml_serve.runtime.manifest import Manifest, find_manifest
+from lambda_ml_serve.runtime.telemetry import RequestLog
 from lambda_ml_serve.spec import RESPONSES, ModelSpec, Predictor
+
+if TYPE_CHECKING:
+    from lambda_ml_serve.plugins import RegisteredModel, Registry
+    from lambda_ml_serve.runtime.validation import RowValidator
 
 MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
 #: Set by `build` to the prepared artifact (e.g. UBJ) inside the image.
@@ -31,6 +40,7 @@ ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
 MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
 #: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
 BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
+PREDICT_PATHS = frozenset({"/", "/predict"})
 #: Set by `build --response` (or the CDK prop): "predictions" answers the bare array.
 RESPONSE_ENV = "LAMBDA_ML_SERVE_RESPONSE"
 #: Set by `build --docs` (or the CDK prop) to "1": the function serves GET /docs.
@@ -66,21 +76,26 @@ def load_predictor(
             f"{model.plugin}: model {spec.name!r} failed to load {path} with backend "
             f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
+    return predictor
+
+
+def check_features(predictor: Predictor, features: Sequence[str], who: str) -> None:
+    """The artifact's stored feature names (if any) must be the schema's, in order."""
     stored = predictor.feature_names
-    if stored is not None and tuple(stored) != spec.feature_names:
-        missing = [f for f in stored if f not in spec.feature_names]
-        unknown = [f for f in spec.feature_names if f not in stored]
+    if stored is not None and tuple(stored) != tuple(features):
+        missing = [f for f in stored if f not in features]
+        unknown = [f for f in features if f not in stored]
         what = (
             f"schema lacks {missing} and has {unknown} that the model does not know"
             if missing or unknown
             else "same names, different order"
         )
         raise ModelLoadError(
-            f"{model.plugin}: model {spec.name!r}: schema fields do not match the artifact's "
+            f"{who}: schema fields do not match the artifact's "
             f"features ({what}); the artifact expects {list(stored)}. Reorder or rename the "
             "schema fields (or their aliases) to match."
         )
-    return predictor
 
 
 class App:
@@ -88,7 +103,7 @@ class App:
 
     def __init__(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | Manifest,
         predictor: Predictor,
         *,
         max_rows: int | None = None,
@@ -97,13 +112,21 @@ class App:
         response: str | None = None,
         docs: bool = False,
     ) -> None:
-        self.spec = spec
+        """``spec`` is the plugin's spec, or a built image's serving manifest (the spec then loads on first need)."""
+        if isinstance(spec, Manifest):
+            self.manifest = spec
+        else:
+            self.spec = spec
+            self.manifest = Manifest.of(spec, backend or spec.backend)
         self.predictor = predictor
-        self.backend = backend or spec.backend
-        self.validator = RowValidator(spec, max_rows or spec.max_rows)
-        self._log_stream = log_stream
-        self.response = check_response(response or spec.response)
+        self.backend = self.manifest.backend
+        self.max_rows = max_rows or self.manifest.max_rows
+        self.response = check_response(response or self.manifest.response)
         self.docs = docs
+        self.request_path = self.manifest.request_path
+        plan = self.request_path.plan
+        self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS) if plan else None
+        self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream)
         self._routes = {
             "/": {"GET": self._get_metadata, "POST": self._post_predict},
             "/predict": {"POST": self._post_predict},
@@ -126,22 +149,42 @@ class App:
     ) -> App:
         """Load a model from the installed plugins; environment variables fill what is not given.
 
+        Given nothing, in a built image, the serving manifest beside ``LAMBDA_ML_SERVE_ARTIFACT`` is
+        read instead, when it describes what the environment asks for: no plugin is loaded then.
         ``artifact`` replaces the plugin's own file (e.g. a prepared UBJ, or a model trained elsewhere);
         ``backend`` loads it with another backend than the spec's (e.g. ``compiled``).
         """
-        registry = registry or get_registry()
-        chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
-        if artifact is None and os.environ.get(ARTIFACT_ENV):
-            artifact = Path(os.environ[ARTIFACT_ENV])
-        backend = backend or os.environ.get(BACKEND_ENV) or None
-        predictor = load_predictor(chosen, registry, artifact, backend)
         if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
             kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
         if "response" not in kwargs and os.environ.get(RESPONSE_ENV):
             kwargs["response"] = os.environ[RESPONSE_ENV]
         if "docs" not in kwargs:
             kwargs["docs"] = os.environ.get(DOCS_ENV, "") == "1"
+        # A built image: what build resolved is data beside the artifact, no entry-point scan needed.
+        manifest = find_manifest() if model is artifact is backend is registry is None else None
+        if manifest is not None:
+            return cls(manifest, manifest.load_predictor(), **kwargs)
+        from lambda_ml_serve.plugins import get_registry
+
+        registry = registry or get_registry()
+        chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
+        if artifact is None and os.environ.get(ARTIFACT_ENV):
+            artifact = Path(os.environ[ARTIFACT_ENV])
+        backend = backend or os.environ.get(BACKEND_ENV) or None
+        predictor = load_predictor(chosen, registry, artifact, backend)
         return cls(chosen.spec, predictor, backend=backend, **kwargs)
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        """The plugin's spec; an app loaded from a manifest imports the plugin here, on first need."""
+        return self.manifest.load_spec()
+
+    @cached_property
+    def validator(self) -> RowValidator:
+        """The full path's pydantic validation, built on first need."""
+        from lambda_ml_serve.runtime.validation import RowValidator
+
+        return RowValidator(self.spec, self.max_rows)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -155,7 +198,8 @@ class App:
             "backend": self.backend,
             "features": list(spec.feature_names),
             "output": spec.output,
-            "max_rows": self.validator.max_rows,
+            "max_rows": self.max_rows,
+            "request_path": self.request_path.describe(),
             "input_schema": spec.schema.model_json_schema(by_alias=True),
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
@@ -178,30 +222,23 @@ class App:
 
     def __call__(self, event: Any, context: Any = None) -> Any:
         started = time.perf_counter()
-        request = parse_event(
-            event, request_id_of(event, getattr(context, "aws_request_id", None) or str(uuid.uuid4()))
-        )
+        request_id = request_id_of(event, "") or getattr(context, "aws_request_id", None) or str(uuid.uuid4())
+        request = parse_event(event, request_id)
         rows, error_log = 0, None
         try:
-            answer, rows = self._route(request)
+            # The fast path answers what it fully accepts; anything else, errors included, takes the full path.
+            batch = self.fast.batch_of(event) if self.fast else None
+            if batch is not None:
+                answer, rows = Answer(200, self._answer(self.predictor.predict(batch)), {}), batch.n_rows
+            else:
+                answer, rows = self._route(request)
         except ApiError as exc:
             answer = Answer(exc.status, self._error_body(request, exc), exc.headers)
         except Exception as exc:  # the client gets no stack trace; the log keeps it
             error_log = "".join(traceback.format_exception(exc)).rstrip()
-            error = ApiError("internal_error", f"internal error; quote request id {request.request_id}")
+            error = ApiError("internal_error", f"internal error; quote request id {request_id}")
             answer = Answer(error.status, self._error_body(request, error), {})
-        emit(
-            request_record(
-                request_id=request.request_id,
-                model=self.spec.name,
-                version=self.spec.version,
-                status=answer.status,
-                rows=rows,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=error_log,
-            ),
-            self._log_stream,
-        )
+        self._log.write(request_id, answer.status, rows, (time.perf_counter() - started) * 1000, error_log)
         return respond(request, answer)
 
     def _route(self, request: Request) -> tuple[Answer, int]:
@@ -248,10 +285,12 @@ class App:
 
     def predict(self, payload: Any) -> Any:
         """The answer to a body in any accepted format: the default object, or the bare array."""
-        predictions = self.predictions(formats.rows_of(payload, self.spec.feature_names))
+        return self._answer(self.predictions(formats.rows_of(payload, self.spec.feature_names)))
+
+    def _answer(self, predictions: list[Any]) -> Any:
         if self.response == "predictions":
             return predictions
-        return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
+        return {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
 
     def _predict_answer(self, payload: Any) -> tuple[Answer, int]:
         answer = self.predict(payload)
@@ -260,8 +299,8 @@ class App:
 
     def _score_batch(self, payload: Any) -> tuple[Answer, int]:
         """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
-        answer = answer_batch(self.predictions, payload, self.validator.max_rows)
-        body = {"model": self.spec.name, "version": self.spec.version} | answer
+        answer = answer_batch(self.predictions, payload, self.max_rows)
+        body = {"model": self.manifest.model, "version": self.manifest.version} | answer
         return Answer(200, body, {}), len(answer["results"])
 
     def _post_predict(self, request: Request) -> tuple[Answer, int]:

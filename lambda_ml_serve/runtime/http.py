@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from lambda_ml_serve.runtime import encoding
 from lambda_ml_serve.runtime.errors import ApiError
 
 URL, REST, ALB, BODY, DIRECT = "url", "rest", "alb", "body", "direct"
@@ -126,7 +126,7 @@ def parse_event(event: Any, request_id: str) -> Request:
 
 def dumps(payload: Any) -> str:
     # allow_nan=False: NaN is not JSON; a model that produces it must fail loudly, not corrupt clients.
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return encoding.dumps(payload)
 
 
 def http_response(

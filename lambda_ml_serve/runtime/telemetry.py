@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import sys
 import time
+from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
 from lambda_ml_serve.runtime.http import dumps
 
 NAMESPACE = "LambdaMLServe"
+
+
+METRICS = [
+    {
+        "Namespace": NAMESPACE,
+        "Dimensions": [["model"]],
+        "Metrics": [
+            {"Name": "latency_ms", "Unit": "Milliseconds"},
+            {"Name": "rows", "Unit": "Count"},
+        ],
+    }
+]
 
 
 def request_record(
@@ -26,19 +39,7 @@ def request_record(
     error: str | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["model"]],
-                    "Metrics": [
-                        {"Name": "latency_ms", "Unit": "Milliseconds"},
-                        {"Name": "rows", "Unit": "Count"},
-                    ],
-                }
-            ],
-        },
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": METRICS},
         "level": "error" if status >= 500 else "info",
         "request_id": request_id,
         "model": model,
@@ -52,5 +53,40 @@ def request_record(
     return record
 
 
-def emit(record: dict[str, Any], stream: TextIO | None = None) -> None:
-    (stream or sys.stderr).write(dumps(record) + "\n")
+class RequestLog:
+    """Writes each request's record for one model, one line of ``dumps(request_record(...))``.
+
+    For the lines without an error trace the parts that never change are encoded once; a request
+    fills in its id, status, rows and latency, so the line costs a string format instead of encoding
+    a nested dict.
+    """
+
+    def __init__(self, model: str, version: str, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._names = (model, version)
+        self._head = '{"_aws":{"Timestamp":'
+        self._metrics = f',"CloudWatchMetrics":{dumps(METRICS)}}},"level":'
+        self._model = f',"model":{dumps(model)},"version":{dumps(version)}'
+
+    def write(self, request_id: str, status: int, rows: int, latency_ms: float, error: str | None = None) -> None:
+        if error is not None:
+            model, version = self._names
+            record = request_record(
+                request_id=request_id,
+                model=model,
+                version=version,
+                status=status,
+                rows=rows,
+                latency_ms=latency_ms,
+                error=error,
+            )
+            line = dumps(record)
+        else:
+            level = '"error"' if status >= 500 else '"info"'
+            # repr() is what json.dumps writes for a float; encode_basestring_ascii for a string.
+            line = (
+                f"{self._head}{int(time.time() * 1000)}{self._metrics}{level}"
+                f',"request_id":{encode_basestring_ascii(request_id)}{self._model}'
+                f',"status":{status},"rows":{rows},"latency_ms":{round(latency_ms, 3)!r}}}'
+            )
+        (self._stream or sys.stderr).write(line + "\n")

@@ -57,11 +57,11 @@ class RowValidator:
     def pack(self, models: list[BaseModel]) -> Batch:
         values = array("f")
         for model in models:
-            row = model.__dict__.values()
+            row = list(model.__dict__.values())
             try:
-                values.extend(row)
+                values.fromlist(row)  # all or nothing: extend() would keep the values before a None
             except TypeError:  # an optional feature left empty: XGBoost's missing value is NaN
-                values.extend(math.nan if v is None else v for v in row)
+                values.fromlist([math.nan if v is None else v for v in row])
         return Batch(values, len(models), self._n_features)
 
     def _validation_error(self, exc: ValidationError) -> ApiError:

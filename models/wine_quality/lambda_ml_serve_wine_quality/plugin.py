@@ -1,6 +1,7 @@
 """Registers the wine quality model with lambda-ml-serve (entry point ``wine_quality``)."""
 
 from lambda_ml_serve import hookimpl
+from lambda_ml_serve.checks import ExactlyOne
 from lambda_ml_serve.spec import ModelSpec
 from lambda_ml_serve_wine_quality import __version__
 from lambda_ml_serve_wine_quality.schema import WineSample
@@ -39,5 +40,8 @@ def register_models(register):
             output="predicted quality score, roughly 3 to 9 (higher is better)",
             example=EXAMPLE,
             trainer="lambda_ml_serve_wine_quality.train:train",
+            # For the rows the fast path decodes (no "color" key: that spelling is an unknown field to
+            # it), the schema's validators check only that the row is red or white, not both.
+            batch_checks=(ExactlyOne(("color_red", "color_white")),),
         )
     )
