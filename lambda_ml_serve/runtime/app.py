@@ -28,6 +28,10 @@ ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
 MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
 #: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
 BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
+#: Set by `build` to the sha256 of the model file it was given, so the image never hashes at init.
+SHA256_ENV = "LAMBDA_ML_SERVE_MODEL_SHA256"
+#: Every answer names the model file that answered it.
+SHA256_HEADER = "x-model-sha256"
 PREDICT_PATHS = frozenset({"/", "/predict"})
 
 
@@ -71,6 +75,20 @@ def load_predictor(
     return predictor
 
 
+def file_sha256(path: Path) -> str | None:
+    """The hex sha256 of a file, or None when there is no such file (an App built around a stand-in)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 class App:
     """Answers Function URL events and direct invocations for one loaded model."""
 
@@ -82,10 +100,13 @@ class App:
         max_rows: int | None = None,
         log_stream: TextIO | None = None,
         backend: str | None = None,
+        model_sha256: str | None = None,
     ) -> None:
         self.spec = spec
         self.predictor = predictor
         self.backend = backend or spec.backend
+        #: The sha256 of the model file served (the plugin's, or the one given instead of it).
+        self.model_sha256 = model_sha256 or file_sha256(spec.artifact_path)
         self.validator = RowValidator(spec, max_rows or spec.max_rows)
         self._log_stream = log_stream
 
@@ -106,13 +127,21 @@ class App:
         """
         registry = registry or get_registry()
         chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
+        sha256 = None
         if artifact is None and os.environ.get(ARTIFACT_ENV):
             artifact = Path(os.environ[ARTIFACT_ENV])
+            # The image's prepared file comes with the sha256 of the model file it was built from.
+            sha256 = os.environ.get(SHA256_ENV) or None
         backend = backend or os.environ.get(BACKEND_ENV) or None
         predictor = load_predictor(chosen, registry, artifact, backend)
         if "max_rows" not in kwargs and os.environ.get(MAX_ROWS_ENV):
             kwargs["max_rows"] = int(os.environ[MAX_ROWS_ENV])
-        return cls(chosen.spec, predictor, backend=backend, **kwargs)
+        sha256 = sha256 or file_sha256(artifact or chosen.spec.artifact_path)
+        return cls(chosen.spec, predictor, backend=backend, model_sha256=sha256, **kwargs)
+
+    @cached_property
+    def _identity(self) -> dict[str, str]:
+        return {SHA256_HEADER: self.model_sha256} if self.model_sha256 else {}
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -124,6 +153,7 @@ class App:
             "version": spec.version,
             "description": spec.description,
             "backend": self.backend,
+            "model_sha256": self.model_sha256,
             "features": list(spec.feature_names),
             "output": spec.output,
             "max_rows": self.validator.max_rows,
@@ -154,19 +184,20 @@ class App:
                 status=status,
                 rows=rows,
                 latency_ms=(time.perf_counter() - started) * 1000,
+                model_sha256=self.model_sha256,
                 error=error_log,
             ),
             self._log_stream,
         )
-        return http_response(status, payload, request_id, headers) if is_http else payload
+        if not is_http:
+            return payload
+        return http_response(status, payload, request_id, {**headers, **self._identity})
 
     def _route(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
         if not request.http:
             return 200, self.predict(request.payload), {}
         if request.path not in PREDICT_PATHS:
-            raise ApiError(
-                "not_found", f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata"
-            )
+            raise ApiError("not_found", f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata")
         if request.method == "POST":
             return 200, self.predict(self._parse_body(request.body)), {}
         if request.method == "GET" and request.path == "/":
@@ -195,4 +226,3 @@ class App:
         batch = self.validator.to_batch(rows_of(payload))
         predictions = self.predictor.predict(batch)
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
-

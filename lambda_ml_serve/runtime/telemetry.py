@@ -23,6 +23,7 @@ def request_record(
     status: int,
     rows: int,
     latency_ms: float,
+    model_sha256: str | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -46,6 +47,7 @@ def request_record(
         "status": status,
         "rows": rows,
         "latency_ms": round(latency_ms, 3),
+        "model_sha256": model_sha256,
     }
     if error is not None:
         record["error"] = error
