@@ -58,18 +58,36 @@ def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def framework_variant(cache: Path, backend: str) -> Variant:
+def framework_variant(cache: Path, backend: str, artifact: Path | None = None) -> Variant:
     """The framework as its image runs it: the build context's packages and prepared artifact only."""
     from lambda_ml_serve.bundling.context import render_build_context
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    ctx = render_build_context(MODEL, cache / backend, python=python, backend=backend, force=True)
+    ctx = render_build_context(
+        MODEL, cache / backend, python=python, backend=backend, force=True, artifact=artifact
+    )
     bootstrap = f"import sys; sys.path[:0] = [{str(ctx.site_packages)!r}, {str(HERE)!r}]; import worker; worker.main()"
     env = {"LAMBDA_ML_SERVE_MODEL": MODEL, "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact),
            "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin, "LAMBDA_ML_SERVE_BACKEND": backend}  # fmt: skip
     # -S -E: no site-packages and no PYTHON* variables, so nothing outside the context is importable.
     size = dir_mb(ctx.site_packages) + ctx.artifact.stat().st_size / 1e6
     return Variant(backend, [sys.executable, "-S", "-E", "-c", bootstrap], env, size)
+
+
+def lightgbm_model(cache: Path, data: Path) -> Path:
+    """A LightGBM regressor trained on the same rows, columns in the schema's order (the wine model is XGBoost)."""
+    import lightgbm
+
+    rows = rows_from(data, 10_000)
+    with data.open() as fh:
+        target = [float(r["quality"]) for r in csv.DictReader(fh)]
+    matrix = [list(r.values()) for r in rows[: len(target)]]
+    params = {"objective": "regression", "num_leaves": 31, "max_depth": 5, "seed": 2, "verbose": -1, "num_threads": 1}
+    booster = lightgbm.train(params, lightgbm.Dataset(matrix, label=target), num_boost_round=553)
+    path = cache / "wine_lightgbm.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(path))
+    return path
 
 
 def seed_variant() -> Variant:
@@ -143,7 +161,14 @@ def main(argv: list[str] | None = None) -> None:
 
     bodies = {n: json.dumps(rows_from(args.data, int(n))) for n in SIZES}
     print("rendering the framework's build contexts ...", file=sys.stderr)
-    variants = [seed_variant(), framework_variant(args.cache, "xgboost"), framework_variant(args.cache, "compiled")]
+    variants = [
+        seed_variant(),
+        framework_variant(args.cache, "xgboost"),
+        framework_variant(args.cache, "compiled"),
+        # The same XGBoost model, converted to ONNX at build time; and a LightGBM model of the same size.
+        framework_variant(args.cache, "onnx"),
+        framework_variant(args.cache, "lightgbm", lightgbm_model(args.cache, args.data)),
+    ]
     results: dict[str, dict] = {}
     for variant in variants:
         print(f"measuring {variant.name} ...", file=sys.stderr)

@@ -189,13 +189,11 @@ def _lightgbm(path: Path) -> Description:
     _named(description, feature_names_of(booster), count, "the model's feature_names")
     infos = dump.get("feature_infos", {})
     for feature, raw_name in zip(features, booster.feature_name(), strict=True):
-        info = str(infos.get(raw_name, "none"))
-        if info.startswith("[") and ":" in info:
-            low, high = (float(v) for v in info.strip("[]").split(":"))
+        low, high, categories = _lightgbm_info(infos.get(raw_name))
+        if categories:
+            feature.kind, feature.categories = "categorical", categories
+        elif low is not None and high is not None:
             feature.model_range = (low, high)
-        elif info != "none":
-            feature.kind = "categorical"
-            feature.categories = sorted(int(float(c)) for c in info.split(":") if c)
     for tree in dump.get("tree_info", ()):
         stack = [tree.get("tree_structure", {})]
         while stack:
@@ -210,6 +208,20 @@ def _lightgbm(path: Path) -> Description:
         description.task, description.classes = "classification", list(range(num_class))
         description.output = f"the probability of each class 0..{num_class - 1}"
     return description
+
+
+def _lightgbm_info(info: Any) -> tuple[float | None, float | None, list[int]]:
+    """(min, max, categories) from a dump's feature_infos entry: a dict (LightGBM >= 4.6) or "[lo:hi]"/"1:3:5"."""
+    if isinstance(info, dict):
+        values = [int(v) for v in info.get("values") or () if int(v) >= 0]
+        return info.get("min_value"), info.get("max_value"), sorted(values)
+    text = str(info or "none")
+    if text.startswith("[") and ":" in text:
+        low, high = (float(v) for v in text.strip("[]").split(":"))
+        return low, high, []
+    if text == "none":
+        return None, None, []
+    return None, None, sorted(int(float(c)) for c in text.split(":") if c and float(c) >= 0)
 
 
 # -- scikit-learn ------------------------------------------------------------------------------------

@@ -283,6 +283,7 @@ def _context(
             "output": info.output,
             "classes": info.classes,
             "extra": info.extra,
+            "extra_literal": repr(info.extra),
             "requirements": info.requirements,
             "requirements_why": (
                 "a pickle loads reliably only with the releases that wrote it, so the image installs exactly these"

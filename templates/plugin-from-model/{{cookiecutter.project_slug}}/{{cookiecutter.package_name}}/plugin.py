@@ -42,7 +42,7 @@ def register_models(register):
 {%- endif %}
 {%- if m.extra %}
             # Probabilities rather than labels; drop this to answer the predicted class instead.
-            extra={{ m.extra|tojson }},
+            extra={{ m.extra_literal }},
 {%- endif %}
         )
     )
