@@ -263,7 +263,7 @@ def run_build(*args: str, env: dict[str, str] | None = None):
         (["wine_quality", "--python", "banana"], "Python 'banana' has no Lambda base image"),
         (["wine_quality", "--python", "3.10"], "requires Python >=3.11, so it cannot run on Python 3.10"),
         (["wine_quality", "--base-image", "my image"], "--base-image 'my image' is not an image reference"),
-        (["wine_quality", "--backend", "tensorflow"], "unknown backend 'tensorflow'; installed backends: compiled, lightgbm"),
+        (["wine_quality", "--backend", "tensor"], "unknown backend 'tensor'; installed backends: compiled, lightgbm"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
