@@ -23,6 +23,7 @@ from lambda_ml_serve.spec import Batch, ModelSpec
 PREPARED_NAME = "model.onnx"
 #: Rows generated around the example rows for the parity check.
 PARITY_ROWS = 2_000
+#: Opsets onnxruntime 1.17 and later run, for skl2onnx (onnxmltools converts to the highest it supports).
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
@@ -64,11 +65,13 @@ def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, An
     proba = bool(spec.extra.get(PREDICT_PROBA))
     if kind == "pickle":
         from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType as SklFloatTensorType
 
         estimator, _ = load_pickle(artifact)
         classifier = hasattr(estimator, "classes_")
         options = {"zipmap": False} if classifier else None
-        model = to_onnx(estimator, initial_types=inputs, options=options, target_opset=TARGET_OPSET)
+        types = [("input", SklFloatTensorType([None, n_features]))]
+        model = to_onnx(estimator, initial_types=types, options=options, target_opset=TARGET_OPSET)
         if classifier:
             answer = {"output": "probabilities" if proba else "label"}
             if proba:
@@ -84,7 +87,7 @@ def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, An
         # onnxmltools reads split features as f0, f1, ...: drop the names, they travel as metadata.
         booster.feature_names = None
         booster.feature_types = None
-        model = onnxmltools.convert_xgboost(booster, initial_types=inputs, target_opset=TARGET_OPSET)
+        model = onnxmltools.convert_xgboost(booster, initial_types=inputs, target_opset=_onnxmltools_opset())
         answer = _booster_answer(objective.startswith("binary:"), objective == "multi:softprob")
         from lambda_ml_serve.backends.xgboost import XGBoostBackend
 
@@ -94,7 +97,9 @@ def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, An
 
         booster = lightgbm_booster(artifact)
         objective = booster.dump_model(num_iteration=1)["objective"].split()[0]
-        model = onnxmltools.convert_lightgbm(booster, initial_types=inputs, zipmap=False, target_opset=TARGET_OPSET)
+        model = onnxmltools.convert_lightgbm(
+            booster, initial_types=inputs, zipmap=False, target_opset=_onnxmltools_opset()
+        )
         answer = _booster_answer(objective in ("binary", "cross_entropy"), objective in ("multiclass", "multiclassova"))
         from lambda_ml_serve.backends.lightgbm import LightGBMBackend
 
@@ -103,6 +108,14 @@ def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, An
         raise BuildError(f"{artifact.name}: the onnx backend converts scikit-learn, XGBoost and LightGBM models")
     _set_metadata(model, {FEATURE_NAMES_KEY: list(spec.feature_names), ANSWER_KEY: answer})
     return model, original
+
+
+def _onnxmltools_opset() -> int:
+    """The highest opset onnxmltools converts to; its converters may otherwise default to a higher
+    one (skl2onnx's) that its own topology check then refuses."""
+    from onnxmltools.convert.common.onnx_ex import get_maximum_opset_supported
+
+    return get_maximum_opset_supported()
 
 
 def _booster_answer(binary: bool, multiclass: bool) -> dict[str, Any]:
