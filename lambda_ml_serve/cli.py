@@ -43,10 +43,17 @@ def _read_data(data: str) -> bytes:
         raise click.ClickException(f"cannot read --data {data}: {exc.strerror}") from None
 
 
+def _existing_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise click.ClickException(f"--{param.name} {value}: no such file; give the path of a model file")
+    return value
+
+
 def _artifact_option(command: Any) -> Any:
     return click.option(
         "--artifact",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=_existing_file,
         help="Serve this model file instead of the plugin's own (the same format and features).",
     )(command)
 
