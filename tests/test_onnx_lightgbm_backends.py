@@ -148,3 +148,17 @@ def test_a_failing_parity_check_writes_nothing(models, tmp_path, monkeypatch):
     with pytest.raises(BuildError, match=r"the ONNX conversion answers up to .* on check row"):
         OnnxBackend().prepare(models["lgb_reg"], tmp_path, spec=spec_for("lightgbm"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zipmap_classifier_answers_lists_of_probabilities(tmp_path, data):
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    X, _, _, three = data
+    model = LogisticRegression(max_iter=500).fit(X, three)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(to_onnx(model, X[:1]).SerializeToString())  # ZipMap on: a map per row
+    got = OnnxBackend().load(path, {"predict_proba": True}).predict(batch())
+    want = model.predict_proba([list(r.values()) for r in EXAMPLE]).tolist()
+    assert all(abs(g - w) < 1e-5 for gs, ws in zip(got, want, strict=True) for g, w in zip(gs, ws, strict=True))
+    assert OnnxBackend().load(path).predict(batch()) == model.predict([list(r.values()) for r in EXAMPLE]).tolist()

@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from lambda_ml_serve import __version__
 from lambda_ml_serve.bundling.serving import FRAMEWORK, vendor_serving_packages
 from lambda_ml_serve.bundling.vendor import VendorError
-from lambda_ml_serve.errors import BuildError, LambdaMLServeError
+from lambda_ml_serve.errors import BuildError, LambdaMLServeError, ModelLoadError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
@@ -135,7 +135,14 @@ def render_build_context(
         known = ", ".join(sorted(registry.backends))
         raise BuildError(f"unknown backend {backend!r}; installed backends: {known}")
     source = _source_artifact(registered, artifact)
-    predictor = load_predictor(registered, registry, source)
+    try:
+        predictor = load_predictor(registered, registry, source)
+    except ModelLoadError:
+        if artifact is None or backend == spec.backend:
+            raise
+        # A file given for another backend is in that backend's own format (a LightGBM text model
+        # served with --backend lightgbm): it is its own original.
+        predictor = load_predictor(registered, registry, source, backend)
     _check_image_values(registered, base_image)
     _check_distributions(registered, python)
     output = Path(output).absolute()

@@ -75,6 +75,10 @@ class OnnxPredictor:
         else:
             feed = {name: matrix[:, [j]].astype(dtype) for j, (name, dtype) in enumerate(self._inputs)}
         (result,) = self._session.run([self._output], feed)
+        if isinstance(result, list) and result and isinstance(result[0], dict):
+            # A ZipMap output (skl2onnx's default for classifiers): one {class: probability} per row.
+            classes = list(result[0])
+            return [[row[c] for c in classes] for row in result]
         result = np.asarray(result)
         if self._column is not None:
             result = result[:, self._column]
