@@ -154,7 +154,7 @@ def xgboost_booster(path: Path) -> Any:
     booster = xgboost.Booster()
     try:
         booster.load_model(str(path))
-    except xgboost.core.XGBoostError as exc:
+    except (xgboost.core.XGBoostError, UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(f"{path} is not a readable XGBoost model ({_first_line(exc)}); save it again") from None
     return booster
 
@@ -165,7 +165,7 @@ def lightgbm_booster(path: Path) -> Any:
 
     try:
         return lightgbm.Booster(model_file=str(path))
-    except lightgbm.basic.LightGBMError as exc:
+    except (lightgbm.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(f"{path} is not a readable LightGBM model ({_first_line(exc)}); save it again") from None
 
 

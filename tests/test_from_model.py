@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import LEGACY_MODELS, shared_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lambda_ml_serve.cli import main
 
@@ -482,3 +484,52 @@ def test_onnx_and_lightgbm_images_answer_in_the_real_rie(contexts, generated, ke
             assert listed.stdout.strip() == "[]", listed.stderr
     finally:
         subprocess.run([shutil.which("docker") or "docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory) -> dict[str, bytes]:
+    """Small real model files of every format, to cut and damage."""
+    import joblib
+    import lightgbm
+    import numpy as np
+    import xgboost
+    from skl2onnx import to_onnx
+    from sklearn.tree import DecisionTreeRegressor
+
+    root = tmp_path_factory.mktemp("small")
+    X = np.random.default_rng(0).uniform(0, 1, (60, 3)).astype("float32")
+    y = X[:, 0] - X[:, 1]
+    xgboost.train({"max_depth": 2}, xgboost.DMatrix(X, label=y), 3).save_model(str(root / "m.ubj"))
+    lightgbm.train({"verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5}, lightgbm.Dataset(X, label=y), 3).save_model(
+        str(root / "m.txt")
+    )
+    tree = DecisionTreeRegressor(max_depth=2).fit(X, y)
+    joblib.dump(tree, root / "m.joblib")
+    (root / "m.onnx").write_bytes(to_onnx(tree, X[:1]).SerializeToString())
+    return {p.suffix: p.read_bytes() for p in root.iterdir()}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    suffix=st.sampled_from([".ubj", ".txt", ".joblib", ".onnx"]),
+    cut=st.floats(0, 1, exclude_max=True),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=3),
+)
+def test_damaged_model_files_are_described_or_refused_in_one_line(small_models, tmp_path, suffix, cut, flips):
+    """Invariant: a cut or bit-flipped model file is either still a readable model, or refused with a
+    ModelFileError whose one-line message names the file; no other exception escapes."""
+    from lambda_ml_serve.from_model.describe import describe
+    from lambda_ml_serve.modelfiles import ModelFileError
+
+    data = bytearray(small_models[suffix][: max(1, int(len(small_models[suffix]) * cut))])
+    for where, xor in flips:
+        data[int(where * len(data))] ^= xor
+    path = tmp_path / f"damaged{suffix}"
+    path.write_bytes(bytes(data))
+    try:
+        description = describe(path)
+    except ModelFileError as exc:
+        message = str(exc)
+        assert str(path) in message and "\n" not in message and len(message) < 600
+    else:
+        assert description.features

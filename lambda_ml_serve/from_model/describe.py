@@ -22,6 +22,7 @@ from lambda_ml_serve.modelfiles import (
 )
 
 KINDS = ("float", "integer", "boolean", "categorical")
+FORMAT_NAMES = {"xgboost": "XGBoost", "lightgbm": "LightGBM", "pickle": "pickle", "onnx": "ONNX"}
 
 
 @dataclass
@@ -76,7 +77,16 @@ def describe(path: Path) -> Description:
     path = Path(path)
     kind = sniff(path)
     reader = {"xgboost": _xgboost, "lightgbm": _lightgbm, "pickle": _sklearn, "onnx": _onnx}[kind]
-    return reader(path)
+    try:
+        return reader(path)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # a damaged file fails inside the libraries in many ways; each is one line here
+        what = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ModelFileError(
+            f"{path} looks like a {FORMAT_NAMES[kind]} file but cannot be read ({type(exc).__name__}: {what}); "
+            "save the model again"
+        ) from None
 
 
 def _version(module: str) -> str:
