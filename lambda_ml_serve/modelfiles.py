@@ -80,6 +80,38 @@ def sniff(path: Path) -> str:
     )
 
 
+#: How each format is loaded in the probe process (the argument is the file).
+_PROBES = {
+    "xgboost": "import sys, xgboost; xgboost.Booster().load_model(sys.argv[1])",
+    "lightgbm": "import sys, lightgbm; lightgbm.Booster(model_file=sys.argv[1])",
+    "onnx": "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]))",
+    "pickle": "import sys; from lambda_ml_serve.modelfiles import load_pickle; load_pickle(sys.argv[1])",
+}
+
+
+def check_loads_safely(path: Path, kind: str) -> None:
+    """Load ``path`` once in a child process, so a damaged file that crashes a library's native code
+    (LightGBM's text parser does, on some) is refused instead of killing this process. Errors the
+    library raises normally are left to the in-process reader, which words them."""
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBES[kind], str(path)], capture_output=True, timeout=300, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelFileError(
+            f"{path}: reading it did not finish in 5 minutes; the file is damaged, save it again"
+        ) from None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        raise ModelFileError(
+            f"{path}: the {kind} library crashed reading it ({name}); the file is damaged, save it again"
+        )
+
+
 @contextmanager
 def _restricted_globals() -> Iterator[list[str]]:
     """While active, joblib's unpickler resolves only :data:`PICKLE_MODULES`; yields the modules seen."""

@@ -509,7 +509,7 @@ def small_models(tmp_path_factory) -> dict[str, bytes]:
     return {p.suffix: p.read_bytes() for p in root.iterdir()}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     suffix=st.sampled_from([".ubj", ".txt", ".joblib", ".onnx"]),
     cut=st.floats(0, 1, exclude_max=True),

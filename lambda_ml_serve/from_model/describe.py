@@ -14,6 +14,7 @@ from typing import Any
 
 from lambda_ml_serve.modelfiles import (
     ModelFileError,
+    check_loads_safely,
     lightgbm_booster,
     load_pickle,
     onnx_model,
@@ -77,6 +78,7 @@ def describe(path: Path) -> Description:
     path = Path(path)
     kind = sniff(path)
     reader = {"xgboost": _xgboost, "lightgbm": _lightgbm, "pickle": _sklearn, "onnx": _onnx}[kind]
+    check_loads_safely(path, kind)
     try:
         return reader(path)
     except ModelFileError:

@@ -121,8 +121,10 @@ def create_from_model(
         _write_json(package / "model_card.json", card)
         _write_json(rendered / "tests" / "expected_predictions.json", expected)
         if project.exists():
-            shutil.rmtree(project)
-        rendered.rename(project)
+            # --force, as for `new`: the generated files are written again, the user's own are kept.
+            shutil.copytree(rendered, project, dirs_exist_ok=True)
+        else:
+            rendered.rename(project)
     except LambdaMLServeError:
         raise
     except Exception as exc:
