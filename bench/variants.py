@@ -61,6 +61,8 @@ FRAMEWORK = (
         preload=("lambda_ml_serve.runtime.app", "numpy", "xgboost"),
     ),
     Framework("compiled", "compiled", goals={"cold": 20, "1": 200, "10000": 2.5}),
+    # The same XGBoost model converted to ONNX at build time, served by onnxruntime.
+    Framework("onnx (converted at build)", "onnx", preload=("lambda_ml_serve.runtime.app", "onnxruntime")),
 )
 
 

@@ -43,6 +43,21 @@ def _read_data(data: str) -> bytes:
         raise click.ClickException(f"cannot read --data {data}: {exc.strerror}") from None
 
 
+def _existing_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise click.ClickException(f"--{param.name} {value}: no such file; give the path of a model file")
+    return value
+
+
+def _artifact_option(command: Any) -> Any:
+    return click.option(
+        "--artifact",
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=_existing_file,
+        help="Serve this model file instead of the plugin's own (the same format and features).",
+    )(command)
+
+
 def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2))
 
@@ -89,20 +104,21 @@ def list_models(as_json: bool) -> None:
 
 @main.command()
 @click.argument("model")
-def info(model: str) -> None:
+@_artifact_option
+def info(model: str, artifact: Path | None) -> None:
     """Load MODEL and show its metadata, metrics and requirements."""
     from lambda_ml_serve.runtime.app import App
 
     registry = _registry()
     registered = registry.model(model)
-    app = App.load(model, registry=registry)
+    app = App.load(model, registry=registry, artifact=artifact)
     spec = registered.spec
     backend = registry.backend(spec.backend)
     meta = {k: v for k, v in app.metadata.items() if k not in ("input_schema", "example")}
     meta.update(
         plugin=registered.plugin.name,
         distribution=f"{registered.plugin.distribution} {registered.plugin.version}",
-        artifact=str(spec.artifact_path),
+        artifact=str(artifact.absolute() if artifact else spec.artifact_path),
         requirements=[*backend.requirements, *spec.requirements],
     )
     _echo_json(meta)
@@ -130,13 +146,14 @@ def openapi(model: str) -> None:
 @click.option("--data", required=True, help="JSON request body: a file, or - for stdin.")
 @click.option("--path", default="/", show_default=True, help="Request path.")
 @click.option("--full", is_flag=True, help="Print the whole Lambda response, not only its body.")
-def invoke(model: str, data: str, path: str, full: bool) -> None:
+@_artifact_option
+def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) -> None:
     """Call MODEL's real handler in-process with a Function URL event built from --data."""
     from lambda_ml_serve.local.events import to_event
     from lambda_ml_serve.runtime.app import App
 
     body = _read_data(data)
-    app = App.load(model, registry=_registry(), log_stream=sys.stderr)
+    app = App.load(model, registry=_registry(), log_stream=sys.stderr, artifact=artifact)
     event = to_event("POST", path, [("content-type", "application/json")], body)
     response = app(event)
     if full:
@@ -160,7 +177,8 @@ def invoke(model: str, data: str, path: str, full: bool) -> None:
     type=click.IntRange(1, 64),
     help="Execution environments side by side, each loading the model and serving one request at a time.",
 )
-def serve(model: str, host: str, port: int, image: str | None, concurrency: int) -> None:
+@_artifact_option
+def serve(model: str, host: str, port: int, image: str | None, concurrency: int, artifact: Path | None) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
@@ -175,6 +193,8 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
 
+    if image and artifact:
+        raise click.UsageError("--artifact and --image exclude each other: the image serves the file it was built with")
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
         if image:
@@ -189,7 +209,8 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
 
             registry = _registry()
             environments = [
-                App.load(model, registry=registry, log_stream=sys.stderr, docs=True) for _ in range(concurrency)
+                App.load(model, registry=registry, log_stream=sys.stderr, docs=True, artifact=artifact)
+                for _ in range(concurrency)
             ]
         try:
             server = FunctionUrlServer(environments, host, port)
@@ -214,13 +235,15 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int)
 @click.option("--tag", help="Image tag (default: lambda-ml-serve/MODEL:VERSION).")
 @click.option("--no-docker", is_flag=True, help="Only render the context and print the docker build command.")
 @click.option("--force", is_flag=True, help="Replace the output folder even if this command did not create it.")
-@click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled).")
+@click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled, onnx).")
+@_artifact_option
 @click.option("--response", type=click.Choice(["object", "predictions"]),
               help="Answer shape: the default object, or the bare array of predictions.")  # fmt: skip
 @click.option("--docs", is_flag=True, help="Serve the docs page at GET /docs in the function.")
 def build(
     model: str, output: Path | None, arch: str, python_version: str, base_image: str | None, tag: str | None,
     no_docker: bool, force: bool, backend: str | None, response: str | None, docs: bool,
+    artifact: Path | None,
 ) -> None:  # fmt: skip
     """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
     import shlex
@@ -231,6 +254,7 @@ def build(
     ctx = render_build_context(
         model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,
         base_image=base_image, force=force, registry=_registry(), backend=backend, response=response, docs=docs,
+        artifact=artifact,
     )  # fmt: skip
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")
@@ -245,10 +269,12 @@ def build(
 
 @main.command()
 @click.argument("model")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Training data file.")  # fmt: skip
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the artifact and model card (default: the plugin package).")  # fmt: skip
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Training data file.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the artifact and model card (default: the plugin package).",
+)
 def train(model: str, data: Path, output: Path | None) -> None:
     """Train MODEL with its plugin's trainer (needs the plugin's training extras)."""
     import importlib
@@ -256,6 +282,8 @@ def train(model: str, data: Path, output: Path | None) -> None:
     spec = _registry().model(model).spec
     if spec.trainer is None:
         raise click.ClickException(f"model {model!r} does not ship a trainer")
+    if not data.is_file():
+        raise click.ClickException(f"--data {data}: no such file; give the path of a CSV file to train on")
     module_name, _, func_name = spec.trainer.partition(":")
     try:
         trainer = getattr(importlib.import_module(module_name), func_name)
@@ -264,8 +292,21 @@ def train(model: str, data: Path, output: Path | None) -> None:
             f"the trainer for {model!r} needs packages that are missing ({exc.name}); "
             "install the plugin's 'train' extra"
         ) from None
-    card = trainer(data=data, output_dir=output or spec.artifact_path.parent)
+    try:
+        card = trainer(data=data, output_dir=output or spec.artifact_path.parent)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        # A trainer's own checks (missing columns, a wrong target) raise these with the fix in the
+        # message; anything deeper is still one line, and the trace is for the plugin's author.
+        raise click.ClickException(f"training {model!r} on {data} failed: {_one_line(exc)}") from None
     _echo_json(card.get("metrics", card))
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one bounded line (pandas and scikit-learn messages span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, KeyError):
+        text = f"missing column or key {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @main.command()
@@ -386,28 +427,92 @@ def batch(
 
 @main.command()
 @click.option("--model-name", help="Model name: lowercase letters, digits, underscores (e.g. iris_species).")
+@click.option(
+    "--from-model",
+    "from_model",
+    type=click.Path(path_type=Path),
+    help="Generate the whole plugin from this model file (XGBoost JSON/UBJ, LightGBM text, scikit-learn joblib, ONNX).",
+)
+@click.option("--data", type=click.Path(path_type=Path), help="With --from-model: a CSV file for examples and ranges.")
+@click.option("--target", help="With --data: the column to score the model against, for the model card.")
 @click.option("--backend", help="xgboost or sklearn.")
 @click.option("--task", help="regression or classification.")
 @click.option("--description", help="One-line description of the model.")
 @click.option("--author", help="Author name for the package metadata.")
 @click.option("--model-version", help="Model version (default: 0.1.0).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where to create the project folder.")  # fmt: skip
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to create the project folder.",
+)
 @click.option("--no-input", is_flag=True, help="Do not prompt: use the flags, then the template's defaults.")
 @click.option("--force", is_flag=True, help="Write into an existing project folder, replacing generated files.")
 def new(
-    model_name: str | None, backend: str | None, task: str | None, description: str | None, author: str | None,
-    model_version: str | None, output_dir: Path, no_input: bool, force: bool,
-) -> None:  # fmt: skip
-    """Create a model plugin project; it starts with a model trained on synthetic rows."""
+    model_name: str | None,
+    from_model: Path | None,
+    data: Path | None,
+    target: str | None,
+    backend: str | None,
+    task: str | None,
+    description: str | None,
+    author: str | None,
+    model_version: str | None,
+    output_dir: Path,
+    no_input: bool,
+    force: bool,
+) -> None:
+    """Create a model plugin project: around a model file you have (--from-model), or trained on synthetic rows."""
+    if from_model is not None:
+        _new_from_model(from_model, data, target, model_name, description, model_version, output_dir, no_input, force)
+        return
+    if data is not None or target is not None:
+        raise click.ClickException("--data and --target go with --from-model MODEL_FILE")
     from lambda_ml_serve.scaffold import create_plugin
 
-    given = {"model_name": model_name, "backend": backend, "task": task, "description": description,
-             "author": author, "version": model_version}  # fmt: skip
+    given = {
+        "model_name": model_name,
+        "backend": backend,
+        "task": task,
+        "description": description,
+        "author": author,
+        "version": model_version,
+    }
     project = create_plugin(
         {k: v for k, v in given.items() if v is not None}, output_dir=output_dir, no_input=no_input, force=force
     )
     click.echo(f"Created {project}\nNext:\n  pip install -e '{project}[train,test]'\n  lambda-ml-serve list")
+
+
+def _new_from_model(
+    model_file: Path,
+    data: Path | None,
+    target: str | None,
+    model_name: str | None,
+    description: str | None,
+    model_version: str | None,
+    output_dir: Path,
+    no_input: bool,
+    force: bool,
+) -> None:
+    from lambda_ml_serve.from_model.generate import create_from_model, suggested_name
+
+    if model_name is None and not no_input:
+        model_name = click.prompt("Model name (a-z, 0-9, _)", default=suggested_name(model_file))
+    project, warnings = create_from_model(
+        model_file,
+        data=data,
+        target=target,
+        model_name=model_name,
+        description=description,
+        version=model_version or "0.1.0",
+        output_dir=output_dir,
+        force=force,
+    )
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(f"Created {project}\nNext:\n  pip install '{project}'\n  lambda-ml-serve list")
 
 
 if __name__ == "__main__":

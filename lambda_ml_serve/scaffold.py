@@ -16,10 +16,10 @@ from typing import Any
 import lambda_ml_serve
 from lambda_ml_serve.errors import LambdaMLServeError
 
-#: Installed wheels carry the template inside the package; a source checkout has it at the top.
-TEMPLATE_CANDIDATES = (
-    Path(lambda_ml_serve.__file__).parent / "templates" / "model-plugin",
-    Path(lambda_ml_serve.__file__).parents[1] / "templates" / "model-plugin",
+#: Installed wheels carry the templates inside the package; a source checkout has them at the top.
+TEMPLATE_ROOTS = (
+    Path(lambda_ml_serve.__file__).parent / "templates",
+    Path(lambda_ml_serve.__file__).parents[1] / "templates",
 )
 BACKENDS = ("xgboost", "sklearn")
 TASKS = ("regression", "classification")
@@ -45,14 +45,15 @@ class TargetExistsError(ScaffoldError):
     """The project folder exists already (``force`` writes into it)."""
 
 
-def template_dir() -> Path:
-    """The model-plugin cookiecutter template, from the installed package or the source checkout."""
-    for candidate in TEMPLATE_CANDIDATES:
+def template_dir(name: str = "model-plugin") -> Path:
+    """A cookiecutter template (``model-plugin``, ``plugin-from-model``), installed or from the source checkout."""
+    candidates = [root / name for root in TEMPLATE_ROOTS]
+    for candidate in candidates:
         if (candidate / "cookiecutter.json").is_file():
             return candidate
     raise ScaffoldError(
-        "the model-plugin template is missing from this installation of lambda-ml-serve "
-        f"(looked in {', '.join(map(str, TEMPLATE_CANDIDATES))}); reinstall lambda-ml-serve"
+        f"the {name} template is missing from this installation of lambda-ml-serve "
+        f"(looked in {', '.join(map(str, candidates))}); reinstall lambda-ml-serve"
     )
 
 

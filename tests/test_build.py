@@ -130,6 +130,8 @@ def test_requirements_and_build_info_record_what_is_installed(build_contexts, ar
     assert host_xgboost in info["requirements"] and "xgboost-cpu>=2.0" not in info["requirements"]
     assert info["artifact"]["path"] == "artifacts/model.ubj"
     assert info["artifact"]["sha256"] == hashlib.sha256(ctx.artifact.read_bytes()).hexdigest()
+    plugin_model = get_registry().model("wine_quality").spec.artifact_path
+    assert info["artifact"]["source_sha256"] == hashlib.sha256(plugin_model.read_bytes()).hexdigest()
     # Without numpy and scipy: pydantic, pluggy, the framework, the plugin and libxgboost.
     assert info["site_packages"]["bytes"] < 40_000_000
     assert ctx.default_tag == "lambda-ml-serve/wine_quality:1.0.0"
@@ -149,8 +151,14 @@ def test_dockerfile_final_stage_runs_nothing(build_contexts, arch, python):
     assert final[0] == "FROM ${BASE_IMAGE}"
     assert final[-1] == 'CMD ["lambda_ml_serve.runtime.handler.handler"]'
     env = next(i for i in final if i.startswith("ENV ")).split()[1:]
-    assert env == ["LAMBDA_ML_SERVE_MODEL=wine_quality", "LAMBDA_ML_SERVE_PLUGINS=wine_quality",
-                   "LAMBDA_ML_SERVE_ARTIFACT=${LAMBDA_TASK_ROOT}/artifacts/model.ubj"]  # fmt: skip
+    plugin_model = get_registry().model("wine_quality").spec.artifact_path
+    model_sha256 = hashlib.sha256(plugin_model.read_bytes()).hexdigest()
+    assert env == [
+        "LAMBDA_ML_SERVE_MODEL=wine_quality",
+        "LAMBDA_ML_SERVE_PLUGINS=wine_quality",
+        "LAMBDA_ML_SERVE_ARTIFACT=${LAMBDA_TASK_ROOT}/artifacts/model.ubj",
+        f"LAMBDA_ML_SERVE_MODEL_SHA256={model_sha256}",
+    ]
     assert "COPY --from=bytecode ${LAMBDA_TASK_ROOT}/ ${LAMBDA_TASK_ROOT}/" in final
     assert f"ARG BASE_IMAGE=public.ecr.aws/lambda/python:{python}" in text
     header = text.split("\n\n")[0]
@@ -283,7 +291,7 @@ def run_build(*args: str, env: dict[str, str] | None = None):
         (["wine_quality", "--python", "banana"], "Python 'banana' has no Lambda base image"),
         (["wine_quality", "--python", "3.10"], "requires Python >=3.11, so it cannot run on Python 3.10"),
         (["wine_quality", "--base-image", "my image"], "--base-image 'my image' is not an image reference"),
-        (["wine_quality", "--backend", "onnx"], "unknown backend 'onnx'; installed backends: compiled, sklearn"),
+        (["wine_quality", "--backend", "tensor"], "unknown backend 'tensor'; installed backends: compiled, lightgbm"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

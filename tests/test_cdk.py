@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import LEGACY_MODELS
 
 from lambda_ml_serve.bundling.context import PLATFORMS, BuildContext
 from lambda_ml_serve.bundling.vendor import VendorError
@@ -337,6 +338,7 @@ BAD_PROPS = [
     ({"environment": {"AWS_REGION": "eu-west-1"}}, r"may not set AWS_REGION: Lambda reserves it"),
     ({"max_rows": 0}, r"prop 'max_rows' must be a whole number >= 1"),
     ({"python_version": "3.9"}, r"prop 'python_version'.*3\.12.*got '3.9'"),
+    ({"artifact": "/no/such/model.json"}, r"prop 'artifact': /no/such/model.json is not a file"),
 ]
 
 
@@ -398,8 +400,8 @@ class CountingRender:
         self.calls: list[dict] = []
         self.fail = False
 
-    def __call__(self, model, output, *, arch, python, base_image, force, registry) -> BuildContext:
-        self.calls.append({"output": output, "base_image": base_image, "force": force})
+    def __call__(self, model, output, *, arch, python, base_image, force, registry, artifact=None) -> BuildContext:
+        self.calls.append({"output": output, "base_image": base_image, "force": force, "artifact": artifact})
         if self.fail:
             raise VendorError("pip install failed:\nERROR: network unreachable")
         output.mkdir(parents=True, exist_ok=True)
@@ -449,6 +451,18 @@ def test_render_is_reused_until_its_inputs_change(tmp_path, counting_render):
     (context_dir / "Dockerfile").unlink()  # emptied by hand: the stamp alone does not count
     assert not lms_cdk.ensure_build_context("wine_quality", context_dir).reused
     assert len(counting_render.calls) == 4
+
+
+def test_an_artifact_goes_to_the_render_and_a_changed_one_renders_again(tmp_path, counting_render):
+    context_dir = tmp_path / "wine_quality-x86_64"
+    artifact = tmp_path / "retrained.json"
+    artifact.write_bytes(LEGACY_MODELS["1.6.2"].read_bytes())
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir, artifact=artifact).reused
+    assert counting_render.calls[-1]["artifact"] == artifact
+    assert lms_cdk.ensure_build_context("wine_quality", context_dir, artifact=artifact).reused
+    artifact.write_bytes(LEGACY_MODELS["1.5.2"].read_bytes())  # the same path, another model
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir, artifact=artifact).reused
+    assert not lms_cdk.ensure_build_context("wine_quality", context_dir).reused  # the plugin's own again
 
 
 def test_failed_render_leaves_nothing_marked_up_to_date(tmp_path, counting_render):

@@ -87,7 +87,7 @@ def test_broken_plugins_are_contained_and_named(site):
         """))
     make_plugin(site, "dupe", model_plugin("dupe", model="twin"), artifact=LEGACY_MODEL)
     make_plugin(site, "dupe2", model_plugin("dupe2", model="twin"), artifact=LEGACY_MODEL)
-    make_plugin(site, "nobackend", model_plugin("nobackend", backend="onnx"), artifact=LEGACY_MODEL)
+    make_plugin(site, "nobackend", model_plugin("nobackend", backend="tensorflow"), artifact=LEGACY_MODEL)
     make_plugin(site, "noartifact", model_plugin("noartifact"))
     registry = build_registry()
 
@@ -99,7 +99,7 @@ def test_broken_plugins_are_contained_and_named(site):
     both = "plugin 'dupe' (distribution lms-test-dupe 0.3.0) and plugin 'dupe2'"
     assert both in failures["dupe"].message and both in failures["dupe2"].message
     assert "twin" not in registry.models
-    assert "unknown backend 'onnx' (installed backends: " in failures["nobackend"].message
+    assert "unknown backend 'tensorflow' (installed backends: " in failures["nobackend"].message
     assert "xgboost" in failures["nobackend"].message
     assert "artifact 'model.json' not found" in failures["noartifact"].message
     with pytest.raises(PluginError, match="model 'noartifact' is broken: plugin 'noartifact'"):

@@ -284,3 +284,34 @@ def test_the_template_is_found_and_new_has_help():
     for flag in ("--model-name", "--backend", "--task", "--description", "--author", "--output-dir", "--no-input",
                  "--force"):  # fmt: skip
         assert flag in result.stdout
+
+
+def test_the_generated_tests_pass_with_no_model_card(tmp_path):
+    project = create_plugin(
+        {"model_name": "cardless_model", "backend": "xgboost", "task": "classification"},
+        output_dir=tmp_path,
+        no_input=True,
+        taken=(),
+    )
+    plugin = project / "lambda_ml_serve_cardless_model" / "plugin.py"
+    source = plugin.read_text()
+    assert "card=CARD," in source
+    plugin.write_text(source.replace("card=CARD,", "card=None,"))
+    (project / "lambda_ml_serve_cardless_model" / "model_card.json").unlink()
+    site = tmp_path / "site"
+    pip_args = ["install", "--no-deps", "--no-input", "--disable-pip-version-check", "--target", str(site)]
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", *pip_args, str(project)], capture_output=True, text=True, timeout=300
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    # The training tests write a card of their own; every other test reads the registered one.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not training"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"\b\d+ passed\b", result.stdout) and " failed" not in result.stdout

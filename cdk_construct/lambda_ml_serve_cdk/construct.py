@@ -72,6 +72,8 @@ class ModelFunction(Construct):
     :param python_version: CPython version of the Lambda base image and the vendored wheels.
     :param base_image: a different base image (default: the framework's choice for ``python_version``).
     :param force_render: render the build context even when an up-to-date one exists.
+    :param artifact: a model file to serve instead of the plugin's own (same format and features), as
+        ``lambda-ml-serve build --artifact``; its sha256 is what every answer's ``x-model-sha256`` names.
     :raises ModelFunctionError: at synth, for a prop that cannot work; the message names it.
     """
 
@@ -97,6 +99,7 @@ class ModelFunction(Construct):
         python_version: str = "3.12",
         base_image: str | None = None,
         force_render: bool = False,
+        artifact: str | Path | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         architecture = architecture or lambda_.Architecture.X86_64
@@ -115,6 +118,8 @@ class ModelFunction(Construct):
         #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
         self.model = model
         self.max_rows: int = max_rows or spec.max_rows
+        if artifact is not None and not Path(artifact).is_file():
+            raise ModelFunctionError(f"prop 'artifact': {artifact} is not a file; give the path of a model file")
 
         self.build_context: RenderedContext = self._render(
             model,
@@ -123,6 +128,7 @@ class ModelFunction(Construct):
             python_version=python_version,
             base_image=base_image,
             force=force_render,
+            artifact=Path(artifact).resolve() if artifact is not None else None,
         )
 
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
@@ -178,11 +184,24 @@ class ModelFunction(Construct):
 
     @staticmethod
     def _render(
-        model: str, context_dir: Path, *, arch: str, python_version: str, base_image: str | None, force: bool
+        model: str,
+        context_dir: Path,
+        *,
+        arch: str,
+        python_version: str,
+        base_image: str | None,
+        force: bool,
+        artifact: Path | None = None,
     ) -> RenderedContext:
         try:
             rendered = ensure_build_context(
-                model, context_dir, arch=arch, python=python_version, base_image=base_image, force=force
+                model,
+                context_dir,
+                arch=arch,
+                python=python_version,
+                base_image=base_image,
+                force=force,
+                artifact=artifact,
             )
         except (LambdaMLServeError, VendorError) as exc:
             # pip's --platform install is what fails when a package has no wheel for the target;

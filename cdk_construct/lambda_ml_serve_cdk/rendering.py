@@ -66,12 +66,22 @@ def _package_dir(package: str) -> Path:
 
 
 def render_inputs(
-    model: RegisteredModel, registry: Registry, *, arch: str, python: str, base_image: str | None
+    model: RegisteredModel,
+    registry: Registry,
+    *,
+    arch: str,
+    python: str,
+    base_image: str | None,
+    artifact: Path | None = None,
 ) -> dict[str, Any]:
     """Everything a rendered context depends on, as JSON-serialisable values."""
     spec = model.spec
+    inputs: dict[str, Any] = {}
+    if artifact is not None:
+        # Another model file: a render of a different file (or of a changed one) is not reusable.
+        inputs["artifact"] = {"path": str(artifact), "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest()}
     # The installed files, not only versions: an editable install changes without a version bump.
-    return {
+    return inputs | {
         "model": spec.name,
         "model_version": spec.version,
         "plugin": f"{model.plugin.distribution} {model.plugin.version}",
@@ -112,9 +122,11 @@ def ensure_build_context(
     base_image: str | None = None,
     force: bool = False,
     registry: Registry | None = None,
+    artifact: Path | None = None,
 ) -> RenderedContext:
     """Render ``model``'s build context into ``context_dir``, or reuse the render already there.
 
+    ``artifact`` serves another model file than the plugin's (``build --artifact``).
     The render is the one ``lambda-ml-serve build`` does (``render_build_context``), which builds
     the new context aside and replaces ``context_dir`` only once it is complete. Its errors
     (:class:`~lambda_ml_serve.errors.LambdaMLServeError`) pass through.
@@ -122,7 +134,7 @@ def ensure_build_context(
     registry = registry or get_registry()
     registered = registry.model(model)
     context_dir = Path(context_dir).resolve()
-    inputs = render_inputs(registered, registry, arch=arch, python=python, base_image=base_image)
+    inputs = render_inputs(registered, registry, arch=arch, python=python, base_image=base_image, artifact=artifact)
     expected = fingerprint(inputs)
     if not force and (found := _reusable(context_dir, model, arch, expected)):
         return found
@@ -132,7 +144,14 @@ def ensure_build_context(
     # force=False: the framework replaces a folder it rendered before, but refuses to wipe a
     # non-empty folder of anything else that context_dir might have been pointed at.
     built = render_build_context(
-        model, context_dir, arch=arch, python=python, base_image=base_image, force=False, registry=registry
+        model,
+        context_dir,
+        arch=arch,
+        python=python,
+        base_image=base_image,
+        force=False,
+        registry=registry,
+        artifact=artifact,
     )
     dockerfile = Path(built.dockerfile).resolve().relative_to(Path(built.path).resolve())
 

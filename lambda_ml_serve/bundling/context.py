@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from lambda_ml_serve import __version__
 from lambda_ml_serve.bundling.serving import FRAMEWORK, Vendored, vendor_serving_packages
 from lambda_ml_serve.bundling.vendor import VendorError
-from lambda_ml_serve.errors import BuildError, LambdaMLServeError
+from lambda_ml_serve.errors import BuildError, LambdaMLServeError, ModelLoadError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
@@ -122,6 +122,7 @@ def render_build_context(
     backend: str | None = None,
     response: str | None = None,
     docs: bool = False,
+    artifact: Path | None = None,
 ) -> BuildContext:
     """Check ``model`` and render its build context into ``output``.
 
@@ -129,8 +130,9 @@ def render_build_context(
     target exists, the plugin is an installed distribution that supports ``python``, and
     ``output`` is empty or a context this function rendered before (``force`` replaces any
     folder). ``backend`` serves the artifact with another backend than the spec's (e.g. ``compiled``
-    for an XGBoost model). ``response`` sets the answer shape (``predictions``: the bare array) and
-    ``docs`` serves the docs page. Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
+    for an XGBoost model); ``artifact`` replaces the plugin's model file. ``response`` sets the answer
+    shape (``predictions``: the bare array) and ``docs`` serves the docs page. Raises
+    :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
     check_target(arch, python)
     if response is not None and response not in RESPONSES:
@@ -142,7 +144,15 @@ def render_build_context(
     if backend not in registry.backends:
         known = ", ".join(sorted(registry.backends))
         raise BuildError(f"unknown backend {backend!r}; installed backends: {known}")
-    predictor = load_predictor(registered, registry)
+    source = _source_artifact(registered, artifact)
+    try:
+        predictor = load_predictor(registered, registry, source)
+    except ModelLoadError:
+        if artifact is None or backend == spec.backend:
+            raise
+        # A file given for another backend is in that backend's own format (a LightGBM text model
+        # served with --backend lightgbm): it is its own original.
+        predictor = load_predictor(registered, registry, source, backend)
     _check_image_values(registered, base_image)
     _check_distributions(registered, python)
     output = Path(output).absolute()
@@ -153,8 +163,8 @@ def render_build_context(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would surprise whoever builds from it
-        artifact = _prepare_artifact(registered, registry, predictor, staging / ARTIFACTS, arch, backend)
-        _write_manifest(registered, registry, backend, artifact)
+        prepared = _prepare_artifact(registered, registry, predictor, source, staging / ARTIFACTS, arch, backend)
+        _write_manifest(registered, registry, backend, prepared)
         context = BuildContext(
             path=output,
             dockerfile=output / "Dockerfile",
@@ -168,18 +178,28 @@ def render_build_context(
             base_image=base,
             default_tag=f"lambda-ml-serve/{spec.name}:{spec.version.replace('+', '-')}"
             + ("" if backend == spec.backend else f"-{backend}"),
-            artifact=output / artifact.relative_to(staging),
+            artifact=output / prepared.relative_to(staging),
             requirements=(),
             response=response if response != spec.response else None,
             docs=docs,
         )
-        context = _fill(staging, context, registered, registry, artifact)
+        context = _fill(staging, context, registered, registry, prepared, source)
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)
         raise
     return context
+
+
+def _source_artifact(model: RegisteredModel, artifact: Path | None) -> Path:
+    """The model file to build from: ``artifact`` when given, else the plugin's own."""
+    if artifact is None:
+        return model.spec.artifact_path
+    artifact = Path(artifact).absolute()
+    if not artifact.is_file():
+        raise BuildError(f"--artifact {artifact}: no such file; give the path of the model file to serve")
+    return artifact
 
 
 def _check_image_values(model: RegisteredModel, base_image: str | None) -> None:
@@ -234,7 +254,13 @@ def is_build_context(folder: Path) -> bool:
 
 
 def _prepare_artifact(
-    model: RegisteredModel, registry: Registry, original: Predictor, out_dir: Path, arch: str, backend_name: str
+    model: RegisteredModel,
+    registry: Registry,
+    original: Predictor,
+    source: Path,
+    out_dir: Path,
+    arch: str,
+    backend_name: str,
 ) -> Path:
     """Ask the backend for its fastest-loading form of the artifact, and check it when this host can.
 
@@ -245,12 +271,12 @@ def _prepare_artifact(
     backend = registry.backend(backend_name)
     out_dir.mkdir()
     try:
-        prepared = Path(backend.prepare(spec.artifact_path, out_dir, arch=arch, spec=spec))
+        prepared = Path(backend.prepare(source, out_dir, arch=arch, spec=spec))
     except LambdaMLServeError:
         raise  # already says what is wrong and what to install (e.g. a missing compiler)
     except Exception as exc:
         raise BuildError(
-            f"{model.plugin}: backend {backend_name!r} could not prepare {spec.artifact_path.name} "
+            f"{model.plugin}: backend {backend_name!r} could not prepare {source.name} "
             f"for model {spec.name!r}: {type(exc).__name__}: {exc}"
         ) from exc
     if not prepared.is_file() or not prepared.resolve().is_relative_to(out_dir.resolve()):
@@ -265,10 +291,11 @@ def _prepare_artifact(
             raise BuildError(
                 f"{model.plugin}: model {spec.name!r}: its example rows are invalid: {exc.message}"
             ) from None
-        if not _same(loaded.predict(batch), original.predict(batch)):
+        tolerance = getattr(backend, "parity_tolerance", 0.0)
+        if not _same(loaded.predict(batch), original.predict(batch), tolerance):
             raise BuildError(
                 f"backend {backend_name!r}: the prepared {prepared.name} predicts differently from "
-                f"{spec.artifact_path.name} on model {spec.name!r}'s example rows"
+                f"{source.name} on model {spec.name!r}'s example rows"
             )
     return prepared
 
@@ -289,17 +316,17 @@ def _write_manifest(model: RegisteredModel, registry: Registry, backend_name: st
         Manifest.of(model.spec, backend_name, backend, artifact).write(artifact.parent / MANIFEST_NAME)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Predictions equal up to float rounding (a converted artifact may round differently)."""
+def _same(a: Any, b: Any, tolerance: float = 0.0) -> bool:
+    """Predictions equal up to float rounding, or up to the backend's declared ``parity_tolerance``."""
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(_same, a, b))
+        return len(a) == len(b) and all(_same(x, y, tolerance) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=max(1e-9, tolerance))
     return a == b
 
 
 def _fill(
-    folder: Path, context: BuildContext, model: RegisteredModel, registry: Registry, artifact: Path
+    folder: Path, context: BuildContext, model: RegisteredModel, registry: Registry, artifact: Path, source: Path
 ) -> BuildContext:
     """Vendor the packages and write the files; return the context with its installed versions."""
     site = folder / SITE_PACKAGES
@@ -338,6 +365,7 @@ def _fill(
         "artifact": artifact.relative_to(folder).as_posix(),
         "response": context.response,
         "docs": context.docs,
+        "model_sha256": _sha256(source),
     }
     (folder / "Dockerfile").write_text(environment.get_template("Dockerfile.j2").render(values), encoding="utf-8")
     (folder / ".dockerignore").write_text(environment.get_template("dockerignore.j2").render(values), encoding="utf-8")
@@ -379,7 +407,8 @@ def _fill(
         },
         "artifact": {
             "path": values["artifact"],
-            "source": model.spec.artifact,
+            "source": model.spec.artifact if source == model.spec.artifact_path else str(source),
+            "source_sha256": values["model_sha256"],
             "bytes": artifact.stat().st_size,
             "sha256": _sha256(artifact),
         },

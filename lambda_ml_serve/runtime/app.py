@@ -40,6 +40,10 @@ ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
 MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
 #: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
 BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
+#: Set by `build` to the sha256 of the model file it was given, so the image never hashes at init.
+SHA256_ENV = "LAMBDA_ML_SERVE_MODEL_SHA256"
+#: Every answer names the model file that answered it.
+SHA256_HEADER = "x-model-sha256"
 PREDICT_PATHS = frozenset({"/", "/predict"})
 #: Set by `build --response` (or the CDK prop): "predictions" answers the bare array.
 RESPONSE_ENV = "LAMBDA_ML_SERVE_RESPONSE"
@@ -98,6 +102,20 @@ def check_features(predictor: Predictor, features: Sequence[str], who: str) -> N
         )
 
 
+def file_sha256(path: Path) -> str | None:
+    """The hex sha256 of a file, or None when there is no such file (an App built around a stand-in)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 class App:
     """Answers Function URL events and direct invocations for one loaded model."""
 
@@ -111,6 +129,7 @@ class App:
         backend: str | None = None,
         response: str | None = None,
         docs: bool = False,
+        model_sha256: str | None = None,
     ) -> None:
         """``spec`` is the plugin's spec, or a built image's serving manifest (the spec then loads on first need)."""
         if isinstance(spec, Manifest):
@@ -120,13 +139,16 @@ class App:
             self.manifest = Manifest.of(spec, backend or spec.backend)
         self.predictor = predictor
         self.backend = self.manifest.backend
+        #: The sha256 of the model file served (the plugin's, or the one given instead of it).
+        self.model_sha256 = model_sha256 or (file_sha256(spec.artifact_path) if isinstance(spec, ModelSpec) else None)
         self.max_rows = max_rows or self.manifest.max_rows
         self.response = check_response(response or self.manifest.response)
         self.docs = docs
         self.request_path = self.manifest.request_path
         plan = self.request_path.plan
         self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS) if plan else None
-        self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream)
+        self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream, self.model_sha256)
+        self._identity = {SHA256_HEADER: self.model_sha256} if self.model_sha256 else {}
         self._routes = {
             "/": {"GET": self._get_metadata, "POST": self._post_predict},
             "/predict": {"POST": self._post_predict},
@@ -163,16 +185,21 @@ class App:
         # A built image: what build resolved is data beside the artifact, no entry-point scan needed.
         manifest = find_manifest() if model is artifact is backend is registry is None else None
         if manifest is not None:
-            return cls(manifest, manifest.load_predictor(), **kwargs)
+            sha256 = os.environ.get(SHA256_ENV) or None
+            return cls(manifest, manifest.load_predictor(), model_sha256=sha256, **kwargs)
         from lambda_ml_serve.plugins import get_registry
 
         registry = registry or get_registry()
         chosen = choose_model(registry, model or os.environ.get(MODEL_ENV))
+        sha256 = None
         if artifact is None and os.environ.get(ARTIFACT_ENV):
             artifact = Path(os.environ[ARTIFACT_ENV])
+            # The image's prepared file comes with the sha256 of the model file it was built from.
+            sha256 = os.environ.get(SHA256_ENV) or None
         backend = backend or os.environ.get(BACKEND_ENV) or None
         predictor = load_predictor(chosen, registry, artifact, backend)
-        return cls(chosen.spec, predictor, backend=backend, **kwargs)
+        sha256 = sha256 or file_sha256(artifact or chosen.spec.artifact_path)
+        return cls(chosen.spec, predictor, backend=backend, model_sha256=sha256, **kwargs)
 
     @cached_property
     def spec(self) -> ModelSpec:
@@ -196,6 +223,7 @@ class App:
             "version": spec.version,
             "description": spec.description,
             "backend": self.backend,
+            "model_sha256": self.model_sha256,
             "features": list(spec.feature_names),
             "output": spec.output,
             "max_rows": self.max_rows,
@@ -239,7 +267,7 @@ class App:
             error = ApiError("internal_error", f"internal error; quote request id {request_id}")
             answer = Answer(error.status, self._error_body(request, error), {})
         self._log.write(request_id, answer.status, rows, (time.perf_counter() - started) * 1000, error_log)
-        return respond(request, answer)
+        return respond(request, answer, self._identity)
 
     def _route(self, request: Request) -> tuple[Answer, int]:
         if not request.http:

@@ -145,11 +145,12 @@ def http_response(
     }
 
 
-def respond(request: Request, answer: Answer) -> Any:
-    """Write the answer in the response format of the request's event source."""
+def respond(request: Request, answer: Answer, headers: dict[str, str] | None = None) -> Any:
+    """Write the answer in the response format of the request's event source, with ``headers`` added."""
     if not request.http:
         return answer.payload
-    response = http_response(answer.status, answer.payload, request.request_id, answer.headers, answer.content_type)
+    all_headers = {**answer.headers, **headers} if headers else answer.headers
+    response = http_response(answer.status, answer.payload, request.request_id, all_headers, answer.content_type)
     if request.source == ALB:
         phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
         response["statusDescription"] = f"{answer.status} {phrase}".rstrip()

@@ -36,6 +36,7 @@ def request_record(
     status: int,
     rows: int,
     latency_ms: float,
+    model_sha256: str | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -47,6 +48,7 @@ def request_record(
         "status": status,
         "rows": rows,
         "latency_ms": round(latency_ms, 3),
+        "model_sha256": model_sha256,
     }
     if error is not None:
         record["error"] = error
@@ -61,16 +63,17 @@ class RequestLog:
     a nested dict.
     """
 
-    def __init__(self, model: str, version: str, stream: TextIO | None = None) -> None:
+    def __init__(self, model: str, version: str, stream: TextIO | None = None, model_sha256: str | None = None) -> None:
         self._stream = stream
-        self._names = (model, version)
+        self._names = (model, version, model_sha256)
         self._head = '{"_aws":{"Timestamp":'
         self._metrics = f',"CloudWatchMetrics":{dumps(METRICS)}}},"level":'
         self._model = f',"model":{dumps(model)},"version":{dumps(version)}'
+        self._tail = f',"model_sha256":{dumps(model_sha256)}}}'
 
     def write(self, request_id: str, status: int, rows: int, latency_ms: float, error: str | None = None) -> None:
         if error is not None:
-            model, version = self._names
+            model, version, model_sha256 = self._names
             record = request_record(
                 request_id=request_id,
                 model=model,
@@ -78,6 +81,7 @@ class RequestLog:
                 status=status,
                 rows=rows,
                 latency_ms=latency_ms,
+                model_sha256=model_sha256,
                 error=error,
             )
             line = dumps(record)
@@ -87,6 +91,6 @@ class RequestLog:
             line = (
                 f"{self._head}{int(time.time() * 1000)}{self._metrics}{level}"
                 f',"request_id":{encode_basestring_ascii(request_id)}{self._model}'
-                f',"status":{status},"rows":{rows},"latency_ms":{round(latency_ms, 3)!r}}}'
+                f',"status":{status},"rows":{rows},"latency_ms":{round(latency_ms, 3)!r}{self._tail}'
             )
         (self._stream or sys.stderr).write(line + "\n")

@@ -1,0 +1,60 @@
+"""What the image runs for the LightGBM backend: a Booster from its text model, one thread per request.
+
+Imports lightgbm and numpy only; lightgbm's optional pandas/scikit-learn/pyarrow integrations stay
+off because the image does not carry those packages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lambda_ml_serve.spec import Batch
+
+#: The OpenMP runtime lib_lightgbm.so links against; the build ships it beside the model because
+#: Lambda's base images do not have it.
+OPENMP_LIBRARY = "libgomp.so.1"
+#: The names LightGBM makes up for a model trained on a bare array: not feature names.
+DEFAULT_NAME = re.compile(r"^Column_\d+$")
+
+
+def preload_openmp(folder: Path) -> None:
+    """Load the shipped OpenMP runtime, if any, so that lib_lightgbm.so finds it by its soname."""
+    library = folder / OPENMP_LIBRARY
+    if library.is_file():
+        import ctypes
+
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+
+
+def feature_names_of(booster: Any) -> list[str] | None:
+    """The booster's feature names, or None when LightGBM made them up (``Column_0``...)."""
+    names = [str(n) for n in booster.feature_name()]
+    return None if all(DEFAULT_NAME.match(n) for n in names) else names
+
+
+class LightGBMPredictor:
+    """A LightGBM Booster answering one value per row (a list of class probabilities for multi-class)."""
+
+    def __init__(self, booster: Any) -> None:
+        import numpy as np
+
+        self._np = np
+        self._booster = booster
+        self.feature_names: Sequence[str] | None = feature_names_of(booster)
+
+    def predict(self, batch: Batch) -> list[Any]:
+        matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
+        # num_threads=1: Lambda gives one or two vCPUs, and OpenMP's start-up costs more than it wins
+        # on small batches.
+        return self._booster.predict(matrix, num_threads=1).tolist()
+
+
+def load(artifact: Path) -> LightGBMPredictor:
+    """Open a LightGBM text model written by ``Booster.save_model``."""
+    preload_openmp(artifact.parent)
+    import lightgbm
+
+    return LightGBMPredictor(lightgbm.Booster(model_file=str(artifact)))

@@ -1,0 +1,347 @@
+"""Write the plugin project for a model file: describe it, add the data's view, render the template.
+
+Everything is checked and computed before the first file is written; the project is rendered into
+a hidden folder beside the target and renamed into place, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+import math
+import re
+import shutil
+import tempfile
+from collections.abc import Collection
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+import lambda_ml_serve
+from lambda_ml_serve.errors import LambdaMLServeError
+from lambda_ml_serve.from_model.data import DataSummary, metrics, predict_all, read_data
+from lambda_ml_serve.from_model.describe import Description, Feature, describe, typical_values
+from lambda_ml_serve.modelfiles import ModelFileError
+
+TEMPLATE = "plugin-from-model"
+#: The framework extra each backend's plugin depends on (the serving library and numpy).
+EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnx", "sklearn": None}
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RESERVED = set(dir(BaseModel)) | {"field"}
+
+
+def suggested_name(path: Path) -> str:
+    """A model name from the file name: ``xgboost_wine_quality__lambda-with-ML-container.json`` ->
+    ``xgboost_wine_quality_lambda_with_ml_container``."""
+    name = re.sub(r"[^a-z0-9]+", "_", Path(path).stem.lower()).strip("_")
+    return name if name[:1].isalpha() else f"model_{name}".rstrip("_")
+
+
+def field_names(names: list[str]) -> list[str]:
+    """A Python identifier per feature name, unique, usable as a pydantic field."""
+    out: list[str] = []
+    for name in names:
+        field = re.sub(r"\W+", "_", name, flags=re.ASCII).strip("_") or "feature"
+        if field[0].isdigit():
+            field = f"f_{field}"
+        if keyword.iskeyword(field) or field in _RESERVED or field.startswith("model_"):
+            field += "_"
+        candidate, n = field, 2
+        while candidate in out:
+            candidate, n = f"{field}_{n}", n + 1
+        out.append(candidate)
+    return out
+
+
+def create_from_model(
+    model_file: Path,
+    *,
+    data: Path | None = None,
+    target: str | None = None,
+    model_name: str | None = None,
+    description: str | None = None,
+    version: str = "0.1.0",
+    output_dir: Path = Path("."),
+    force: bool = False,
+    taken: Collection[str] | None = None,
+) -> tuple[Path, list[str]]:
+    """Generate a plugin project serving ``model_file``; return its folder and the warnings to show.
+
+    Raises :class:`~lambda_ml_serve.modelfiles.ModelFileError` for a file it cannot read and the
+    scaffold's errors for names; in every error case nothing is written.
+    """
+    from lambda_ml_serve.plugins import get_registry
+    from lambda_ml_serve.scaffold import TargetExistsError, check_answers, installed_models, template_dir
+
+    model_file = Path(model_file)
+    if target is not None and data is None:
+        raise ModelFileError("--target names a column of --data: give --data CSV too")
+    info = describe(model_file)
+    summary = read_data(data, info, target) if data is not None else None
+    name = model_name or suggested_name(model_file)
+    answers = _answers(name, info, model_file, description, version)
+    check_answers(answers, installed_models() if taken is None else taken)
+    project = Path(output_dir).absolute() / answers["project_slug"]
+    if project.exists() and not force:
+        raise TargetExistsError(f"{project} already exists; choose another --output-dir, or pass --force to replace it")
+
+    backend = get_registry().backend(info.backend)
+    predictor = backend.load(model_file, info.extra)
+    stored = getattr(predictor, "feature_names", None)
+    if stored is not None and list(stored) != info.feature_names:
+        raise ModelFileError(f"{model_file}: the backend reads features {list(stored)}, not {info.feature_names}")
+    if getattr(predictor, "classes", None) is not None and info.classes is None:
+        info.classes = list(predictor.classes)
+    fields = field_names(info.feature_names)
+    example = _example(info, summary, fields)
+    example_batch = _batch(info, example)
+    expected = predictor.predict(example_batch)
+    _check_finite(expected, model_file)
+    card_metrics = (
+        metrics(info, predict_all(predictor, summary, info.feature_names), summary.targets)
+        if (summary is not None and summary.target is not None)
+        else {}
+    )
+    sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    context = _context(answers, info, summary, fields, card_metrics, sha256)
+    card = _card(answers, info, summary, card_metrics, sha256)
+
+    project.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", suffix=".partial", dir=project.parent))
+    try:
+        from cookiecutter.generate import generate_files
+
+        rendered = Path(generate_files(template_dir(TEMPLATE), {"cookiecutter": context}, output_dir=staging))
+        package = rendered / answers["package_name"]
+        shutil.copyfile(model_file, package / answers["artifact"])
+        _write_json(package / "example.json", {"instances": example})
+        _write_json(package / "model_card.json", card)
+        _write_json(rendered / "tests" / "expected_predictions.json", expected)
+        if project.exists():
+            # --force, as for `new`: the generated files are written again, the user's own are kept.
+            shutil.copytree(rendered, project, dirs_exist_ok=True)
+        else:
+            rendered.rename(project)
+    except LambdaMLServeError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"could not write {project}: {type(exc).__name__}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return project, info.warnings
+
+
+def _answers(name: str, info: Description, model_file: Path, description: str | None, version: str) -> dict[str, Any]:
+    suffix = model_file.suffix.lower() or {"pickle": ".joblib"}.get(info.backend, "")
+    artifact = model_file.name if _SAFE_FILE.match(model_file.name) else f"model{suffix}"
+    if artifact in ("model_card.json", "example.json", "__init__.py"):
+        artifact = f"model{suffix}"
+    return {
+        "model_name": name,
+        "project_slug": f"lambda-ml-serve-{name.replace('_', '-')}",
+        "package_name": f"lambda_ml_serve_{name}",
+        "description": description or f"{info.estimator} served from {model_file.name}.",
+        "version": version,
+        "backend": info.backend,
+        "artifact": artifact,
+        "__schema_class": name.replace("_", " ").title().replace(" ", "") + "Input",
+    }
+
+
+def _example(info: Description, summary: DataSummary | None, fields: list[str]) -> list[dict[str, Any]]:
+    """Two example rows: from the data when given, else from the model's own split values."""
+    rows: list[dict[str, Any]] = []
+    if summary is not None:
+        for i in summary.example_rows():
+            rows.append({f.name: _typed(f, summary.values[f.name][i], digits=17) for f in info.features})
+        return rows
+    pairs = [typical_values(f) for f in info.features]
+    for which in (0, 1):
+        rows.append({f.name: _typed(f, pair[which]) for f, pair in zip(info.features, pairs, strict=True)})
+    return rows if rows[0] != rows[1] else rows[:1]
+
+
+def _typed(feature: Feature, value: float, digits: int = 7) -> Any:
+    """``value`` as the feature's JSON type; floats from the model are shortened to ``digits``."""
+    if math.isnan(value):
+        return None
+    if feature.kind == "boolean":
+        return bool(value)
+    if feature.kind in ("integer", "categorical"):
+        return round(value)
+    return float(f"{value:.{digits}g}")
+
+
+def _batch(info: Description, rows: list[dict[str, Any]]) -> Any:
+    from array import array
+
+    from lambda_ml_serve.spec import Batch
+
+    values = array("f")
+    for row in rows:
+        values.extend(math.nan if row[name] is None else float(row[name]) for name in info.feature_names)
+    return Batch(values, len(rows), len(info.features))
+
+
+def _check_finite(predictions: list[Any], model_file: Path) -> None:
+    flat = [p for row in predictions for p in (row if isinstance(row, list) else [row])]
+    if any(isinstance(p, float) and not math.isfinite(p) for p in flat):
+        raise ModelFileError(f"{model_file} predicts NaN or infinity for the example rows; check the model file")
+
+
+def _annotation(feature: Feature) -> tuple[str, dict[str, str]]:
+    base = {"float": "float", "integer": "int", "boolean": "bool", "categorical": "int"}[feature.kind]
+    constraints = {"ge": "0"} if feature.kind == "categorical" else {}
+    return (f"{base} | None" if feature.nullable else base), constraints
+
+
+def _feature_description(feature: Feature, info: Description, summary: DataSummary | None) -> str:
+    parts = {
+        "float": "a number",
+        "integer": "an integer",
+        "boolean": "true/false (or 1/0)",
+        "categorical": "a category code (a non-negative integer)",
+    }[feature.kind]
+    details = [parts]
+    if feature.kind == "categorical" and feature.categories:
+        codes = sorted(set(feature.categories))
+        shown = ", ".join(map(str, codes[:10])) + (", ..." if len(codes) > 10 else "")
+        details.append(f"the model splits on codes {shown}")
+    if summary is not None:
+        observed = summary.observed(feature.name)
+        source = summary.columns[feature.name]
+        where = "" if source.equals is None and source.column == feature.name else f" ({source.describe()})"
+        if observed is not None:
+            details.append(f"observed {observed[0]:.6g} to {observed[1]:.6g} in {summary.path.name}{where}")
+    elif feature.model_range is not None:
+        details.append(
+            f"trained on {feature.model_range[0]:.6g} to {feature.model_range[1]:.6g} (recorded in the model)"
+        )
+    elif feature.thresholds:
+        details.append(f"the model splits between {min(feature.thresholds):.6g} and {max(feature.thresholds):.6g}")
+    if feature.nullable:
+        details.append("null when missing")
+    return "; ".join(details)
+
+
+def _context(
+    answers: dict[str, Any],
+    info: Description,
+    summary: DataSummary | None,
+    fields: list[str],
+    card_metrics: dict[str, float],
+    sha256: str,
+) -> dict[str, Any]:
+    features = []
+    for feature, field in zip(info.features, fields, strict=True):
+        annotation, constraints = _annotation(feature)
+        features.append(
+            {
+                "name": feature.name,
+                "field": field,
+                "kind": feature.kind,
+                "nullable": feature.nullable,
+                "annotation": annotation,
+                "constraints": constraints,
+                "description": _feature_description(feature, info, summary),
+            }
+        )
+    extra = EXTRAS[info.backend]
+    framework = f"lambda-ml-serve[{extra}]" if extra else "lambda-ml-serve"
+    dependencies = [framework, *info.requirements] if info.backend == "sklearn" else [framework]
+    if summary is not None:
+        example_detail = (
+            f"rows {', '.join(str(i + 2) for i in summary.example_rows())} of {summary.path.name} (file lines)"
+        )
+        range_detail = f"the minimum and maximum of each column in {summary.path.name} ({summary.rows} rows)"
+    else:
+        example_detail = (
+            "the model itself: each feature at the lower and upper quartile of its split values "
+            "(else its recorded range or mean, else 0)"
+        )
+        range_detail = "the model: the split values it compares each feature with (no --data given)"
+    if card_metrics:
+        metrics_detail = f"every row of {summary.path.name} predicted by the backend, against column {summary.target!r}"
+    elif summary is not None:
+        metrics_detail = "none: --data was given without --target"
+    else:
+        metrics_detail = "none: no --data/--target was given, so the card has no metrics"
+    return {
+        **answers,
+        "_template": TEMPLATE,
+        "model": {
+            "source_file": info.path.name,
+            "format": info.format,
+            "estimator": info.estimator,
+            "library": info.library,
+            "sha256": sha256,
+            "names_detail": info.names_detail,
+            "types_detail": info.types_detail,
+            "features": features,
+            "aliased": [f for f in features if f["field"] != f["name"]],
+            "output": info.output,
+            "classes": info.classes,
+            "extra": info.extra,
+            "extra_literal": repr(info.extra),
+            "requirements": info.requirements,
+            "requirements_why": (
+                "a pickle loads reliably only with the releases that wrote it, so the image installs exactly these"
+            ),
+            "dependencies": dependencies,
+            "warnings": info.warnings,
+            "data_file": summary.path.name if summary else None,
+            "data_rows": summary.rows if summary else None,
+            "target": summary.target if summary else None,
+            "metrics": card_metrics,
+            "example_detail": example_detail,
+            "range_detail": range_detail,
+            "metrics_detail": metrics_detail,
+        },
+    }
+
+
+def _card(
+    answers: dict[str, Any],
+    info: Description,
+    summary: DataSummary | None,
+    card_metrics: dict[str, float],
+    sha256: str,
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "model": answers["model_name"],
+        "version": answers["version"],
+        "backend": info.backend,
+        "task": info.task,
+        "model_file": answers["artifact"],
+        "model_sha256": sha256,
+        "source": {
+            "file": info.path.name,
+            "format": info.format,
+            "estimator": info.estimator,
+            "read_with": info.library,
+        },
+        "features": info.feature_names,
+        "feature_names_from": info.names_from,
+    }
+    if info.classes is not None:
+        card["classes"] = info.classes
+    if summary is not None:
+        card["data"] = {"source": summary.path.name, "rows": summary.rows, "target": summary.target}
+    card["metrics"] = card_metrics
+    if not card_metrics:
+        card["metrics_note"] = (
+            "no metrics: generated without --data and --target; run lambda-ml-serve new --from-model again "
+            "with --data CSV --target COLUMN (held-out rows) to score the model"
+        )
+    card["generated"] = {
+        "by": f"lambda-ml-serve {lambda_ml_serve.__version__} new --from-model",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return card
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
