@@ -19,7 +19,7 @@ from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.http import Request, http_response, is_http_event, parse_event, request_id_of
 from lambda_ml_serve.runtime.telemetry import emit, request_record
-from lambda_ml_serve.runtime.validation import RowValidator, rows_of
+from lambda_ml_serve.runtime.validation import MAX_DEPTH, RowValidator, nested_deeper_than, rows_of
 from lambda_ml_serve.spec import ModelSpec, Predictor
 
 MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
@@ -29,6 +29,10 @@ MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
 #: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
 BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
 PREDICT_PATHS = frozenset({"/", "/predict"})
+#: Methods an answer may name; anything else an event carries is not repeated back.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+NOT_UTF8 = "the body is not UTF-8 encoded JSON"
+TOO_DEEP = f"the body is JSON nested more than {MAX_DEPTH} levels deep; rows are flat objects of feature values"
 
 
 def choose_model(registry: Registry, name: str | None) -> RegisteredModel:
@@ -164,9 +168,7 @@ class App:
         if not request.http:
             return 200, self.predict(request.payload), {}
         if request.path not in PREDICT_PATHS:
-            raise ApiError(
-                "not_found", f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata"
-            )
+            raise ApiError("not_found", "no such path; POST / or /predict to predict, GET / for metadata")
         if request.method == "POST":
             return 200, self.predict(self._parse_body(request.body)), {}
         if request.method == "GET" and request.path == "/":
@@ -174,7 +176,8 @@ class App:
         allowed = "GET, POST" if request.path == "/" else "POST"
         raise ApiError(
             "method_not_allowed",
-            f"{request.method} is not allowed on {request.path}; use {allowed}",
+            f"{request.method if request.method in HTTP_METHODS else 'this method'} is not allowed on "
+            f"{request.path}; use {allowed}",
             headers={"allow": allowed},
         )
 
@@ -182,17 +185,30 @@ class App:
     def _parse_body(body: bytes) -> Any:
         if not body.strip():
             raise ApiError("bad_request", 'the request body is empty; send JSON such as [{"feature": 1.0}]')
+        # JSON forbids raw NUL bytes; UTF-16 and UTF-32 text is full of them (json.loads on bytes would
+        # guess such an encoding and accept it).
+        if b"\x00" in body:
+            raise ApiError("bad_request", f"{NOT_UTF8}; it has NUL bytes, as UTF-16 and UTF-32 text does")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("bad_request", f"{NOT_UTF8}; byte {exc.start} is not valid UTF-8") from None
         try:
             # The stdlib parser measured faster than pydantic_core's here for row lists.
-            return json.loads(body)
-        except UnicodeDecodeError:
-            raise ApiError("bad_request", "the body is not UTF-8 encoded JSON") from None
+            return json.loads(text)
+        except RecursionError:
+            raise ApiError("bad_request", TOO_DEEP) from None
         except ValueError as exc:
             # The parser's message gives the position, never the payload itself.
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
 
     def predict(self, payload: Any) -> dict[str, Any]:
-        batch = self.validator.to_batch(rows_of(payload))
+        try:
+            batch = self.validator.to_batch(rows_of(payload))
+        except ApiError as exc:
+            # Valid rows are flat, so nesting is measured only on the way to an error answer.
+            if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
+                raise ApiError("bad_request", TOO_DEEP) from None
+            raise
         predictions = self.predictor.predict(batch)
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
-

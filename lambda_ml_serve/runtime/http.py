@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from lambda_ml_serve.runtime.errors import ApiError
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ def request_id_of(event: Any, fallback: str) -> str:
     """The Function URL's request id when the event carries one (so logs and answers match AWS's)."""
     found = _http_context(event)
     request_id = found[0].get("requestId") if found else None
-    return request_id if isinstance(request_id, str) and request_id else fallback
+    # It goes into a header and into messages: anything but an id-like token is not repeated.
+    return request_id if isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id) else fallback
 
 
 def parse_event(event: Any, request_id: str) -> Request:
