@@ -111,17 +111,21 @@ def _json_type(value: Any) -> str:
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether JSON ``value`` nests lists/objects more than ``limit`` levels deep (iteratively)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+    """Whether JSON ``value`` nests lists/objects more than ``limit`` levels deep.
+
+    Level by level, without recursion (the value may be nested as deep as the parser allowed).
+    """
+    level = [value] if value.__class__ is dict or value.__class__ is list else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            child
+            for item in level
+            for child in (item.values() if item.__class__ is dict else item)
+            if child.__class__ is dict or child.__class__ is list
+        ]
+    return bool(level)
 
 
 class RowValidator:
