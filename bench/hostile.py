@@ -32,13 +32,14 @@ def bodies() -> dict[str, Callable[[], bytes]]:
     return {
         "10,000 rows of 60 unknown keys": lambda: compact([unknown] * 10_000).encode(),
         "one 5.5 MB key": lambda: compact([{"k" * 5_500_000: 1}]).encode(),
+        "one key of 2,750,000 x é": lambda: compact([{"é" * 2_750_000: 1}], ensure_ascii=False).encode(),
         "2,800 keys of 1,000 x é": lambda: compact(
             [{"é" * 1_000 + str(i): 1 for i in range(2_800)}], ensure_ascii=False
         ).encode(),
         "5.6 MB value of é": lambda: compact([{"pH": "é" * 2_800_000}], ensure_ascii=False).encode(),
         "one row, 500,000 keys": lambda: compact([{f"k{i}": 0 for i in range(500_000)}]).encode(),
         "[ x 100,000": lambda: b"[" * 100_000 + b"]" * 100_000,
-        "samples.json in UTF-16": lambda: SAMPLES.read_text(encoding="utf-8").encode("utf-16"),
+        "samples.json in UTF-16 (LE, no BOM)": lambda: SAMPLES.read_text(encoding="utf-8").encode("utf-16-le"),
         "samples.json (valid, 2 rows)": SAMPLES.read_bytes,
     }
 

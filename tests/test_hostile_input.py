@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lambda_ml_serve.runtime import validation
 from lambda_ml_serve.runtime.app import App
-from lambda_ml_serve.runtime.errors import MAX_ERROR_BYTES, MAX_FIELD_CHARS
+from lambda_ml_serve.runtime.errors import MAX_ERROR_BYTES, MAX_FIELD_CHARS, ApiError, detail
 
 MARKER = "SECRET-MARKER-7f3a"
 
@@ -240,3 +240,14 @@ def test_utf16_and_utf32_bodies_are_400(wine_app, samples_body, encoding, as_bas
 def test_invalid_utf8_and_bom_are_400(wine_app, raw):
     event = raw_event(base64.b64encode(raw).decode(), is_base64=True)
     assert wine_app(event)["statusCode"] == 400
+
+
+def test_any_error_answer_is_bounded_by_the_framework():
+    # Whatever a caller puts into an ApiError, its body fits: details are cut, then dropped and counted.
+    details = [detail(i, "\u202e" + "é" * 10_000, "\x00" * 10_000) for i in range(5_000)]
+    body = ApiError("validation_error", "x" * 100_000, details, total=5_000).to_dict()
+    assert len(json.dumps(body)) <= MAX_ERROR_BYTES
+    error = body["error"]
+    assert error["message"].endswith(f"…; showing the first {len(error['details'])}")
+    assert 0 < len(error["details"]) < 50
+    assert error["details"][0]["field"].startswith("\\u202e") and len(error["details"][0]["field"]) == MAX_FIELD_CHARS

@@ -65,19 +65,17 @@ class ApiError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body, within :data:`MAX_ERROR_BYTES` whatever the message and details hold."""
-        details = [_bounded_detail(d) for d in self.details]
-        # Room for the suffix below; its numbers have at most 6 digits (MAX_ERROR_BYTES bounds them).
-        message = bounded_text(self.message, MAX_MESSAGE_CHARS - 40)
+        message = bounded_text(self.message, MAX_MESSAGE_CHARS - 40)  # room for the suffix below
         budget = MAX_ERROR_BYTES - _json_len({"error": {"type": self.type, "message": message, "details": []}}) - 40
-        shown = 0
-        for item in details:
+        shown: list[dict[str, Any]] = []
+        for item in map(_bounded_detail, self.details):
             budget -= _json_len(item) + 1
             if budget < 0:
                 break
-            shown += 1
-        if shown < max(self.total or 0, len(details)):
-            message += f"; showing the first {shown}"
-        return {"error": {"type": self.type, "message": message, "details": details[:shown]}}
+            shown.append(item)
+        if len(shown) < max(self.total or 0, len(self.details)):
+            message += f"; showing the first {len(shown)}"
+        return {"error": {"type": self.type, "message": message, "details": shown}}
 
 
 def _json_len(value: Any) -> int:
