@@ -41,6 +41,7 @@ def bodies() -> dict[str, Callable[[], bytes]]:
         "[ x 100,000": lambda: b"[" * 100_000 + b"]" * 100_000,
         "samples.json in UTF-16 (LE, no BOM)": lambda: SAMPLES.read_text(encoding="utf-8").encode("utf-16-le"),
         "samples.json (valid, 2 rows)": SAMPLES.read_bytes,
+        "10,000 valid rows": lambda: compact(json.loads(SAMPLES.read_bytes()) * 5_000).encode(),
     }
 
 
