@@ -72,7 +72,7 @@ def measure(case: str, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help="answer only this request (by name), in this process; prints JSON")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(measure(args.case, args.repeats)))
