@@ -9,10 +9,11 @@ Context values (``cdk deploy -c name=value``):
   model         the installed model to deploy (default ``wine_quality``)
   architecture  ``x86_64`` (default) or ``arm64`` (Graviton)
 
-cdk-nag's AWS Solutions checks run on every synth; a finding that is not acknowledged with a written
-reason (``Validations.of(construct).acknowledge(...)``) fails ``cdk synth`` and ``cdk deploy``. This
-stack has none to acknowledge: the function's role may only write to its own log group, and the
-invoker role may only call this one function through its URL.
+cdk-nag's AWS Solutions and Serverless checks run on every synth; a finding that is not acknowledged
+with a written reason (``Validations.of(construct).acknowledge(...)``) fails ``cdk synth`` and ``cdk
+deploy``. AWS Solutions finds nothing: the function's role may only write to its own log group, and the
+invoker role may only call this one function through its URL. Serverless's two findings (no dead-letter
+queue, no X-Ray tracing) are acknowledged below, each with its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from constructs import Construct
 from lambda_ml_serve_cdk import ModelFunction
 
@@ -43,6 +44,19 @@ class ModelServingStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.model = ModelFunction(self, "Model", model=model, architecture=architecture)
+        cdk.Validations.of(self.model.function).acknowledge(
+            cdk.Acknowledgment(
+                id="Serverless::Serverless-LambdaDLQ",
+                reason="Called synchronously through its Function URL only: failures go back to the caller. "
+                "A dead-letter queue holds failed asynchronous invocations, which this stack never makes; "
+                "ModelFunction(dead_letter_queue=...) adds one where an app invokes asynchronously.",
+            ),
+            cdk.Acknowledgment(
+                id="Serverless::Serverless-LambdaTracing",
+                reason="Every request is logged as one CloudWatch EMF record (request id, status, rows, latency); "
+                "X-Ray tracing would add a cost per request and an IAM wildcard for trace segments.",
+            ),
+        )
 
         self.invoker_role = iam.Role(
             self,
@@ -80,7 +94,7 @@ def build(app: cdk.App) -> ModelServingStack:
     )
     # cdk-nag 3 runs as a CDK policy-validation plugin: findings fail the synth, and a finding is
     # accepted only through Validations.of(construct).acknowledge(...) with a written reason.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True), ServerlessChecks(app, verbose=True))
     return stack
 
 

@@ -8,6 +8,7 @@ except in CI (``CI`` set), which installs both and where a missing install must 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -34,7 +35,12 @@ def _require(name: str) -> ModuleType:
 
 cdk = _require("aws_cdk")
 assertions = _require("aws_cdk.assertions")
+ec2 = _require("aws_cdk.aws_ec2")
 iam = _require("aws_cdk.aws_iam")
+kms = _require("aws_cdk.aws_kms")
+sqs = _require("aws_cdk.aws_sqs")
+cdk_nag = _require("cdk_nag")
+cfnlint_api = _require("cfnlint.api")
 lambda_ = _require("aws_cdk.aws_lambda")
 logs = _require("aws_cdk.aws_logs")
 lms_cdk = _require("lambda_ml_serve_cdk")
@@ -77,16 +83,31 @@ def new_app(tmp_path, context_root, monkeypatch):
     monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
     monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
 
+    apps = []
+
     def make(**context):
         context = {lms_cdk.CONTEXT_ROOT_KEY: str(context_root), **NO_STAGING, **context}
-        return cdk.App(outdir=str(tmp_path / "cdk.out"), context=context)
+        apps.append(cdk.App(outdir=str(tmp_path / "cdk.out"), context=context))
+        return apps[-1]
 
-    return make
+    yield make
+    # Every template a test synthesised passes cfn-lint, whatever else the test checked.
+    for app in apps:
+        with contextlib.suppress(RuntimeError):  # a cdk-nag finding the test provoked on purpose
+            app.synth()
+    for template in sorted((tmp_path / "cdk.out").glob("*.template.json")):
+        assert cfn_lint(json.loads(template.read_text(encoding="utf-8"))) == [], template.name
 
 
 @pytest.fixture
 def new_stack(new_app):
     return lambda: cdk.Stack(new_app(), "Test")
+
+
+def cfn_lint(template: dict) -> list[str]:
+    """cfn-lint's findings (errors, warnings and informational) on a synthesised template."""
+    matches = cfnlint_api.lint(json.dumps(template), config=cfnlint_api.ManualArgs(regions=["eu-west-1"]))
+    return [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
 
 
 def only(template, resource_type: str) -> dict:
@@ -209,6 +230,97 @@ def test_response_and_docs_props_set_the_function_environment(new_stack, wine_x8
         ModelFunction(bad, "Model", response="bare", context_dir=tmp_path / "context")
     with pytest.raises(ModelFunctionError, match=r"may not set LAMBDA_ML_SERVE_DOCS: it is set from the prop 'docs'"):
         ModelFunction(bad, "Other", environment={"LAMBDA_ML_SERVE_DOCS": "1"}, context_dir=tmp_path / "context")
+
+
+def test_function_depends_on_its_policy_not_redundantly_on_its_role(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model")
+    template = assertions.Template.from_stack(stack)
+    function = only(template, "AWS::Lambda::Function")
+    policy_id = stack.get_logical_id(model.role.node.find_child("DefaultPolicy").node.default_child)
+    # The Role property's GetAtt already orders the role first (cfn-lint W3005 otherwise).
+    assert function["DependsOn"] == [policy_id]
+    assert cfn_lint(template.to_json()) == []
+
+
+def secured_stack(new_app):
+    """A stack with a ModelFunction using every hardening prop, checked by both cdk-nag packs."""
+    app = new_app()
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app), cdk_nag.ServerlessChecks(app))
+    stack = cdk.Stack(app, "Secured", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    key = kms.Key(stack, "Key", enable_key_rotation=True)
+    queue = sqs.Queue(stack, "Failed", encryption_master_key=key, enforce_ssl=True)
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc",
+        vpc_id="vpc-0123456789abcdef0",
+        availability_zones=["eu-west-1a", "eu-west-1b"],
+        private_subnet_ids=["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
+    )
+    group = ec2.SecurityGroup(stack, "Egress", vpc=vpc, description="Outbound traffic of the model function")
+    model = ModelFunction(
+        stack,
+        "Model",
+        encryption_key=key,
+        dead_letter_queue=queue,
+        vpc=vpc,
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+        security_groups=[group],
+        reserved_concurrent_executions=20,
+    )
+    dlq_reason = "It is the function's dead-letter queue: a DLQ of its own would only move the same messages."
+    cdk.Validations.of(queue).acknowledge(
+        cdk.Acknowledgment(id="AwsSolutions-SQS3[]", reason=dlq_reason),
+        cdk.Acknowledgment(id="Serverless::Serverless-SQSRedrivePolicy", reason=dlq_reason),
+    )
+    cdk.Validations.of(model.function).acknowledge(
+        cdk.Acknowledgment(id="Serverless::Serverless-LambdaTracing", reason="The request log's EMF records suffice.")
+    )
+    return app, stack, key, queue, group
+
+
+@pytest.mark.slow
+def test_kms_dead_letter_queue_vpc_and_concurrency_props(new_app, tmp_path, wine_x86):
+    app, stack, key, queue, group = secured_stack(new_app)
+    template = assertions.Template.from_stack(stack)
+    key_arn = {"Fn::GetAtt": [stack.get_logical_id(key.node.default_child), "Arn"]}
+    queue_arn = {"Fn::GetAtt": [stack.get_logical_id(queue.node.default_child), "Arn"]}
+
+    function = only(template, "AWS::Lambda::Function")["Properties"]
+    assert function["KmsKeyArn"] == key_arn
+    assert function["DeadLetterConfig"] == {"TargetArn": queue_arn}
+    assert function["VpcConfig"]["SubnetIds"] == ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
+    assert function["VpcConfig"]["SecurityGroupIds"] == [
+        {"Fn::GetAtt": [stack.get_logical_id(group.node.default_child), "GroupId"]}
+    ]
+    assert function["ReservedConcurrentExecutions"] == 20
+    assert only(template, "AWS::Logs::LogGroup")["Properties"]["KmsKeyId"] == key_arn
+
+    statements = only(template, "AWS::IAM::Policy")["Properties"]["PolicyDocument"]["Statement"]
+    actions = {json.dumps(s["Action"]) for s in statements}
+    assert json.dumps("kms:Decrypt") in actions
+    assert any("sqs:SendMessage" in a for a in actions)
+    assert any("ec2:CreateNetworkInterface" in a for a in actions)
+    key_policy = only(template, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    (logs_statement,) = [s for s in key_policy if "kms:EncryptionContext:aws:logs:arn" in json.dumps(s)]
+    assert logs_statement["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+
+    app.synth()  # both cdk-nag packs: any finding not acknowledged with a reason fails here
+    report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
+    assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
+
+
+@pytest.mark.parametrize("prop", ["vpc_subnets", "security_groups"])
+def test_network_props_need_a_vpc(prop, tmp_path):
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path / "cdk.out")), "Test")
+    value = (
+        ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        if prop == "vpc_subnets"
+        else [ec2.SecurityGroup.from_security_group_id(stack, "Group", "sg-0123456789abcdef0")]
+    )
+    with pytest.raises(ModelFunctionError, match=rf"prop '{prop}' needs prop 'vpc'"):
+        ModelFunction(stack, "Model", context_dir=tmp_path / "context", **{prop: value})
+    assert not (tmp_path / "context").exists()
 
 
 @pytest.mark.slow
@@ -534,7 +646,7 @@ def test_example_app_role_url_and_outputs(new_app, wine_x86):
 
 
 @pytest.mark.slow
-def test_example_app_passes_cdk_nag_aws_solutions(new_app, tmp_path, wine_x86):
+def test_example_app_passes_cdk_nag_aws_solutions_and_serverless(new_app, tmp_path, wine_x86):
     app = new_app()
     load_example_app().build(app)
     app.synth()  # raises when a cdk-nag rule reports a finding that nobody acknowledged
@@ -551,8 +663,9 @@ def test_cdk_nag_gate_catches_a_finding(new_app, tmp_path, wine_x86):
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()
     report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
-    (nag,) = report["pluginReports"]
-    assert nag["pluginName"] == "AwsSolutions"
+    reports = {r["pluginName"]: r for r in report["pluginReports"]}
+    assert reports["Serverless"]["conclusion"] == "success"
+    nag = reports["AwsSolutions"]
     assert [v["ruleName"] for v in nag["violations"]] == [
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AdministratorAccess]"
     ]
@@ -589,6 +702,7 @@ def test_example_app_synthesises_with_the_cdk_cli(tmp_path, context_root, wine_x
     assert result.returncode == 0, f"cdk synth failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     template = json.loads((out / f"{EXAMPLE_STACK}.template.json").read_text())
+    assert cfn_lint(template) == []
     resources = template["Resources"].values()
     (function,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Lambda::Function"]
     assert function["PackageType"] == "Image"

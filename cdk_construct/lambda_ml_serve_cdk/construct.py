@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Annotations, Duration, Stage
+from aws_cdk import Acknowledgment, Annotations, Duration, Stack, Stage, Validations
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from lambda_ml_serve.bundling.context import PLATFORMS as DOCKER_PLATFORMS
@@ -74,6 +77,15 @@ class ModelFunction(Construct):
     :param force_render: render the build context even when an up-to-date one exists.
     :param artifact: a model file to serve instead of the plugin's own (same format and features), as
         ``lambda-ml-serve build --artifact``; its sha256 is what every answer's ``x-model-sha256`` names.
+    :param encryption_key: a KMS key that encrypts the log group and the environment variables; the
+        construct lets CloudWatch Logs (this region's, for this account's log groups) and the
+        function's role use it.
+    :param dead_letter_queue: an SQS queue that receives asynchronous invocations that failed every
+        attempt; the role may send to it.
+    :param vpc: run the function in this VPC (it then reaches the internet only through a NAT
+        gateway, and AWS services through endpoints); the role gets the network-interface permissions.
+    :param vpc_subnets: which of the VPC's subnets (default: its private subnets).
+    :param security_groups: the function's security groups (default: one that allows all outbound).
     :raises ModelFunctionError: at synth, for a prop that cannot work; the message names it.
     """
 
@@ -100,6 +112,11 @@ class ModelFunction(Construct):
         base_image: str | None = None,
         force_render: bool = False,
         artifact: str | Path | None = None,
+        encryption_key: kms.IKey | None = None,
+        dead_letter_queue: sqs.IQueue | None = None,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         architecture = architecture or lambda_.Architecture.X86_64
@@ -113,6 +130,7 @@ class ModelFunction(Construct):
         validation.check_concurrency(reserved_concurrent_executions, provisioned_concurrency)
         validation.check_max_rows(max_rows)
         validation.check_python_version(python_version)
+        validation.check_network(vpc, vpc_subnets, security_groups)
         validation.check_response(response)
         env = validation.function_environment(model, environment, max_rows, response=response, docs=docs)
         #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
@@ -131,7 +149,7 @@ class ModelFunction(Construct):
             artifact=Path(artifact).resolve() if artifact is not None else None,
         )
 
-        self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
+        self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention, encryption_key=encryption_key)
         # An own role rather than CDK's default, which attaches the managed AWSLambdaBasicExecutionRole
         # (writes to any log group; cdk-nag's AwsSolutions-IAM4): this one writes to its own group only.
         self.role = iam.Role(
@@ -141,6 +159,10 @@ class ModelFunction(Construct):
             description=f"Execution role of the lambda-ml-serve function serving {model}",
         )
         self.log_group.grant_write(self.role)
+        if encryption_key is not None:
+            self._allow_encryption(encryption_key)
+        if vpc is not None:
+            self._allow_network_interfaces()
 
         self.function = lambda_.DockerImageFunction(
             self,
@@ -158,7 +180,13 @@ class ModelFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             reserved_concurrent_executions=reserved_concurrent_executions,
+            environment_encryption=encryption_key,
+            dead_letter_queue=dead_letter_queue,
+            vpc=vpc,
+            vpc_subnets=vpc_subnets,
+            security_groups=list(security_groups) if security_groups else None,
         )
+        self._drop_redundant_role_dependency()
 
         target: lambda_.IFunction = self.function
         self.alias: lambda_.Alias | None = None
@@ -181,6 +209,56 @@ class ModelFunction(Construct):
                 f"The Function URL of model {model!r} has auth type NONE: anyone who finds the URL can "
                 "call it and you pay for every call. Prefer AWS_IAM (the default) and grant_invoke_url().",
             )
+
+    def _allow_encryption(self, key: kms.IKey) -> None:
+        """Let CloudWatch Logs encrypt this account's log groups with ``key``, and the role decrypt."""
+        stack = Stack.of(self)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                resources=["*"],  # in a key policy, "*" is the key itself
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+        key.grant_decrypt(self.role)
+
+    def _allow_network_interfaces(self) -> None:
+        """What AWSLambdaVPCAccessExecutionRole grants, on the construct's own role."""
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                resources=["*"],
+            )
+        )
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="Lambda creates and deletes the function's network interfaces itself; the EC2 "
+                "network-interface actions support no resource-level permissions, so Resource must be *.",
+            )
+        )
+
+    def _drop_redundant_role_dependency(self) -> None:
+        # Lambda's construct makes the function depend on its role, which the Role property's GetAtt
+        # already implies (cfn-lint W3005); the dependency on the role's policy is the one that matters.
+        function = self.function.node.default_child
+        policy = self.role.node.try_find_child("DefaultPolicy")
+        depends_on = [policy.node.default_child.logical_id] if policy is not None else []
+        function.add_override("DependsOn", depends_on)
 
     @staticmethod
     def _render(

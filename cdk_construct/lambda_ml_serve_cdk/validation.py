@@ -6,9 +6,10 @@ words about resources rather than props; here each message names the prop and wh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 
 from lambda_ml_serve.bundling.context import PYTHONS
@@ -150,3 +151,13 @@ def function_environment(
     if docs:
         env[DOCS_ENV] = "1"
     return env
+
+
+def check_network(
+    vpc: ec2.IVpc | None, subnets: ec2.SubnetSelection | None, security_groups: Sequence[ec2.ISecurityGroup] | None
+) -> None:
+    """Subnets and security groups only mean something inside a VPC."""
+    if vpc is None:
+        for prop, value in (("vpc_subnets", subnets), ("security_groups", security_groups)):
+            if value:
+                raise ModelFunctionError(f"prop {prop!r} needs prop 'vpc': without one the function runs in no VPC")

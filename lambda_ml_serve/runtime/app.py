@@ -24,6 +24,7 @@ from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.fast import FastPath
+from lambda_ml_serve.runtime.formats import MAX_DEPTH, nested_deeper_than
 from lambda_ml_serve.runtime.http import Answer, Request, parse_event, request_id_of, respond
 from lambda_ml_serve.runtime.items import answer_batch, is_batch_event
 from lambda_ml_serve.runtime.manifest import Manifest, find_manifest
@@ -55,6 +56,10 @@ DOCS_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
 }
+#: Methods an answer may name; anything else an event carries is not repeated back.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+NOT_UTF8 = "the body is not UTF-8 encoded JSON"
+TOO_DEEP = f"the body is JSON nested more than {MAX_DEPTH} levels deep; rows are flat objects of feature values"
 
 
 def choose_model(registry: Registry, name: str | None) -> RegisteredModel:
@@ -278,15 +283,15 @@ class App:
         if routes is None:
             raise ApiError(
                 "not_found",
-                f"no route {request.path!r}; POST / or /predict to predict, GET / for metadata, "
-                "GET /openapi.json for the API",
+                "no such path; POST / or /predict to predict, GET / for metadata, GET /openapi.json for the API",
             )
         handler = routes.get(request.method)
         if handler is None:
             allowed = ", ".join(routes)
             raise ApiError(
                 "method_not_allowed",
-                f"{request.method} is not allowed on {request.path}; use {allowed}",
+                f"{request.method if request.method in HTTP_METHODS else 'this method'} is not allowed on "
+                f"{request.path}; use {allowed}",
                 headers={"allow": allowed},
             )
         return handler(request)
@@ -298,11 +303,19 @@ class App:
     def _parse_body(body: bytes) -> Any:
         if not body.strip():
             raise ApiError("bad_request", 'the request body is empty; send JSON such as [{"feature": 1.0}]')
+        # JSON forbids raw NUL bytes; UTF-16 and UTF-32 text is full of them (json.loads on bytes would
+        # guess such an encoding and accept it).
+        if b"\x00" in body:
+            raise ApiError("bad_request", f"{NOT_UTF8}; it has NUL bytes, as UTF-16 and UTF-32 text does")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("bad_request", f"{NOT_UTF8}; byte {exc.start} is not valid UTF-8") from None
         try:
             # The stdlib parser measured faster than pydantic_core's here for row lists.
-            return json.loads(body)
-        except UnicodeDecodeError:
-            raise ApiError("bad_request", "the body is not UTF-8 encoded JSON") from None
+            return json.loads(text)
+        except RecursionError:
+            raise ApiError("bad_request", TOO_DEEP) from None
         except ValueError as exc:
             # The parser's message gives the position, never the payload itself.
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
@@ -313,7 +326,13 @@ class App:
 
     def predict(self, payload: Any) -> Any:
         """The answer to a body in any accepted format: the default object, or the bare array."""
-        return self._answer(self.predictions(formats.rows_of(payload, self.spec.feature_names)))
+        try:
+            return self._answer(self.predictions(formats.rows_of(payload, self.spec.feature_names)))
+        except ApiError as exc:
+            # Valid rows are flat, so nesting is measured only on the way to an error answer.
+            if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
+                raise ApiError("bad_request", TOO_DEEP) from None
+            raise
 
     def _answer(self, predictions: list[Any]) -> Any:
         if self.response == "predictions":
@@ -364,8 +383,7 @@ class App:
         if name != self.spec.name or version not in (None, self.spec.version):
             raise ApiError(
                 "not_found",
-                f"no model {name!r}{f' version {version!r}' if version else ''}; this function serves "
-                f"{self.spec.name!r} version {self.spec.version!r}",
+                f"no such model or version; this function serves {self.spec.name!r} version {self.spec.version!r}",
             )
         if action == "/infer":
             return {"POST": self._v2_infer}

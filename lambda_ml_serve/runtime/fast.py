@@ -379,7 +379,7 @@ class FastPath:
                 decoded = decoder.decode(body)
             except msgspec.ValidationError:
                 continue  # another spelling or shape may fit
-            except (msgspec.DecodeError, UnicodeError):
+            except (msgspec.DecodeError, UnicodeError, RecursionError):
                 return None  # not JSON msgspec reads: the full path says why, or reads it itself
             if isinstance(decoded, list):
                 return decoded

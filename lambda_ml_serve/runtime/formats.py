@@ -2,31 +2,41 @@
 
 Every format ends as the same list of rows (objects keyed by feature, or lists in feature order that
 become such objects), so the schema's validation and its 422 details (row and field) are the same
-whatever the client sent. Messages name keys, columns and positions, never submitted values.
+whatever the client sent. Messages name positions and counts; a key or column the client sent
+appears only as a detail's ``field`` (bounded by :class:`~lambda_ml_serve.runtime.errors.ApiError`),
+never a submitted value.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lambda_ml_serve.runtime.errors import ApiError, detail
+from lambda_ml_serve.runtime.errors import ApiError, detail, field_name
 
-#: The formats a POST to / or /predict may use, as the ambiguity message names them.
+#: The formats a POST to / or /predict may use, as the ambiguity message names them (error messages
+#: are cut at 300 characters, so the names stay short).
 FORMATS = (
-    "a list of rows",
-    '{"instances": [rows or lists in feature order]}',
-    "one row object",
-    '{"dataframe_split": {"columns", "data"}}',
-    '{"dataframe_records": [rows]}',
-    '{"inputs": lists or {column: values}}',
-    '{"column": {"0": value}} (pandas to_json)',
+    "[rows]",
+    '{"instances": [rows or lists]}',
+    "one row",
+    '{"dataframe_split"}',
+    '{"dataframe_records"}',
+    '{"inputs"}',
+    '{"column": {"0": value}}',
     '{"column": [values]}',
 )
-SHAPE_HINT = "send one of: " + "; ".join(FORMATS)
+SHAPE_HINT = "send one of: " + ", ".join(FORMATS)
 #: Top-level keys that name a format; each must come alone.
 WRAPPERS = ("instances", "dataframe_split", "dataframe_records", "inputs")
 MAX_ROW_DETAILS = 50
+#: JSON nested deeper than this is refused (400); valid rows are 3 levels deep at most.
+MAX_DEPTH = 64
 _CONTAINERS = frozenset({list, dict})
+
+
+def _keys(keys: list[Any], message: str) -> list[dict[str, Any]]:
+    """Details naming client keys as fields (bounded there), never in a message."""
+    return [detail(None, field_name((key,)), message) for key in keys[:MAX_ROW_DETAILS]]
 
 
 def rows_of(payload: Any, features: tuple[str, ...]) -> list[Any]:
@@ -45,12 +55,14 @@ def rows_of(payload: Any, features: tuple[str, ...]) -> list[Any]:
 def _rows_of_object(payload: dict[str, Any], features: tuple[str, ...]) -> list[Any]:
     wrappers = [k for k in WRAPPERS if k in payload]
     if wrappers:
-        extra = sorted(k for k in payload if k != wrappers[0])
+        extra = [k for k in payload if k != wrappers[0]]
         if extra:
             raise ApiError(
                 "validation_error",
-                f"unexpected top-level key(s) {', '.join(map(repr, extra))} beside {wrappers[0]!r}; "
-                f"send one format alone ({SHAPE_HINT})",
+                f"{len(extra)} unexpected top-level key(s) beside {wrappers[0]!r}; send one format alone "
+                f"({SHAPE_HINT})",
+                _keys(extra, "unexpected top-level key"),
+                total=len(extra),
             )
         key = wrappers[0]
         value = payload[key]
@@ -70,8 +82,7 @@ def _rows_of_object(payload: dict[str, Any], features: tuple[str, ...]) -> list[
         return _columns(payload, "the body")
     raise ApiError(
         "validation_error",
-        "ambiguous body: some values are lists or objects and some are single values, so it is "
-        f"neither one row nor columns; {SHAPE_HINT}",
+        f"ambiguous body: some values are lists or objects, some single values; {SHAPE_HINT}",
     )
 
 
@@ -79,11 +90,13 @@ def _split(value: Any) -> list[Any]:
     """MLflow's ``dataframe_split`` (pandas' split orient): ``columns``, ``data`` and optional ``index``."""
     if not isinstance(value, dict) or not isinstance(value.get("data"), list):
         raise ApiError("validation_error", "'dataframe_split' must be an object with a 'data' list (and 'columns')")
-    unknown = sorted(k for k in value if k not in ("columns", "data", "index"))
+    unknown = [k for k in value if k not in ("columns", "data", "index")]
     if unknown:
         raise ApiError(
             "validation_error",
-            f"'dataframe_split' has unknown key(s) {', '.join(map(repr, unknown))}; use columns, data, index",
+            f"'dataframe_split' has {len(unknown)} unknown key(s); use columns, data, index",
+            _keys(unknown, "unknown key of 'dataframe_split'"),
+            total=len(unknown),
         )
     data, columns = value["data"], value.get("columns")
     if columns is None:
@@ -106,11 +119,19 @@ def _columns(value: dict[str, Any], where: str) -> list[Any]:
     """A dict of equally long lists, one per column (``{"col": [v1, v2]}``)."""
     lengths = {k: len(v) if isinstance(v, list) else None for k, v in value.items()}
     if None in lengths.values():
-        column = next(k for k, n in lengths.items() if n is None)
-        raise ApiError("validation_error", f"column {column!r} of {where} must be a list of values")
+        columns = [k for k, n in lengths.items() if n is None]
+        raise ApiError(
+            "validation_error",
+            f"{len(columns)} column(s) of {where} are not lists of values",
+            _keys(columns, "must be a list of values"),
+            total=len(columns),
+        )
     if len(set(lengths.values())) > 1:
-        sizes = ", ".join(f"{k!r}: {n}" for k, n in list(lengths.items())[:10])
-        raise ApiError("validation_error", f"the columns of {where} have different lengths ({sizes})")
+        raise ApiError(
+            "validation_error",
+            f"the columns of {where} have different lengths",
+            [detail(None, field_name((k,)), f"{n} values") for k, n in list(lengths.items())[:MAX_ROW_DETAILS]],
+        )
     n = next(iter(lengths.values()), 0)
     return [{k: v[i] for k, v in value.items()} for i in range(n)]
 
@@ -122,8 +143,9 @@ def _column_orient(value: dict[str, dict[str, Any]]) -> list[Any]:
         if cells.keys() != set(index):
             raise ApiError(
                 "validation_error",
-                f"column {column!r} has other index labels than the first column; every column of "
-                "pandas' column orient must have the same index",
+                "a column has other index labels than the first column; every column of pandas' column "
+                "orient must have the same index",
+                _keys([column], "other index labels than the first column"),
             )
     return [{column: cells[i] for column, cells in value.items()} for i in index]
 
@@ -164,3 +186,21 @@ def examples(rows: list[dict[str, Any]], features: tuple[str, ...]) -> dict[str,
         "pandas_columns": {f: {str(i): row.get(f) for i, row in enumerate(rows)} for f in features},
         "columns": {f: [row.get(f) for row in rows] for f in features},
     }
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests lists/objects more than ``limit`` levels deep.
+
+    Level by level, without recursion (the value may be nested as deep as the parser allowed).
+    """
+    level = [value] if value.__class__ is dict or value.__class__ is list else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            child
+            for item in level
+            for child in (item.values() if item.__class__ is dict else item)
+            if child.__class__ is dict or child.__class__ is list
+        ]
+    return bool(level)

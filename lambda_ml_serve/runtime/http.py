@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +23,9 @@ from lambda_ml_serve.runtime.errors import ApiError
 
 URL, REST, ALB, BODY, DIRECT = "url", "rest", "alb", "body", "direct"
 _BODY_ONLY_KEYS = frozenset({"body", "isBase64Encoded"})
+#: What a request id must look like to be repeated in a header and in messages: a UUID (Function
+#: URLs, REST APIs, ALB traces) or base64 text (HTTP APIs' ``JKJaXmPLvHcESHA=``).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ def request_id_of(event: Any, fallback: str) -> str:
     """The event's own request id when it carries one (so logs and answers match AWS's)."""
     context = event.get("requestContext") if isinstance(event, dict) else None
     request_id = context.get("requestId") if isinstance(context, dict) else None
-    return request_id if isinstance(request_id, str) and request_id else fallback
+    # It goes into a header and into messages: anything but an id-like token is not repeated.
+    return request_id if isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id) else fallback
 
 
 def parse_event(event: Any, request_id: str) -> Request:

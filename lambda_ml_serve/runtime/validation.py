@@ -1,4 +1,10 @@
-"""Request body -> validated rows -> a float32 batch in the model's feature order."""
+"""Request body -> validated rows -> a float32 batch in the model's feature order.
+
+Validation is bounded whatever arrives: rows go to pydantic in chunks of at most :data:`CHUNK_KEYS`
+keys, so a failing call builds a bounded number of errors; the first failing chunk is then checked row
+by row, and checking stops once :data:`MAX_DETAILS` errors are found. Messages come from the error
+type and the field name (see :mod:`lambda_ml_serve.runtime.errors`), never from the submitted values.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,52 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
-from lambda_ml_serve.runtime.errors import ApiError, detail
+from lambda_ml_serve.runtime.errors import MAX_FIELD_CHARS, ApiError, detail, field_name, plugin_message
 from lambda_ml_serve.spec import Batch, ModelSpec
 
-#: More detail lines than this help nobody; the message says how many were left out.
+#: Validation stops after this many errors, and an answer lists at most this many.
 MAX_DETAILS = 50
+#: A row with more keys than this is refused as a whole (one error), without validating its fields.
+MAX_ROW_KEYS = 1024
+#: Keys handed to pydantic per call: bounds the errors (time, memory) one failing call can build.
+CHUNK_KEYS = 4096
+#: pydantic error types whose messages are written from the schema alone (bounds, expected types,
+#: allowed literals), never from the input; any other message is a plugin's and is filtered.
+SCHEMA_MESSAGES = frozenset(
+    {
+        "bool_parsing",
+        "bool_type",
+        "bytes_type",
+        "decimal_max_digits",
+        "decimal_max_places",
+        "decimal_parsing",
+        "decimal_type",
+        "decimal_whole_digits",
+        "dict_type",
+        "enum",
+        "finite_number",
+        "float_parsing",
+        "float_type",
+        "greater_than",
+        "greater_than_equal",
+        "int_from_float",
+        "int_parsing",
+        "int_parsing_size",
+        "int_type",
+        "less_than",
+        "less_than_equal",
+        "list_type",
+        "literal_error",
+        "multiple_of",
+        "none_required",
+        "string_pattern_mismatch",
+        "string_too_long",
+        "string_too_short",
+        "string_type",
+        "too_long",
+        "too_short",
+    }
+)
 
 
 def accepted_names(spec: ModelSpec) -> list[str]:
@@ -33,26 +80,35 @@ class RowValidator:
     """Validates rows against the model's pydantic schema and packs them for the backend."""
 
     def __init__(self, spec: ModelSpec, max_rows: int) -> None:
+        self._schema = spec.schema
         self._adapter = TypeAdapter(list[spec.schema])
         self._n_features = len(spec.schema.model_fields)
         self._names = accepted_names(spec)
         self.max_rows = max_rows
 
     def to_batch(self, rows: list[Any]) -> Batch:
-        """Validate every row (all errors at once, as one 422) and pack them in feature order."""
+        """Validate the rows (one 422 listing the first errors) and pack them in feature order."""
         return self.pack(self.validate(rows))
 
     def validate(self, rows: list[Any]) -> list[BaseModel]:
+        """The rows as schema instances; raises ApiError (413 too many rows, 422 invalid rows)."""
         if len(rows) > self.max_rows:
             raise ApiError(
                 "payload_too_large",
                 f"{len(rows)} rows is more than the maximum of {self.max_rows} per request; "
                 "split the rows over several requests",
             )
-        try:
-            return self._adapter.validate_python(rows)
-        except ValidationError as exc:
-            raise self._validation_error(exc) from None
+        widest = max(len(row) if isinstance(row, dict) else 1 for row in rows) or 1
+        if widest > MAX_ROW_KEYS:
+            raise self._validation_error(rows, 0)
+        step = max(1, CHUNK_KEYS // widest)
+        models: list[BaseModel] = []
+        for start in range(0, len(rows), step):
+            try:
+                models += self._adapter.validate_python(rows[start : start + step])
+            except ValidationError:
+                raise self._validation_error(rows, start) from None
+        return models
 
     def pack(self, models: list[BaseModel]) -> Batch:
         values = array("f")
@@ -64,29 +120,51 @@ class RowValidator:
                 values.fromlist([math.nan if v is None else v for v in row])
         return Batch(values, len(models), self._n_features)
 
-    def _validation_error(self, exc: ValidationError) -> ApiError:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        details = [self._detail(e) for e in errors[:MAX_DETAILS]]
-        rows = sorted({d["row"] for d in details if d["row"] is not None})
-        message = f"{exc.error_count()} invalid value(s) in {len(rows)} row(s)"
-        if exc.error_count() > MAX_DETAILS:
-            message += f"; showing the first {MAX_DETAILS}"
-        return ApiError("validation_error", message, details)
+    def _validation_error(self, rows: list[Any], start: int) -> ApiError:
+        """Check rows one by one from ``start`` (the first failing chunk) until MAX_DETAILS errors."""
+        details: list[dict[str, Any]] = []
+        count = bad_rows = 0
+        index = start
+        for index in range(start, len(rows)):
+            if len(details) >= MAX_DETAILS:
+                break
+            row = rows[index]
+            if isinstance(row, dict) and len(row) > MAX_ROW_KEYS:
+                message = f"a row may have at most {MAX_ROW_KEYS} keys; this one has {len(row)}"
+                details.append(detail(index, None, message))
+                count, bad_rows = count + 1, bad_rows + 1
+                continue
+            try:
+                self._schema.model_validate(row)
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False, include_context=False)
+                details += [self._detail(index, e) for e in errors[: MAX_DETAILS - len(details)]]
+                count, bad_rows = count + len(errors), bad_rows + 1
+        else:
+            index = len(rows)
+        if index < len(rows):
+            message = (
+                f"at least {count} invalid value(s) in {bad_rows} row(s); validation stops after "
+                f"{MAX_DETAILS} errors, so rows from {index} on were not checked"
+            )
+        else:
+            message = f"{count} invalid value(s) in {bad_rows} row(s)"
+        return ApiError("validation_error", message, details, total=count)
 
-    def _detail(self, error: Any) -> dict[str, Any]:
-        loc = error["loc"]
-        row = loc[0] if loc and isinstance(loc[0], int) else None
-        field_path = [str(p) for p in loc[1:]] if row is not None else [str(p) for p in loc]
-        field = ".".join(field_path) or None
-        message = error["msg"]
-        if error["type"] == "extra_forbidden" and field is not None:
-            close = get_close_matches(field, self._names, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else "remove it"
-            message = f"unknown field; {hint}"
-        elif error["type"] == "missing":
+    def _detail(self, row: int, error: Any) -> dict[str, Any]:
+        loc, kind = error["loc"], error["type"]
+        field = field_name(loc)
+        if kind == "extra_forbidden" and loc:
+            key = str(loc[-1])
+            close = get_close_matches(key, self._names, n=1, cutoff=0.6) if len(key) <= MAX_FIELD_CHARS else []
+            message = f"unknown field; did you mean {close[0]!r}?" if close else "unknown field; remove it"
+        elif kind == "missing":
             message = "required field is missing"
-        elif error["type"] == "model_type" and field is None:
+        elif kind == "model_type" and not loc:
             message = "each row must be a JSON object of feature names to values"
-        elif error["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
+        elif kind in SCHEMA_MESSAGES:
+            message = error["msg"]
+        else:  # a plugin's validator wrote it (value_error, assertion_error, custom errors)
+            text = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            message = plugin_message(text, error.get("input"))
         return detail(row, field, message)
