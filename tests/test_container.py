@@ -7,43 +7,42 @@ both). Skipped without an engine locally; with CI set, a missing engine fails th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import REPO, post_when_up, url_event
+from conftest import post_when_up, url_event
 
-from lambda_ml_serve.bundling.context import render_build_context
-from lambda_ml_serve.bundling.docker import build_image, find_engine
+from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, render_build_context
+from lambda_ml_serve.bundling.docker import build_image
 from lambda_ml_serve.local.container import RieContainer, free_port
 
 pytestmark = pytest.mark.container
-STANDIN = os.environ.get("LMS_STANDIN_TAG", "lambda-ml-serve/standin-python:3.11")
+pytest_plugins = ["container_fixtures"]
 TAG = "lambda-ml-serve-test/wine_quality:latest"
 
 
-@pytest.fixture(scope="module")
-def engine():
-    found = find_engine()
-    if found is None:
-        message = "no Docker engine reachable (run `eval \"$(.ci/docker-up)\"`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    subprocess.run([str(REPO / "tests/container/standin/build.sh")], check=True, capture_output=True)
-    return found
+def dangling_bytecode_stages() -> set[str]:
+    listing = ["docker", "images", "-q", "--filter", "dangling=true", "--filter", f"label={BYTECODE_STAGE_LABEL}"]
+    return set(subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split())
 
 
 @pytest.fixture(scope="module")
-def image(engine, tmp_path_factory):
+def image(standin, tmp_path_factory):
     context = render_build_context(
-        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=STANDIN
+        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=standin
     )
     lines: list[str] = []
+    before = dangling_bytecode_stages()
     build_image(context, TAG, progress=lines.append)
+    output = "\n".join(lines)
+    # What a newcomer saw on every build: a builder choice they never made, a warning per RUN step,
+    # and one untagged image of the bytecode stage left behind.
+    assert "DOCKER_BUILDKIT" not in output and "DEPRECATED" not in output
+    assert "IPv4 forwarding is disabled" not in output
+    assert dangling_bytecode_stages() <= before
     yield TAG
     subprocess.run(["docker", "rmi", "-f", TAG], capture_output=True)
 
@@ -117,9 +116,8 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
     assert running() == before, "serve --image left its container running"
 
 
-
-def test_compiled_image_answers_like_xgboost(engine, tmp_path, wine_app, samples_body):
-    context = render_build_context("wine_quality", tmp_path / "compiled", python="3.11", base_image=STANDIN,
+def test_compiled_image_answers_like_xgboost(standin, tmp_path, wine_app, samples_body):
+    context = render_build_context("wine_quality", tmp_path / "compiled", python="3.11", base_image=standin,
                                    backend="compiled")  # fmt: skip
     tag = "lambda-ml-serve-test/wine_quality:compiled"
     build_image(context, tag, progress=lambda line: None)

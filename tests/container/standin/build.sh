@@ -2,7 +2,8 @@
 # Build a local stand-in for the AWS Lambda Python 3.11 base image
 # (public.ecr.aws/lambda/python:3.11), which cannot be pulled here.
 #
-#   Debian bookworm minbase + python3 (debootstrap, imported with docker import)
+#   Debian bookworm minbase + python3 (debootstrap, loaded as an image archive
+#   whose config names the target architecture: image_archive.py)
 #   + awslambdaric (PyPI wheels, installed on the host into /var/runtime)
 #   + the AWS Lambda Runtime Interface Emulator (from the aws-sam-cli wheel)
 #   + the official image's entrypoint contract (see README.md)
@@ -14,7 +15,12 @@
 #
 # Environment:
 #   DOCKER_HOST              engine to use (e.g. from .ci/docker-up)
-#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:3.11)
+#   LMS_STANDIN_ARCH         target: x86_64 or arm64 (default: this host's). A
+#                            foreign one needs qemu-user-static and binfmt_misc's
+#                            entry for it (.ci/qemu-binfmt): debootstrap's second
+#                            stage runs the target's binaries
+#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:3.11, with
+#                            -arm64 or -x86_64 appended for a foreign target)
 #   LMS_CACHE                cache dir (~/.cache/lambda-ml-serve)
 #   LMS_DEBIAN_MIRROR        Debian mirror (default: the one apt uses)
 #   LMS_STANDIN_EXTRA_PACKAGES  extra Debian packages for the rootfs, comma
@@ -24,7 +30,6 @@
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:3.11}"
 CACHE="${LMS_CACHE:-${HOME:-/root}/.cache/lambda-ml-serve}"
 SUITE=bookworm
 PYVER=3.11
@@ -45,7 +50,7 @@ for arg in "$@"; do
   case "$arg" in
     --rebuild) rebuild=1 ;;
     --no-cache) rebuild=1; nocache=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
 done
@@ -60,10 +65,23 @@ docker info >/dev/null 2>&1 ||
 command -v python3 >/dev/null 2>&1 || die "python3 not found on the host"
 
 case "$(uname -m)" in
-  x86_64) DEB_ARCH=amd64; RIE_ARCH=x86_64; WHEEL_PLATFORM=manylinux2014_x86_64 ;;
-  aarch64) DEB_ARCH=arm64; RIE_ARCH=arm64; WHEEL_PLATFORM=manylinux2014_aarch64 ;;
-  *) die "unsupported architecture $(uname -m)" ;;
+  x86_64) HOST_ARCH=x86_64 ;;
+  aarch64) HOST_ARCH=arm64 ;;
+  *) die "unsupported host architecture $(uname -m)" ;;
 esac
+ARCH="${LMS_STANDIN_ARCH:-$HOST_ARCH}"
+case "$ARCH" in
+  x86_64) DEB_ARCH=amd64; RIE_ARCH=x86_64; WHEEL_PLATFORM=manylinux2014_x86_64; QEMU=qemu-x86_64 ;;
+  arm64) DEB_ARCH=arm64; RIE_ARCH=arm64; WHEEL_PLATFORM=manylinux2014_aarch64; QEMU=qemu-aarch64 ;;
+  *) die "LMS_STANDIN_ARCH must be x86_64 or arm64, not '$ARCH'" ;;
+esac
+if [[ "$ARCH" == "$HOST_ARCH" ]]; then
+  TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:$PYVER}"
+else
+  TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:$PYVER-$ARCH}"
+  grep -qx enabled "/proc/sys/fs/binfmt_misc/$QEMU" 2>/dev/null ||
+    die "a $ARCH stand-in on this $HOST_ARCH host needs qemu: binfmt_misc has no enabled $QEMU entry (run .ci/qemu-binfmt)"
+fi
 
 include_pkgs="python3"
 if [[ -n "$EXTRA_PACKAGES" ]]; then
@@ -76,7 +94,7 @@ ROOTFS_IMAGE="lambda-ml-serve/standin-rootfs:$ROOTFS_KEY"
 RECIPE="$(
   {
     printf '%s|%s|%s|%s|%s\n' "$ROOTFS_KEY" "$RIC_VERSION" "$SAM_VERSION" "$WHEEL_PLATFORM" "$TAG"
-    cat "$HERE/build.sh" "$HERE/Dockerfile" "$HERE"/files/*
+    cat "$HERE/build.sh" "$HERE/Dockerfile" "$HERE/image_archive.py" "$HERE"/files/*
   } | sha
 )"
 
@@ -211,9 +229,11 @@ make_rootfs() {
 
 if ((rebuild)) || ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
   [[ -s "$ROOTFS_TAR" ]] || make_rootfs
-  say "importing rootfs as $ROOTFS_IMAGE"
-  docker import --message "debootstrap $SUITE minbase +$include_pkgs" - "$ROOTFS_IMAGE" \
-    <"$ROOTFS_TAR" >/dev/null || die "docker import failed"
+  say "loading rootfs as $ROOTFS_IMAGE ($DEB_ARCH)"
+  python3 "$HERE/image_archive.py" "$ROOTFS_TAR" "$ROOTFS_IMAGE" "$DEB_ARCH" "$WORK/rootfs-image.tar" ||
+    die "writing the image archive of the rootfs failed"
+  docker load --quiet --input "$WORK/rootfs-image.tar" >/dev/null || die "docker load of the rootfs failed"
+  rm -f "$WORK/rootfs-image.tar"
 else
   say "rootfs image $ROOTFS_IMAGE present"
 fi
@@ -283,7 +303,7 @@ chmod -R u=rwX,go=rX "$O"
 say "building $TAG"
 # The classic builder works with every client/engine pairing used here and
 # the Dockerfile has no RUN step, so BuildKit buys nothing.
-if ! DOCKER_BUILDKIT=0 docker build --quiet --force-rm \
+if ! DOCKER_BUILDKIT=0 docker build --quiet --force-rm --platform "linux/$DEB_ARCH" \
   --build-arg "ROOTFS_IMAGE=$ROOTFS_IMAGE" \
   --label "$LABEL_KEY=$RECIPE" \
   --label "org.lambda-ml-serve.standin.awslambdaric=$RIC_VERSION" \
