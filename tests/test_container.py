@@ -113,6 +113,9 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    # The function's own JSON log lines reach the terminal, as with in-process serving.
+    logged = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    assert [(r["status"], r["rows"]) for r in logged if "request_id" in r] == [(200, 2), (422, 0)]
     assert running() == before, "serve --image left its container running"
 
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, TextIO
 
 from lambda_ml_serve.errors import LambdaMLServeError
 
@@ -36,11 +36,29 @@ def free_port() -> int:
 
 
 class RieContainer:
-    """``with RieContainer(tag) as fn: fn.invoke(event)`` — one container, removed on exit."""
+    """``with RieContainer(tag) as fn: fn.invoke(event)`` — one container, removed on exit.
 
-    def __init__(self, image: str, *, env: dict[str, str] | None = None, docker_host: str | None = None) -> None:
+    ``volumes`` maps host folders to container paths (mounted read-only, e.g. an unpacked zip as
+    ``/var/task``); ``handler`` replaces the image's CMD; ``log_stream`` receives the container's
+    output (the function's log lines) as it comes.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        env: dict[str, str] | None = None,
+        docker_host: str | None = None,
+        volumes: dict[str, str] | None = None,
+        handler: str | None = None,
+        log_stream: TextIO | None = None,
+    ) -> None:
         self.image = image
         self.env = env or {}
+        self.volumes = volumes or {}
+        self.handler = handler
+        self.log_stream = log_stream
+        self._follower: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self._api_port = free_port()
         self._docker = shutil.which("docker")
@@ -54,8 +72,9 @@ class RieContainer:
         return f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
 
     def _docker_run(self, *args: str, timeout: float = 60) -> str:
-        result = subprocess.run([self._docker, *args], capture_output=True, text=True,
-                                env=self._proc_env, timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            [self._docker, *args], capture_output=True, text=True, env=self._proc_env, timeout=timeout
+        )
         if result.returncode != 0:
             raise ContainerError(f"docker {args[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
         return result.stdout.strip()
@@ -68,7 +87,17 @@ class RieContainer:
             "LMS_RIE_RUNTIME_API_ADDRESS": f"127.0.0.1:{self._api_port}",
         }.items():
             env_args += ["-e", f"{key}={value}"]
-        self.container_id = self._docker_run("run", "-d", "--network", "host", *env_args, self.image)
+        for source, target in self.volumes.items():
+            env_args += ["--volume", f"{source}:{target}:ro"]
+        command = [self.handler] if self.handler else []
+        self.container_id = self._docker_run("run", "-d", "--network", "host", *env_args, self.image, *command)
+        if self.log_stream is not None:
+            self._follower = subprocess.Popen(
+                [self._docker, "logs", "--follow", self.container_id],
+                stdout=self.log_stream,
+                stderr=self.log_stream,
+                env=self._proc_env,
+            )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -95,14 +124,20 @@ class RieContainer:
     def logs(self) -> str:
         if self.container_id is None:
             return ""
-        result = subprocess.run([self._docker, "logs", self.container_id], capture_output=True, text=True,
-                                env=self._proc_env, timeout=30)  # fmt: skip
+        result = subprocess.run(
+            [self._docker, "logs", self.container_id], capture_output=True, text=True, env=self._proc_env, timeout=30
+        )
         return (result.stdout + result.stderr)[-2000:]
 
     def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.terminate()
+            self._follower.wait(timeout=30)
+            self._follower = None
         if self.container_id is not None:
-            subprocess.run([self._docker, "rm", "-f", self.container_id], capture_output=True,
-                           env=self._proc_env, timeout=60)  # fmt: skip
+            subprocess.run(
+                [self._docker, "rm", "-f", self.container_id], capture_output=True, env=self._proc_env, timeout=60
+            )
             self.container_id = None
 
     def __enter__(self) -> RieContainer:

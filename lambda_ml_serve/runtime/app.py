@@ -141,7 +141,7 @@ class App:
             status, payload, headers = self._route(parse_event(event, request_id))
             rows = len(payload.get("predictions", ()))
         except ApiError as exc:
-            status, payload, headers = exc.status, exc.to_dict(), exc.headers
+            status, payload, headers, rows = exc.status, exc.to_dict(), exc.headers, exc.rows
         except Exception as exc:  # the client gets no stack trace; the log keeps it
             error_log = "".join(traceback.format_exception(exc)).rstrip()
             error = ApiError("internal_error", f"internal error; quote request id {request_id}")
@@ -192,7 +192,12 @@ class App:
             raise ApiError("bad_request", f"the body is not valid JSON: {exc}") from None
 
     def predict(self, payload: Any) -> dict[str, Any]:
-        batch = self.validator.to_batch(rows_of(payload))
+        rows = rows_of(payload)
+        try:
+            batch = self.validator.to_batch(rows)
+        except ApiError as exc:
+            exc.rows = len(rows)  # the log line counts the rows sent, answered or not
+            raise
         predictions = self.predictor.predict(batch)
         return {"model": self.spec.name, "version": self.spec.version, "predictions": predictions}
 

@@ -24,6 +24,8 @@ class ApiError(Exception):
     message: str
     details: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    #: How many rows the request carried (0 when it got no further than its body), for the log line.
+    rows: int = 0
 
     @property
     def status(self) -> int:
