@@ -7,6 +7,7 @@ both). Skipped without an engine locally; with CI set, a missing engine fails th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -21,7 +22,8 @@ from lambda_ml_serve.local.container import RieContainer, free_port
 
 pytestmark = pytest.mark.container
 pytest_plugins = ["container_fixtures"]
-TAG = "lambda-ml-serve-test/wine_quality:latest"
+# One tag per run: engineers and CI runs sharing an engine must not see each other's containers.
+TAG = f"lambda-ml-serve-test/wine_quality:run-{os.getpid()}"
 
 
 def dangling_bytecode_stages() -> set[str]:

@@ -135,8 +135,7 @@ def _compile_bytecode(ctx: BuildContext) -> bool:
     ``/var/task`` is read-only on Lambda, so without ``.pyc`` files every cold start compiles what it
     imports (a SnapStart snapshot holds the compiled modules either way).
     """
-    wanted = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    interpreter = sys.executable if wanted == ctx.python else shutil.which(f"python{ctx.python}")
+    interpreter = _interpreter(ctx.python)
     if interpreter is None:
         return False
     result = subprocess.run(
@@ -157,6 +156,21 @@ def _compile_bytecode(ctx: BuildContext) -> bool:
     if result.returncode != 0:
         raise BuildError(f"compiling the bytecode with {interpreter} failed: {result.stdout.strip()[-300:]}")
     return True
+
+
+def _interpreter(python: str) -> str | None:
+    """A CPython ``python`` on this host (this one, else ``pythonX.Y`` on PATH that really runs), or None."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == python:
+        return sys.executable
+    found = shutil.which(f"python{python}")
+    if found is None:
+        return None
+    probe = "import sys, platform; print(platform.python_implementation(), '%d.%d' % sys.version_info[:2])"
+    try:
+        result = subprocess.run([found, "-c", probe], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found if result.stdout.split() == ["CPython", python] else None
 
 
 def _zip_members(ctx: BuildContext) -> list[tuple[str, Path]]:
