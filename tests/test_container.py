@@ -89,8 +89,12 @@ def test_image_is_lean(image):
         "print(json.dumps({'installed': [m for m in ('pandas', 'sklearn', 'boto3', 'pip') if u.find_spec(m)],"
         "'imported': [m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules]}))"
     )
-    result = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c",
-                             probe], capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"installed": [], "imported": []}
 
@@ -122,8 +126,9 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
 
 
 def test_compiled_image_answers_like_xgboost(standin, tmp_path, wine_app, samples_body):
-    context = render_build_context("wine_quality", tmp_path / "compiled", python="3.11", base_image=standin,
-                                   backend="compiled")  # fmt: skip
+    context = render_build_context(
+        "wine_quality", tmp_path / "compiled", python="3.11", base_image=standin, backend="compiled"
+    )
     tag = "lambda-ml-serve-test/wine_quality:compiled"
     build_image(context, tag, progress=lambda line: None)
     try:
@@ -137,3 +142,28 @@ def test_compiled_image_answers_like_xgboost(standin, tmp_path, wine_app, sample
             assert container.invoke(url_event("[]"))["statusCode"] == 422
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_unreachable_default_base_names_base_image(engine, tmp_path):
+    """README command 1 with an engine but no registry: the error says how to name a base that is there."""
+    command = [
+        sys.executable,
+        "-m",
+        "lambda_ml_serve.cli",
+        "build",
+        "wine_quality",
+        "--backend",
+        "compiled",
+        "--output",
+        str(tmp_path / "ctx"),
+        "--tag",
+        f"lambda-ml-serve-test/unbuilt:{os.getpid()}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: docker build of lambda-ml-serve-test/unbuilt:")
+    assert (
+        "the base image public.ecr.aws/lambda/python:3.12 for linux/amd64 is not in the engine's image store" in error
+    )
+    assert error.endswith("docker pull or docker load it, or pass --base-image IMAGE")
