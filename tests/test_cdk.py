@@ -381,8 +381,8 @@ class CountingRender:
         self.calls: list[dict] = []
         self.fail = False
 
-    def __call__(self, model, output, *, arch, python, base_image, force, registry) -> BuildContext:
-        self.calls.append({"output": output, "base_image": base_image, "force": force})
+    def __call__(self, model, output, *, arch, python, base_image, force, registry, backend=None) -> BuildContext:
+        self.calls.append({"output": output, "base_image": base_image, "force": force, "backend": backend})
         if self.fail:
             raise VendorError("pip install failed:\nERROR: network unreachable")
         output.mkdir(parents=True, exist_ok=True)
@@ -394,7 +394,7 @@ class CountingRender:
             version="1.0.0",
             plugin=model,
             arch=arch,
-            backend="xgboost",
+            backend=backend or "xgboost",
             platform=PLATFORMS[arch],
             python=python,
             base_image=base_image or "base",
