@@ -230,7 +230,9 @@ def build(
         given = [option for option, value in image_only.items() if value] + (["--no-docker"] if no_docker else [])
         if given:
             raise click.ClickException(f"{', '.join(given)} only apply to --package image")
-        built = build_zip(model, output, arch=arch, python=python_version, backend=backend, registry=registry)
+        built = build_zip(
+            model, output, arch=arch, python=python_version, backend=backend, registry=registry, force=force
+        )
         click.echo(f"Wrote {describe(built)}")
         return
 

@@ -91,6 +91,14 @@ def test_zip_output_must_be_a_zip_file(tmp_path):
         build_zip("wine_quality", tmp_path / "folder.zip")
 
 
+def test_a_foreign_file_is_not_replaced_without_force(tmp_path):
+    precious = tmp_path / "mine.zip"
+    precious.write_bytes(b"not a deployment zip")
+    with pytest.raises(BuildError, match=r"mine\.zip exists and was not written by lambda-ml-serve build; .*--force"):
+        build_zip("wine_quality", precious)
+    assert precious.read_bytes() == b"not a deployment zip"
+
+
 def test_image_only_options_are_refused_with_zip(tmp_path):
     command = [
         sys.executable,

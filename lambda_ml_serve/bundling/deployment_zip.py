@@ -84,18 +84,25 @@ def build_zip(
     python: str = DEFAULT_PYTHON,
     backend: str | None = None,
     registry: Registry | None = None,
+    force: bool = False,
 ) -> DeploymentZip:
     """Render ``model``'s serving content and write it as the deployment zip ``output``.
 
     Every check of ``render_build_context`` applies; then the unzipped size is checked against
     Lambda's 250 MB limit (the refusal names the largest packages). Nothing is left at ``output``
-    or beside it unless the whole zip was written.
+    or beside it unless the whole zip was written, and an existing file that is not a zip this
+    function wrote is replaced only with ``force``.
     """
     output = Path(output).absolute()
     if output.suffix != ".zip":
         raise BuildError(f"{output} does not end in .zip; choose another --output")
     if output.is_dir():
         raise BuildError(f"{output} is a folder; choose a .zip file as --output")
+    if output.exists() and not force and not _written_here(output):
+        raise BuildError(
+            f"{output} exists and was not written by lambda-ml-serve build; choose another --output, "
+            "or pass --force to replace it"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
         ctx = render_build_context(
@@ -156,6 +163,14 @@ def _compile_bytecode(ctx: BuildContext) -> bool:
     if result.returncode != 0:
         raise BuildError(f"compiling the bytecode with {interpreter} failed: {result.stdout.strip()[-300:]}")
     return True
+
+
+def _written_here(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return f"{HANDLER_MODULE}.py" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _interpreter(python: str) -> str | None:
