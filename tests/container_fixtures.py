@@ -17,6 +17,7 @@ from lambda_ml_serve.bundling.docker import Engine, find_engine
 
 STANDIN = os.environ.get("LMS_STANDIN_TAG", "lambda-ml-serve/standin-python:3.11")
 STANDIN_ARM64 = os.environ.get("LMS_STANDIN_ARM64_TAG", "lambda-ml-serve/standin-python:3.11-arm64")
+STANDIN_313 = os.environ.get("LMS_STANDIN_313_TAG", "lambda-ml-serve/standin-python:3.13")
 QEMU_ENTRY = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 
@@ -26,8 +27,10 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def build_standin(tag: str, arch: str | None = None) -> None:
-    env = {**os.environ, "LMS_STANDIN_TAG": tag, **({"LMS_STANDIN_ARCH": arch} if arch else {})}
+def build_standin(tag: str, arch: str | None = None, python: str | None = None) -> None:
+    env = {**os.environ, "LMS_STANDIN_TAG": tag}
+    env.update({"LMS_STANDIN_ARCH": arch} if arch else {})
+    env.update({"LMS_STANDIN_PYTHON": python} if python else {})
     result = subprocess.run([str(REPO / "tests/container/standin/build.sh")], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -56,3 +59,10 @@ def arm64_standin(engine: Engine) -> str:
         unavailable("qemu-aarch64 is not registered in binfmt_misc with the F flag (run .ci/qemu-binfmt)")
     build_standin(STANDIN_ARM64, "arm64")
     return STANDIN_ARM64
+
+
+@pytest.fixture(scope="session")
+def standin_313(engine: Engine) -> str:
+    """A Python 3.13 stand-in (Debian trixie): the newest Python Debian packages, for a 3.12+ target."""
+    build_standin(STANDIN_313, python="3.13")
+    return STANDIN_313

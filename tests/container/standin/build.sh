@@ -19,7 +19,8 @@
 #                            foreign one needs qemu-user-static and binfmt_misc's
 #                            entry for it (.ci/qemu-binfmt): debootstrap's second
 #                            stage runs the target's binaries
-#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:3.11, with
+#   LMS_STANDIN_PYTHON       3.11 (default; Debian bookworm) or 3.13 (Debian trixie)
+#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:PYTHON, with
 #                            -arm64 or -x86_64 appended for a foreign target)
 #   LMS_CACHE                cache dir (~/.cache/lambda-ml-serve)
 #   LMS_DEBIAN_MIRROR        Debian mirror (default: the one apt uses)
@@ -31,8 +32,14 @@ set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${LMS_CACHE:-${HOME:-/root}/.cache/lambda-ml-serve}"
-SUITE=bookworm
-PYVER=3.11
+PYVER="${LMS_STANDIN_PYTHON:-3.11}"
+# The Debian release whose python3 is that version (Debian packages no 3.12).
+case "$PYVER" in
+  3.11) SUITE=bookworm ;;
+  3.13) SUITE=trixie ;;
+  *) printf 'standin: ERROR: LMS_STANDIN_PYTHON must be 3.11 (bookworm) or 3.13 (trixie), not %s\n' "$PYVER" >&2; exit 1 ;;
+esac
+ABI="cp${PYVER/./}"
 RIC_VERSION="${LMS_AWSLAMBDARIC_VERSION:-4.2.2}"
 SAM_VERSION="${LMS_SAM_CLI_VERSION:-1.170.0}"
 EXTRA_PACKAGES="${LMS_STANDIN_EXTRA_PACKAGES:-}"
@@ -50,7 +57,7 @@ for arg in "$@"; do
   case "$arg" in
     --rebuild) rebuild=1 ;;
     --no-cache) rebuild=1; nocache=1 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
 done
@@ -193,6 +200,8 @@ detect_mirror() {
   done
 }
 MIRROR="${LMS_DEBIAN_MIRROR:-$(detect_mirror | awk 'NR == 1')}"
+# A host of another release lists only its own suite; the archive serves every release.
+[[ -n "$MIRROR" ]] || MIRROR="$(SUITE="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" detect_mirror | awk 'NR == 1')"
 [[ -n "$MIRROR" ]] || die "no Debian mirror for $SUITE in /etc/apt/sources.list*; set LMS_DEBIAN_MIRROR"
 
 # ------------------------------------------------------------------ rootfs ---
@@ -239,14 +248,14 @@ else
 fi
 
 # ------------------------------------------------------------- downloads ---
-WHEELS="$SCACHE/wheels/awslambdaric-$RIC_VERSION-cp311-$WHEEL_PLATFORM"
+WHEELS="$SCACHE/wheels/awslambdaric-$RIC_VERSION-$ABI-$WHEEL_PLATFORM"
 if [[ ! -f "$WHEELS/.complete" ]]; then
-  say "downloading awslambdaric==$RIC_VERSION wheels (cp311, $WHEEL_PLATFORM)"
+  say "downloading awslambdaric==$RIC_VERSION wheels ($ABI, $WHEEL_PLATFORM)"
   rm -rf "$WHEELS"
   mkdir -p "$WHEELS"
   "${PIP[@]}" download --quiet --disable-pip-version-check --dest "$WHEELS" \
     --only-binary=:all: --platform "$WHEEL_PLATFORM" --python-version "$PYVER" \
-    --implementation cp --abi cp311 "awslambdaric==$RIC_VERSION" >&2 ||
+    --implementation cp --abi $ABI "awslambdaric==$RIC_VERSION" >&2 ||
     die "pip download awslambdaric==$RIC_VERSION failed"
   touch "$WHEELS/.complete"
 fi
@@ -279,7 +288,8 @@ mkdir -p "$O/var/runtime" "$O/var/task" "$O/opt" "$O/var/lang/bin" \
   "$O/usr/local/lib/python$PYVER/dist-packages"
 cp "$HERE/Dockerfile" "$CTX/Dockerfile"
 install -m 0755 "$HERE/files/lambda-entrypoint.sh" "$O/lambda-entrypoint.sh"
-install -m 0755 "$HERE/files/bootstrap" "$O/var/runtime/bootstrap"
+sed "s/python3\.11/python$PYVER/g" "$HERE/files/bootstrap" >"$O/var/runtime/bootstrap"
+chmod 0755 "$O/var/runtime/bootstrap"
 install -m 0644 "$HERE/files/bootstrap.py" "$O/var/runtime/bootstrap.py"
 install -m 0755 "$RIE_BIN" "$O/usr/local/bin/aws-lambda-rie"
 # Same interpreter names as the official image (/var/lang/bin first on PATH).
@@ -294,7 +304,7 @@ printf 'import site; site.addsitedir("/var/lang/lib/python%s/site-packages")\n' 
 env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL "${PIP[@]}" install --quiet \
   --disable-pip-version-check --no-index --find-links "$WHEELS" --target "$O/var/runtime" \
   --only-binary=:all: --platform "$WHEEL_PLATFORM" --python-version "$PYVER" \
-  --implementation cp --abi cp311 --no-warn-script-location --root-user-action=ignore "awslambdaric==$RIC_VERSION" >&2 ||
+  --implementation cp --abi $ABI --no-warn-script-location --root-user-action=ignore "awslambdaric==$RIC_VERSION" >&2 ||
   die "installing awslambdaric into the build context failed"
 rm -rf "$O/var/runtime/bin"
 chmod -R u=rwX,go=rX "$O"
