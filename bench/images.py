@@ -47,7 +47,7 @@ from typing import TypeVar
 from run import machine, percentile, rows_from
 
 from lambda_ml_serve.bundling.context import BUILD_INFO, BuildContext, render_build_context
-from lambda_ml_serve.bundling.docker import Engine, build_image, find_engine
+from lambda_ml_serve.bundling.docker import Engine, build_image, build_invocation, find_engine
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.local.container import INVOKE_PATH, RieContainer, free_port
 from lambda_ml_serve.plugins import get_registry
@@ -159,16 +159,9 @@ def cache_hits(lines: list[str]) -> str:
     return f"{sum(s.cached for s in steps)}/{len(steps)} steps cached" if steps else ""
 
 
-def engine_options(engine: Engine) -> tuple[list[str], dict[str, str]]:
-    """The options and environment build_image uses with this engine."""
-    options = ["--progress=plain"] if engine.buildkit else ["--build-arg", f"BUILDPLATFORM={engine.platform}"]
-    return options, {**os.environ, "DOCKER_BUILDKIT": "1" if engine.buildkit else "0"}
-
-
 def docker_build(command: list[str], engine: Engine) -> list[str]:
-    """Run ``docker build ...`` without the layer cache; return its output lines."""
-    options, env = engine_options(engine)
-    command = [*command[:2], "--no-cache", *options, *command[2:]]
+    """Run ``docker build ...`` without the layer cache, as build_image would; return its output lines."""
+    command, env = build_invocation(engine, [*command[:2], "--no-cache", *command[2:]])
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT)
     lines = (result.stdout + result.stderr).splitlines()
     if result.returncode != 0:

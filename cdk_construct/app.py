@@ -8,6 +8,10 @@ role's ARN, which is what ``lambda-ml-serve predict URL --data FILE --assume-rol
 Context values (``cdk deploy -c name=value``):
   model         the installed model to deploy (default ``wine_quality``)
   architecture  ``x86_64`` (default) or ``arm64`` (Graviton)
+  backend       serve with another installed backend, e.g. ``compiled`` (default: the model's own)
+  package       ``image`` (default) or ``zip`` (the managed pythonX.Y runtime)
+  snap_start    ``true`` for SnapStart (needs ``package=zip`` and Python 3.12+)
+  python        the Python version (default 3.12)
 
 cdk-nag's AWS Solutions and Serverless checks run on every synth; a finding that is not acknowledged
 with a written reason (``Validations.of(construct).acknowledge(...)``) fails ``cdk synth`` and ``cdk
@@ -40,10 +44,11 @@ class ModelServingStack(cdk.Stack):
         *,
         model: str = "wine_quality",
         architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
+        function_props: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.model = ModelFunction(self, "Model", model=model, architecture=architecture)
+        self.model = ModelFunction(self, "Model", model=model, architecture=architecture, **(function_props or {}))
         cdk.Validations.of(self.model.function).acknowledge(
             cdk.Acknowledgment(
                 id="Serverless::Serverless-LambdaDLQ",
@@ -82,11 +87,18 @@ def build(app: cdk.App) -> ModelServingStack:
     arch = app.node.try_get_context("architecture") or "x86_64"
     if arch not in ARCHITECTURES:
         raise ValueError(f"context 'architecture' must be one of {', '.join(ARCHITECTURES)}; got {arch!r}")
+    function_props = {
+        "backend": app.node.try_get_context("backend"),
+        "package": app.node.try_get_context("package") or "image",
+        "snap_start": str(app.node.try_get_context("snap_start")).lower() == "true",
+        "python_version": str(app.node.try_get_context("python") or "3.12"),
+    }
     stack = ModelServingStack(
         app,
         f"lambda-ml-serve-{model.replace('_', '-')}",
         model=model,
         architecture=ARCHITECTURES[arch],
+        function_props=function_props,
         description=f"lambda-ml-serve: model {model} behind an IAM-authenticated Lambda Function URL",
         # The CLI's account and region (AWS_PROFILE, AWS_REGION); unset leaves the stack
         # environment-agnostic, which synthesises without any AWS access.

@@ -202,7 +202,8 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
 
             env = {"LAMBDA_ML_SERVE_MODEL": model, "LAMBDA_ML_SERVE_DOCS": "1"}
             environments = [
-                stack.enter_context(RieContainer(image, env=env, follow_logs=True)).invoke for _ in range(concurrency)
+                stack.enter_context(RieContainer(image, env=env, log_stream=sys.stderr)).invoke
+                for _ in range(concurrency)
             ]
         else:
             from lambda_ml_serve.runtime.app import App
@@ -227,35 +228,95 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
 
 @main.command()
 @click.argument("model")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Build context folder (default: build/MODEL-ARCH).")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Build context folder, or the .zip (default: .lambda-ml-serve/MODEL-BACKEND-ARCH[.zip]).",
+)
+@click.option(
+    "--package",
+    type=click.Choice(["image", "zip"]),
+    default="image",
+    show_default=True,
+    help="A container image, or a deployment zip for the managed pythonX.Y runtime.",
+)
 @click.option("--arch", default="x86_64", show_default=True, help="Lambda architecture: x86_64 or arm64.")
-@click.option("--python", "python_version", default="3.12", show_default=True, help="Python version: 3.10 to 3.13.")
+@click.option("--python", "python_version", default="3.12", show_default=True, help="Python version: 3.10 to 3.14.")
 @click.option("--base-image", help="Base image (default: public.ecr.aws/lambda/python:PYTHON).")
+@click.option("--build-base-image", help="Image of the build platform for the bytecode stage (default: --base-image).")
 @click.option("--tag", help="Image tag (default: lambda-ml-serve/MODEL:VERSION).")
 @click.option("--no-docker", is_flag=True, help="Only render the context and print the docker build command.")
 @click.option("--force", is_flag=True, help="Replace the output folder even if this command did not create it.")
 @click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled, onnx).")
 @_artifact_option
-@click.option("--response", type=click.Choice(["object", "predictions"]),
-              help="Answer shape: the default object, or the bare array of predictions.")  # fmt: skip
+@click.option(
+    "--response",
+    type=click.Choice(["object", "predictions"]),
+    help="Answer shape: the default object, or the bare array of predictions.",
+)
 @click.option("--docs", is_flag=True, help="Serve the docs page at GET /docs in the function.")
 def build(
-    model: str, output: Path | None, arch: str, python_version: str, base_image: str | None, tag: str | None,
-    no_docker: bool, force: bool, backend: str | None, response: str | None, docs: bool,
+    model: str,
+    output: Path | None,
+    package: str,
+    arch: str,
+    python_version: str,
+    base_image: str | None,
+    build_base_image: str | None,
+    tag: str | None,
+    no_docker: bool,
+    force: bool,
+    backend: str | None,
+    response: str | None,
+    docs: bool,
     artifact: Path | None,
-) -> None:  # fmt: skip
-    """Render MODEL's Docker build context, and build the image when a Docker engine answers."""
+) -> None:
+    """Render MODEL's Docker build context and build the image when a Docker engine answers, or write a zip."""
     import shlex
 
-    from lambda_ml_serve.bundling.context import render_build_context
+    from lambda_ml_serve.bundling.context import default_output, render_build_context
+
+    registry = _registry()
+    backend_name = backend or registry.model(model).spec.backend
+    output = output or default_output(model, arch, backend_name, package)
+    if package == "zip":
+        from lambda_ml_serve.bundling.deployment_zip import build_zip, describe
+
+        image_only = {"--base-image": base_image, "--build-base-image": build_base_image, "--tag": tag}
+        given = [option for option, value in image_only.items() if value] + (["--no-docker"] if no_docker else [])
+        if given:
+            raise click.ClickException(f"{', '.join(given)} only apply to --package image")
+        built = build_zip(
+            model,
+            output,
+            arch=arch,
+            python=python_version,
+            backend=backend,
+            registry=registry,
+            force=force,
+            response=response,
+            docs=docs,
+            artifact=artifact,
+        )
+        click.echo(f"Wrote {describe(built)}")
+        return
+
     from lambda_ml_serve.bundling.docker import build_image, find_engine
 
     ctx = render_build_context(
-        model, output or Path("build") / f"{model}-{arch}", arch=arch, python=python_version,
-        base_image=base_image, force=force, registry=_registry(), backend=backend, response=response, docs=docs,
+        model,
+        output,
+        arch=arch,
+        python=python_version,
+        base_image=base_image,
+        force=force,
+        registry=registry,
+        backend=backend,
+        build_base_image=build_base_image,
+        response=response,
+        docs=docs,
         artifact=artifact,
-    )  # fmt: skip
+    )
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")
     if no_docker or find_engine() is None:

@@ -108,9 +108,7 @@ def _load_entry_points(pm: pluggy.PluginManager, registry: Registry) -> None:
             module = ep.load()
             pm.register(module, name=ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
-            registry.failures.append(
-                Failure(info, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}")
-            )
+            registry.failures.append(Failure(info, f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}"))
             continue
         registry.plugins.append(info)
 
@@ -147,9 +145,7 @@ def build_registry(extra_plugins: Iterable[Any] = ()) -> Registry:
             if not isinstance(name, str) or not callable(getattr(backend, "load", None)):
                 raise PluginError(f"{info}: register_backends got {backend!r}, not a Backend")
             if name in registry.backends:
-                raise PluginError(
-                    f"backend {name!r} is already registered by {registry.backends[name].plugin}"
-                )
+                raise PluginError(f"backend {name!r} is already registered by {registry.backends[name].plugin}")
             registry.backends[name] = RegisteredBackend(backend, info)
 
         return register

@@ -143,7 +143,8 @@ def test_dockerfile_final_stage_runs_nothing(build_contexts, arch, python):
     ctx = build_contexts(arch, python)
     text = ctx.dockerfile.read_text()
     bytecode, final = stages(text)
-    assert bytecode[0] == "FROM --platform=${BUILDPLATFORM:-linux/amd64} ${BASE_IMAGE} AS bytecode"
+    assert bytecode[0] == "FROM --platform=${BUILDPLATFORM:-linux/amd64} ${BUILD_BASE_IMAGE} AS bytecode"
+    assert bytecode[1] == "LABEL org.lambda-ml-serve.stage=bytecode"  # the classic builder's leftover is pruned
     assert [i for i in bytecode if i.startswith("RUN ")] == [
         f'RUN python{python} -m compileall -q -j 0 --invalidation-mode unchecked-hash "${{LAMBDA_TASK_ROOT}}"'
     ]
@@ -161,6 +162,7 @@ def test_dockerfile_final_stage_runs_nothing(build_contexts, arch, python):
     ]
     assert "COPY --from=bytecode ${LAMBDA_TASK_ROOT}/ ${LAMBDA_TASK_ROOT}/" in final
     assert f"ARG BASE_IMAGE=public.ecr.aws/lambda/python:{python}" in text
+    assert f"ARG BUILD_BASE_IMAGE=public.ecr.aws/lambda/python:{python}" in text
     header = text.split("\n\n")[0]
     assert "wine_quality 1.0.0" in header and f"lambda-ml-serve {lambda_ml_serve.__version__}" in header
     assert f"docker build --platform {ctx.platform} -t lambda-ml-serve/wine_quality:1.0.0 ." in header

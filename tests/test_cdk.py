@@ -68,12 +68,12 @@ def context_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def wine_x86(context_root):
-    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-x86_64", arch="x86_64")
+    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-xgboost-x86_64", arch="x86_64")
 
 
 @pytest.fixture(scope="session")
 def wine_arm(context_root):
-    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-arm64", arch="arm64")
+    return lms_cdk.ensure_build_context("wine_quality", context_root / "wine_quality-xgboost-arm64", arch="arm64")
 
 
 @pytest.fixture
@@ -512,8 +512,12 @@ class CountingRender:
         self.calls: list[dict] = []
         self.fail = False
 
-    def __call__(self, model, output, *, arch, python, base_image, force, registry, artifact=None) -> BuildContext:
-        self.calls.append({"output": output, "base_image": base_image, "force": force, "artifact": artifact})
+    def __call__(
+        self, model, output, *, arch, python, base_image, force, registry, artifact=None, backend=None
+    ) -> BuildContext:
+        self.calls.append(
+            {"output": output, "base_image": base_image, "force": force, "artifact": artifact, "backend": backend}
+        )
         if self.fail:
             raise VendorError("pip install failed:\nERROR: network unreachable")
         output.mkdir(parents=True, exist_ok=True)
@@ -525,7 +529,7 @@ class CountingRender:
             version="1.0.0",
             plugin=model,
             arch=arch,
-            backend="xgboost",
+            backend=backend or "xgboost",
             platform=PLATFORMS[arch],
             python=python,
             base_image=base_image or "base",
@@ -603,11 +607,13 @@ def test_render_inputs_cover_what_the_image_is_built_from():
 
 def test_default_context_dir_is_beside_cdk_out_or_under_the_context_root(tmp_path):
     app = cdk.App(outdir=str(tmp_path / "cdk.out"))
-    assert lms_cdk.default_context_dir(app, "wine_quality", "arm64") == (
-        tmp_path / ".lambda-ml-serve" / "wine_quality-arm64"
+    assert lms_cdk.default_context_dir(app, "wine_quality", "arm64", "xgboost") == (
+        tmp_path / ".lambda-ml-serve" / "wine_quality-xgboost-arm64"
     )
     rooted = cdk.App(outdir=str(tmp_path / "cdk.out"), context={lms_cdk.CONTEXT_ROOT_KEY: str(tmp_path / "r")})
-    assert lms_cdk.default_context_dir(rooted, "wine_quality", "x86_64") == tmp_path / "r" / "wine_quality-x86_64"
+    assert lms_cdk.default_context_dir(rooted, "wine_quality", "x86_64", "compiled") == (
+        tmp_path / "r" / "wine_quality-compiled-x86_64"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

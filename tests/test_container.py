@@ -14,37 +14,38 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import DATA, REPO, post_when_up, url_event
+from conftest import DATA, post_when_up, url_event
 from test_node_client import run_node
 
-from lambda_ml_serve.bundling.context import render_build_context
-from lambda_ml_serve.bundling.docker import build_image, find_engine
+from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, render_build_context
+from lambda_ml_serve.bundling.docker import build_image
 from lambda_ml_serve.local.container import RieContainer, free_port
 
 pytestmark = pytest.mark.container
-STANDIN = os.environ.get("LMS_STANDIN_TAG", "lambda-ml-serve/standin-python:3.11")
-TAG = "lambda-ml-serve-test/wine_quality:latest"
+pytest_plugins = ["container_fixtures"]
+# One tag per run: engineers and CI runs sharing an engine must not see each other's containers.
+TAG = f"lambda-ml-serve-test/wine_quality:run-{os.getpid()}"
+
+
+def dangling_bytecode_stages() -> set[str]:
+    listing = ["docker", "images", "-q", "--filter", "dangling=true", "--filter", f"label={BYTECODE_STAGE_LABEL}"]
+    return set(subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split())
 
 
 @pytest.fixture(scope="module")
-def engine():
-    found = find_engine()
-    if found is None:
-        message = 'no Docker engine reachable (run `eval "$(.ci/docker-up)"`)'
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    subprocess.run([str(REPO / "tests/container/standin/build.sh")], check=True, capture_output=True)
-    return found
-
-
-@pytest.fixture(scope="module")
-def image(engine, tmp_path_factory):
+def image(standin, tmp_path_factory):
     context = render_build_context(
-        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=STANDIN
+        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=standin
     )
     lines: list[str] = []
+    before = dangling_bytecode_stages()
     build_image(context, TAG, progress=lines.append)
+    output = "\n".join(lines)
+    # What a newcomer saw on every build: a builder choice they never made, a warning per RUN step,
+    # and one untagged image of the bytecode stage left behind.
+    assert "DOCKER_BUILDKIT" not in output and "DEPRECATED" not in output
+    assert "IPv4 forwarding is disabled" not in output
+    assert dangling_bytecode_stages() <= before
     yield TAG
     subprocess.run(["docker", "rmi", "-f", TAG], capture_output=True)
 
@@ -89,8 +90,12 @@ def test_image_is_lean(image):
         "print(json.dumps({'installed': [m for m in ('pandas', 'sklearn', 'boto3', 'pip') if u.find_spec(m)],"
         "'imported': [m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules]}))"
     )
-    result = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c",
-                             probe], capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"installed": [], "imported": []}
 
@@ -120,15 +125,17 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
     finally:
         proc.terminate()
         _, log = proc.communicate(timeout=60)
-    # The function's own JSON log lines reach the console: one per request, the 422 included.
+    # The function's own JSON log lines reach the console: one per request, the 422 included, each
+    # counting the rows it carried.
     records = [json.loads(line) for line in log.splitlines() if line.startswith('{"_aws"')]
-    assert sorted(r["status"] for r in records) == [200, 200, 422]
+    assert sorted((r["status"], r["rows"]) for r in records) == [(200, 2), (200, 2), (422, 0)]
     assert not running() - before, "serve --image left its container running"
 
 
-def test_compiled_image_answers_like_xgboost(engine, tmp_path, wine_app, samples_body):
-    context = render_build_context("wine_quality", tmp_path / "compiled", python="3.11", base_image=STANDIN,
-                                   backend="compiled")  # fmt: skip
+def test_compiled_image_answers_like_xgboost(standin, tmp_path, wine_app, samples_body):
+    context = render_build_context(
+        "wine_quality", tmp_path / "compiled", python="3.11", base_image=standin, backend="compiled"
+    )
     tag = "lambda-ml-serve-test/wine_quality:compiled"
     build_image(context, tag, progress=lambda line: None)
     try:
@@ -142,3 +149,28 @@ def test_compiled_image_answers_like_xgboost(engine, tmp_path, wine_app, samples
             assert container.invoke(url_event("[]"))["statusCode"] == 422
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_unreachable_default_base_names_base_image(engine, tmp_path):
+    """README command 1 with an engine but no registry: the error says how to name a base that is there."""
+    command = [
+        sys.executable,
+        "-m",
+        "lambda_ml_serve.cli",
+        "build",
+        "wine_quality",
+        "--backend",
+        "compiled",
+        "--output",
+        str(tmp_path / "ctx"),
+        "--tag",
+        f"lambda-ml-serve-test/unbuilt:{os.getpid()}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: docker build of lambda-ml-serve-test/unbuilt:")
+    assert (
+        "the base image public.ecr.aws/lambda/python:3.12 for linux/amd64 is not in the engine's image store" in error
+    )
+    assert error.endswith("docker pull or docker load it, or pass --base-image IMAGE")

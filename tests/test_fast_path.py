@@ -127,7 +127,7 @@ def wine_rows(draw) -> dict:
         elif change == "colour name":
             row["color"] = draw(st.sampled_from(["red", "white", "RED", "blue", 1]))
             if draw(st.booleans()):
-                del row["color_red"], row["color_white"]
+                row.pop("color_red", None), row.pop("color_white", None)
         elif change == "drop":
             row.pop(draw(st.sampled_from(sorted(row))), None)
         elif change == "unknown":

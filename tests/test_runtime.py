@@ -226,3 +226,14 @@ def test_one_log_line_per_request_is_emf(wine_app, samples_body):
     assert {m["Name"] for m in metrics["Metrics"]} == {"latency_ms", "rows"}
     assert metrics["Dimensions"] == [["model"]]
     assert (second["status"], second["rows"]) == (400, 0)
+
+
+def test_log_line_counts_the_rows_sent_when_they_are_refused(wine_app, samples):
+    log = io.StringIO()
+    app = App(wine_app.spec, wine_app.predictor, log_stream=log, max_rows=3)
+    bad = [{**samples[0], "pH": 99}, samples[1], samples[0]]
+    assert app(url_event(json.dumps(bad)))["statusCode"] == 422
+    assert app(url_event(json.dumps(bad + bad)))["statusCode"] == 413
+    assert app(url_event("[]"))["statusCode"] == 422
+    records = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [(r["status"], r["rows"]) for r in records] == [(422, 3), (413, 6), (422, 0)]

@@ -12,7 +12,7 @@ Its own distribution, so the CDK libraries never enter the framework's install o
 from lambda_ml_serve_cdk.batch import BatchScoring
 from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
 from lambda_ml_serve_cdk.errors import ModelFunctionError
-from lambda_ml_serve_cdk.rendering import RenderedContext, ensure_build_context
+from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 
 __version__ = "0.1.0"
 
@@ -23,7 +23,9 @@ __all__ = [
     "ModelFunction",
     "ModelFunctionError",
     "RenderedContext",
+    "RenderedZip",
     "__version__",
     "default_context_dir",
     "ensure_build_context",
+    "ensure_deployment_zip",
 ]

@@ -1,4 +1,4 @@
-"""``ModelFunction``: one lambda-ml-serve model as a Lambda container image behind a Function URL."""
+"""``ModelFunction``: one lambda-ml-serve model as a Lambda function (image or zip) behind a Function URL."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve_cdk import validation
 from lambda_ml_serve_cdk.errors import ModelFunctionError
-from lambda_ml_serve_cdk.rendering import RenderedContext, ensure_build_context
+from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 
 #: CDK context key naming the folder that holds rendered build contexts (one subfolder per model
 #: and architecture); e.g. ``cdk synth -c lambda-ml-serve:contextRoot=/var/cache/lms``.
@@ -31,27 +31,38 @@ LIVE_ALIAS = "live"
 #: 1769 MB is where Lambda gives a function one full vCPU; less slows inference down in proportion.
 DEFAULT_MEMORY_MB = 1769
 ASSET_PLATFORMS = {"x86_64": ecr_assets.Platform.LINUX_AMD64, "arm64": ecr_assets.Platform.LINUX_ARM64}
+RUNTIMES = {
+    "3.10": lambda_.Runtime.PYTHON_3_10,
+    "3.11": lambda_.Runtime.PYTHON_3_11,
+    "3.12": lambda_.Runtime.PYTHON_3_12,
+    "3.13": lambda_.Runtime.PYTHON_3_13,
+    "3.14": lambda_.Runtime.PYTHON_3_14,
+}
 
 
-def default_context_dir(scope: Construct, model: str, arch: str) -> Path:
-    """``<context root>/<model>-<arch>``; the root is the CDK context value, else next to ``cdk.out``."""
+def default_context_dir(scope: Construct, model: str, arch: str, backend: str) -> Path:
+    """``<context root>/<model>-<backend>-<arch>``; the root is the CDK context value, else next to ``cdk.out``."""
+    name = f"{model}-{backend}-{arch}"
     root = scope.node.try_get_context(CONTEXT_ROOT_KEY)
     if root:
-        return Path(root).resolve() / f"{model}-{arch}"
+        return Path(root).resolve() / name
     app = scope.node.root
     outdir = Path(app.outdir) if Stage.is_stage(app) else Path.cwd() / "cdk.out"
     # Beside cdk.out, not in it: the CLI may clean cdk.out, and the render must survive that.
-    return outdir.resolve().parent / ".lambda-ml-serve" / f"{model}-{arch}"
+    return outdir.resolve().parent / ".lambda-ml-serve" / name
 
 
 class ModelFunction(Construct):
-    """A model served by lambda-ml-serve: container-image Lambda function, log group, Function URL.
+    """A model served by lambda-ml-serve: Lambda function (container image or zip), log group, Function URL.
 
-    The image is built from the same build context ``lambda-ml-serve build`` renders, so what runs
-    in Lambda is what the framework tests locally. By default the URL requires SigV4-signed requests
+    The image is built from the same build context ``lambda-ml-serve build`` renders, and the zip is
+    the one ``lambda-ml-serve build --package zip`` writes, so what runs in Lambda is what the
+    framework tests locally. By default the URL requires SigV4-signed requests
     (``AWS_IAM``); give callers access with :meth:`grant_invoke_url`.
 
     :param model: the name of an installed model (``lambda-ml-serve list``).
+    :param backend: serve with this installed backend instead of the model's own (as ``build
+        --backend``), e.g. ``compiled`` for an XGBoost model.
     :param architecture: ``Architecture.X86_64`` (default) or ``Architecture.ARM_64``; the image's
         packages are vendored for it, so the model's wheels must exist for it.
     :param auth_type: ``FunctionUrlAuthType.AWS_IAM`` (default) or ``NONE`` for a public URL (the
@@ -71,9 +82,14 @@ class ModelFunction(Construct):
     :param docs: serve the docs page at ``GET /docs`` (default off; a browser cannot sign ``AWS_IAM``
         requests, so it suits ``NONE`` URLs, or a signing proxy).
     :param context_dir: where to render the Docker build context; default
-        ``<context root>/<model>-<arch>`` (see :func:`default_context_dir`).
-    :param python_version: CPython version of the Lambda base image and the vendored wheels.
+        ``<context root>/<model>-<backend>-<arch>`` (see :func:`default_context_dir`).
+    :param python_version: CPython version of the Lambda base image (or managed runtime) and the wheels.
     :param base_image: a different base image (default: the framework's choice for ``python_version``).
+    :param package: ``"image"`` (default): a container image; ``"zip"``: a deployment zip for the
+        managed ``pythonX.Y`` runtime (at most 250 MB unzipped, refused at synth otherwise).
+    :param snap_start: with ``package="zip"`` and Python 3.12+: SnapStart on published versions. The
+        construct publishes a version, points the alias ``live`` and the Function URL at it; the
+        model is loaded during init, so the snapshot holds it.
     :param force_render: render the build context even when an up-to-date one exists.
     :param artifact: a model file to serve instead of the plugin's own (same format and features), as
         ``lambda-ml-serve build --artifact``; its sha256 is what every answer's ``x-model-sha256`` names.
@@ -117,13 +133,18 @@ class ModelFunction(Construct):
         vpc: ec2.IVpc | None = None,
         vpc_subnets: ec2.SubnetSelection | None = None,
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        backend: str | None = None,
+        package: str = "image",
+        snap_start: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         architecture = architecture or lambda_.Architecture.X86_64
         timeout = timeout or Duration.seconds(30)
         # Every cheap check first: a bad prop should not wait for a pip install to be reported.
         registry = get_registry()
-        spec = validation.check_model(model, registry).spec
+        registered = validation.check_model(model, registry)
+        spec = registered.spec
+        backend = validation.check_backend(backend, registered, registry)
         arch = validation.arch_of(architecture)
         validation.check_memory_size(memory_size)
         validation.check_timeout(timeout)
@@ -132,22 +153,42 @@ class ModelFunction(Construct):
         validation.check_python_version(python_version)
         validation.check_network(vpc, vpc_subnets, security_groups)
         validation.check_response(response)
+        validation.check_package(package)
+        validation.check_image_only(package, base_image)
+        validation.check_snap_start(snap_start, package, python_version, provisioned_concurrency)
         env = validation.function_environment(model, environment, max_rows, response=response, docs=docs)
         #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
         self.model = model
         self.max_rows: int = max_rows or spec.max_rows
         if artifact is not None and not Path(artifact).is_file():
             raise ModelFunctionError(f"prop 'artifact': {artifact} is not a file; give the path of a model file")
+        artifact_path = Path(artifact).resolve() if artifact is not None else None
 
-        self.build_context: RenderedContext = self._render(
-            model,
-            Path(context_dir) if context_dir else default_context_dir(self, model, arch),
-            arch=arch,
-            python_version=python_version,
-            base_image=base_image,
-            force=force_render,
-            artifact=Path(artifact).resolve() if artifact is not None else None,
-        )
+        location = Path(context_dir) if context_dir else default_context_dir(self, model, arch, backend)
+        #: The rendered build context (``package="image"``) or deployment zip (``package="zip"``).
+        self.build_context: RenderedContext | None = None
+        self.deployment_zip: RenderedZip | None = None
+        if package == "zip":
+            self.deployment_zip = self._render_zip(
+                model,
+                location.with_name(location.name + ".zip"),
+                arch=arch,
+                backend=backend,
+                python_version=python_version,
+                force=force_render,
+                artifact=artifact_path,
+            )
+        else:
+            self.build_context = self._render(
+                model,
+                location,
+                arch=arch,
+                backend=backend,
+                python_version=python_version,
+                base_image=base_image,
+                force=force_render,
+                artifact=artifact_path,
+            )
 
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention, encryption_key=encryption_key)
         # An own role rather than CDK's default, which attaches the managed AWSLambdaBasicExecutionRole
@@ -164,33 +205,51 @@ class ModelFunction(Construct):
         if vpc is not None:
             self._allow_network_interfaces()
 
-        self.function = lambda_.DockerImageFunction(
-            self,
-            "Function",
-            code=lambda_.DockerImageCode.from_image_asset(
-                str(self.build_context.path),
-                file=self.build_context.dockerfile.relative_to(self.build_context.path).as_posix(),
-                platform=ASSET_PLATFORMS[arch],
-            ),
-            architecture=architecture,
-            description=f"lambda-ml-serve: model {model} {spec.version}"[:256],
-            memory_size=memory_size,
-            timeout=timeout,
-            environment=env,
-            role=self.role,
-            log_group=self.log_group,
-            reserved_concurrent_executions=reserved_concurrent_executions,
-            environment_encryption=encryption_key,
-            dead_letter_queue=dead_letter_queue,
-            vpc=vpc,
-            vpc_subnets=vpc_subnets,
-            security_groups=list(security_groups) if security_groups else None,
-        )
+        common = {
+            "architecture": architecture,
+            "description": f"lambda-ml-serve: model {model} {spec.version} ({backend})"[:256],
+            "memory_size": memory_size,
+            "timeout": timeout,
+            "environment": env,
+            "role": self.role,
+            "log_group": self.log_group,
+            "reserved_concurrent_executions": reserved_concurrent_executions,
+            "environment_encryption": encryption_key,
+            "dead_letter_queue": dead_letter_queue,
+            "vpc": vpc,
+            "vpc_subnets": vpc_subnets,
+            "security_groups": list(security_groups) if security_groups else None,
+        }
+        self.function: lambda_.Function
+        if self.deployment_zip is not None:
+            self.function = lambda_.Function(
+                self,
+                "Function",
+                runtime=RUNTIMES[python_version],
+                handler=self.deployment_zip.handler,
+                code=lambda_.Code.from_asset(str(self.deployment_zip.path)),
+                snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
+                **common,
+            )
+        else:
+            assert self.build_context is not None
+            self.function = lambda_.DockerImageFunction(
+                self,
+                "Function",
+                code=lambda_.DockerImageCode.from_image_asset(
+                    str(self.build_context.path),
+                    file=self.build_context.dockerfile.relative_to(self.build_context.path).as_posix(),
+                    platform=ASSET_PLATFORMS[arch],
+                ),
+                **common,
+            )
         self._drop_redundant_role_dependency()
 
         target: lambda_.IFunction = self.function
         self.alias: lambda_.Alias | None = None
-        if provisioned_concurrency is not None:
+        if provisioned_concurrency is not None or snap_start:
+            # Provisioned concurrency and SnapStart both work on published versions only, so the
+            # URL must point at an alias of one; current_version publishes a new one on each change.
             self.alias = lambda_.Alias(
                 self,
                 "LiveAlias",
@@ -198,7 +257,7 @@ class ModelFunction(Construct):
                 version=self.function.current_version,
                 provisioned_concurrent_executions=provisioned_concurrency,
             )
-            target = self.alias  # provisioned concurrency only serves calls to the alias
+            target = self.alias
         self.function_url: lambda_.FunctionUrl = target.add_function_url(auth_type=auth_type, cors=cors)
         #: The Function URL (a token until deployment), ``https://<id>.lambda-url.<region>.on.aws/``.
         self.url: str = self.function_url.url
@@ -266,6 +325,7 @@ class ModelFunction(Construct):
         context_dir: Path,
         *,
         arch: str,
+        backend: str,
         python_version: str,
         base_image: str | None,
         force: bool,
@@ -280,6 +340,7 @@ class ModelFunction(Construct):
                 base_image=base_image,
                 force=force,
                 artifact=artifact,
+                backend=backend,
             )
         except (LambdaMLServeError, VendorError) as exc:
             # pip's --platform install is what fails when a package has no wheel for the target;
@@ -300,6 +361,24 @@ class ModelFunction(Construct):
                 f"{DOCKER_PLATFORMS[arch]} as prop 'architecture' asks; re-render it with force_render=True"
             )
         return rendered
+
+    @staticmethod
+    def _render_zip(
+        model: str,
+        zip_path: Path,
+        *,
+        arch: str,
+        backend: str,
+        python_version: str,
+        force: bool,
+        artifact: Path | None = None,
+    ) -> RenderedZip:
+        try:
+            return ensure_deployment_zip(
+                model, zip_path, arch=arch, python=python_version, backend=backend, force=force, artifact=artifact
+            )
+        except (LambdaMLServeError, VendorError) as exc:
+            raise ModelFunctionError(f"model {model!r}: could not build its deployment zip {zip_path}: {exc}") from exc
 
     def grant_invoke_url(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``grantee`` (a role, user, ...) to call the Function URL with signed requests."""

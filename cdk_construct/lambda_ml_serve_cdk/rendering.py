@@ -23,6 +23,7 @@ from typing import Any
 
 import lambda_ml_serve
 from lambda_ml_serve.bundling.context import render_build_context
+from lambda_ml_serve.bundling.deployment_zip import build_zip
 from lambda_ml_serve.bundling.serving import serving_requirements
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
 
@@ -73,6 +74,7 @@ def render_inputs(
     python: str,
     base_image: str | None,
     artifact: Path | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Everything a rendered context depends on, as JSON-serialisable values."""
     spec = model.spec
@@ -89,7 +91,8 @@ def render_inputs(
         "arch": arch,
         "python": python,
         "base_image": base_image,
-        "requirements": serving_requirements(model, registry),
+        "backend": backend or spec.backend,
+        "requirements": serving_requirements(model, registry, backend),
         "framework_files": _tree_digest(_package_dir("lambda_ml_serve")),
         "plugin_files": _tree_digest(_package_dir(spec.package)),
     }
@@ -123,6 +126,7 @@ def ensure_build_context(
     force: bool = False,
     registry: Registry | None = None,
     artifact: Path | None = None,
+    backend: str | None = None,
 ) -> RenderedContext:
     """Render ``model``'s build context into ``context_dir``, or reuse the render already there.
 
@@ -134,7 +138,9 @@ def ensure_build_context(
     registry = registry or get_registry()
     registered = registry.model(model)
     context_dir = Path(context_dir).resolve()
-    inputs = render_inputs(registered, registry, arch=arch, python=python, base_image=base_image, artifact=artifact)
+    inputs = render_inputs(
+        registered, registry, arch=arch, python=python, base_image=base_image, artifact=artifact, backend=backend
+    )
     expected = fingerprint(inputs)
     if not force and (found := _reusable(context_dir, model, arch, expected)):
         return found
@@ -152,6 +158,7 @@ def ensure_build_context(
         force=False,
         registry=registry,
         artifact=artifact,
+        backend=backend,
     )
     dockerfile = Path(built.dockerfile).resolve().relative_to(Path(built.path).resolve())
 
@@ -169,3 +176,68 @@ def ensure_build_context(
     return RenderedContext(
         context_dir, context_dir / dockerfile, model, built.version, arch, built.platform, reused=False
     )
+
+
+@dataclass(frozen=True)
+class RenderedZip:
+    """A deployment zip on disk, ready for ``Code.from_asset``."""
+
+    path: Path
+    model: str
+    version: str
+    arch: str
+    #: The managed runtime it was built for, e.g. ``python3.12``.
+    runtime: str
+    handler: str
+    #: True when an earlier build with the same inputs was reused.
+    reused: bool
+
+
+def ensure_deployment_zip(
+    model: str,
+    zip_path: Path,
+    *,
+    arch: str = "x86_64",
+    python: str = "3.12",
+    backend: str | None = None,
+    force: bool = False,
+    registry: Registry | None = None,
+    artifact: Path | None = None,
+) -> RenderedZip:
+    """Write ``model``'s deployment zip to ``zip_path`` (``build --package zip``), or reuse the one there.
+
+    Reused on the same terms as :func:`ensure_build_context`: a stamp beside the zip records the
+    inputs it was built from. The framework's errors pass through.
+    """
+    registry = registry or get_registry()
+    registered = registry.model(model)
+    zip_path = Path(zip_path).resolve()
+    inputs = {
+        **render_inputs(
+            registered, registry, arch=arch, python=python, base_image=None, artifact=artifact, backend=backend
+        ),
+        "package": "zip",
+    }
+    expected = fingerprint(inputs)
+    stamp = stamp_path(zip_path)
+    if not force and zip_path.is_file():
+        try:
+            found = json.loads(stamp.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = {}
+        if found.get("format") == STAMP_FORMAT and found.get("fingerprint") == expected:
+            return RenderedZip(zip_path, model, found["version"], arch, found["runtime"], found["handler"], reused=True)
+    stamp.unlink(missing_ok=True)
+    built = build_zip(model, zip_path, arch=arch, python=python, backend=backend, registry=registry, artifact=artifact)
+    record = {
+        "format": STAMP_FORMAT,
+        "fingerprint": expected,
+        "version": built.version,
+        "runtime": built.runtime,
+        "handler": built.handler,
+        "inputs": inputs,
+    }
+    written = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    written.replace(stamp)
+    return RenderedZip(zip_path, model, built.version, arch, built.runtime, built.handler, reused=False)

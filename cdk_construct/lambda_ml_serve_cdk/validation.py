@@ -50,6 +50,16 @@ def check_model(model: str, registry: Registry) -> RegisteredModel:
         raise ModelFunctionError(f"prop 'model': {exc}") from None
 
 
+def check_backend(backend: str | None, model: RegisteredModel, registry: Registry) -> str:
+    """The backend to serve with: ``backend`` if installed (checked as ``build --backend`` does), else the model's."""
+    if backend is None:
+        return model.spec.backend
+    if not isinstance(backend, str) or backend not in registry.backends:
+        known = ", ".join(sorted(registry.backends))
+        raise ModelFunctionError(f"prop 'backend': unknown backend {backend!r}; installed backends: {known}")
+    return backend
+
+
 def arch_of(architecture: lambda_.Architecture) -> str:
     """The framework's arch name for a Lambda architecture (only the two Lambda offers)."""
     name = getattr(architecture, "name", None)
@@ -111,6 +121,42 @@ def check_python_version(python_version: str) -> None:
             f"prop 'python_version' must be a Python version with a Lambda base image "
             f"({', '.join(PYTHONS)}); got {python_version!r}"
         )
+
+
+#: How the function's code is packaged: a container image, or a zip for the managed runtime.
+PACKAGES = ("image", "zip")
+#: SnapStart serves Python from 3.12 on, with zip packages on the managed runtime only.
+SNAP_START_PYTHONS = ("3.12", "3.13", "3.14")
+
+
+def check_package(package: str) -> None:
+    if package not in PACKAGES:
+        raise ModelFunctionError(f"prop 'package' must be 'image' or 'zip'; got {package!r}")
+
+
+def check_snap_start(snap_start: bool, package: str, python_version: str, provisioned: int | None) -> None:
+    """SnapStart needs a zip on Python 3.12+ and cannot be combined with provisioned concurrency."""
+    if not isinstance(snap_start, bool):
+        raise ModelFunctionError(f"prop 'snap_start' must be True or False; got {snap_start!r}")
+    if not snap_start:
+        return
+    if package != "zip":
+        raise ModelFunctionError(
+            "prop 'snap_start' needs package='zip': Lambda's SnapStart for Python serves managed runtimes only"
+        )
+    if python_version not in SNAP_START_PYTHONS:
+        raise ModelFunctionError(
+            f"prop 'snap_start' needs python_version {', '.join(SNAP_START_PYTHONS)}; got {python_version!r}"
+        )
+    if provisioned is not None:
+        raise ModelFunctionError(
+            "props 'snap_start' and 'provisioned_concurrency' exclude each other (Lambda refuses both on one version)"
+        )
+
+
+def check_image_only(package: str, base_image: str | None) -> None:
+    if package == "zip" and base_image is not None:
+        raise ModelFunctionError("prop 'base_image' applies to package='image' only; a zip runs on the managed runtime")
 
 
 def check_response(response: str | None) -> None:

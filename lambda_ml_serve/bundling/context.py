@@ -41,13 +41,19 @@ from lambda_ml_serve.spec import RESPONSES, Predictor
 
 #: Lambda's architecture names and the Docker platforms they run on.
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
-#: Python versions AWS publishes Lambda base images for.
-PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+#: Python versions AWS publishes Lambda base images and managed runtimes for.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
+#: The oldest Python that SnapStart serves, and every serving package ships wheels for it.
+DEFAULT_PYTHON = "3.12"
 DEFAULT_BASE_IMAGE = "public.ecr.aws/lambda/python:{python}"
+#: Marks the Dockerfile's bytecode stage, so the untagged image the classic builder keeps of it can be pruned.
+BYTECODE_STAGE_LABEL = "org.lambda-ml-serve.stage=bytecode"
 #: This machine's architecture under Lambda's name (None when Lambda has no such architecture).
 HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
     platform.machine().lower()
 )
+#: The framework's own output folder (relative to the working directory): never setuptools' ``build/``.
+OUTPUT_ROOT = Path(".lambda-ml-serve")
 SITE_PACKAGES = "site-packages"
 ARTIFACTS = "artifacts"
 #: Written last into every context; a folder holding it is one this command may replace.
@@ -92,6 +98,12 @@ class BuildContext:
     response: str | None = None
     #: Whether the image serves GET /docs (LAMBDA_ML_SERVE_DOCS=1).
     docs: bool = False
+    #: The image the bytecode stage runs on the build platform (``base_image`` unless told otherwise).
+    build_base_image: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.build_base_image:
+            object.__setattr__(self, "build_base_image", self.base_image)
 
     @property
     def site_packages(self) -> Path:
@@ -100,6 +112,15 @@ class BuildContext:
     def docker_build_command(self, tag: str | None = None) -> list[str]:
         """The ``docker build`` command line for this context (``tag`` defaults to ``default_tag``)."""
         return ["docker", "build", "--platform", self.platform, "-t", tag or self.default_tag, str(self.path)]
+
+
+def default_output(model: str, arch: str, backend: str, package: str = "image") -> Path:
+    """``.lambda-ml-serve/MODEL-BACKEND-ARCH`` (a context folder), with ``.zip`` for a deployment zip.
+
+    One per model, backend and architecture, so building one never replaces another.
+    """
+    name = f"{model}-{backend}-{arch}"
+    return OUTPUT_ROOT / (f"{name}.zip" if package == "zip" else name)
 
 
 def check_target(arch: str, python: str) -> None:
@@ -115,7 +136,7 @@ def render_build_context(
     output: Path,
     *,
     arch: str = "x86_64",
-    python: str = "3.12",
+    python: str = DEFAULT_PYTHON,
     base_image: str | None = None,
     force: bool = False,
     registry: Registry | None = None,
@@ -123,6 +144,7 @@ def render_build_context(
     response: str | None = None,
     docs: bool = False,
     artifact: Path | None = None,
+    build_base_image: str | None = None,
 ) -> BuildContext:
     """Check ``model`` and render its build context into ``output``.
 
@@ -131,8 +153,10 @@ def render_build_context(
     ``output`` is empty or a context this function rendered before (``force`` replaces any
     folder). ``backend`` serves the artifact with another backend than the spec's (e.g. ``compiled``
     for an XGBoost model); ``artifact`` replaces the plugin's model file. ``response`` sets the answer
-    shape (``predictions``: the bare array) and ``docs`` serves the docs page. Raises
-    :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
+    shape (``predictions``: the bare array) and ``docs`` serves the docs page. ``build_base_image`` is
+    the image of the build platform the bytecode stage runs on (default: ``base_image``; a local image
+    store keeps one platform per tag, so an arm64 build from local bases names the host's one here).
+    Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
     check_target(arch, python)
     if response is not None and response not in RESPONSES:
@@ -153,7 +177,7 @@ def render_build_context(
         # A file given for another backend is in that backend's own format (a LightGBM text model
         # served with --backend lightgbm): it is its own original.
         predictor = load_predictor(registered, registry, source, backend)
-    _check_image_values(registered, base_image)
+    _check_image_values(registered, {"--base-image": base_image, "--build-base-image": build_base_image})
     _check_distributions(registered, python)
     output = Path(output).absolute()
     _check_output(output, force)
@@ -182,6 +206,7 @@ def render_build_context(
             requirements=(),
             response=response if response != spec.response else None,
             docs=docs,
+            build_base_image=build_base_image or base,
         )
         context = _fill(staging, context, registered, registry, prepared, source)
         _move_into_place(staging, output)
@@ -202,7 +227,7 @@ def _source_artifact(model: RegisteredModel, artifact: Path | None) -> Path:
     return artifact
 
 
-def _check_image_values(model: RegisteredModel, base_image: str | None) -> None:
+def _check_image_values(model: RegisteredModel, images: dict[str, str | None]) -> None:
     spec = model.spec
     if not _WORD.match(spec.version):
         raise BuildError(
@@ -213,8 +238,9 @@ def _check_image_values(model: RegisteredModel, base_image: str | None) -> None:
             f"{model.plugin}: its entry-point name cannot be written into the image's environment; "
             "use letters, digits, '_', '.', '-'"
         )
-    if base_image is not None and not _IMAGE.match(base_image):
-        raise BuildError(f"--base-image {base_image!r} is not an image reference")
+    for option, image in images.items():
+        if image is not None and not _IMAGE.match(image):
+            raise BuildError(f"{option} {image!r} is not an image reference")
 
 
 def _check_distributions(model: RegisteredModel, python: str) -> None:
@@ -358,6 +384,8 @@ def _fill(
         "platform": context.platform,
         "python": context.python,
         "base_image": context.base_image,
+        "build_base_image": context.build_base_image,
+        "bytecode_label": BYTECODE_STAGE_LABEL,
         "framework_version": __version__,
         "build_command": shlex.join(here_command),
         "site_packages": SITE_PACKAGES,
@@ -393,6 +421,7 @@ def _fill(
         "platform": context.platform,
         "python": context.python,
         "base_image": context.base_image,
+        "build_base_image": context.build_base_image,
         "default_tag": context.default_tag,
         "requirements": vendored.requirements,
         "installed": installed,

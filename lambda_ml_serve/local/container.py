@@ -11,11 +11,10 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, TextIO
 
 from lambda_ml_serve.errors import LambdaMLServeError
 
@@ -39,8 +38,9 @@ def free_port() -> int:
 class RieContainer:
     """``with RieContainer(tag) as fn: fn.invoke(event)`` — one container, removed on exit.
 
-    ``follow_logs`` copies the container's output (the function's JSON log lines, RIE's own lines)
-    to this process's standard error while it runs.
+    ``volumes`` maps host folders to container paths (mounted read-only, e.g. an unpacked zip as
+    ``/var/task``); ``handler`` replaces the image's CMD; ``log_stream`` receives the container's
+    output (the function's JSON log lines, RIE's own lines) while it runs, up to its last line.
     """
 
     def __init__(
@@ -49,12 +49,16 @@ class RieContainer:
         *,
         env: dict[str, str] | None = None,
         docker_host: str | None = None,
-        follow_logs: bool = False,
+        volumes: dict[str, str] | None = None,
+        handler: str | None = None,
+        log_stream: TextIO | None = None,
     ) -> None:
         self.image = image
-        self.follow_logs = follow_logs
-        self._log_follower: subprocess.Popen | None = None
         self.env = env or {}
+        self.volumes = volumes or {}
+        self.handler = handler
+        self.log_stream = log_stream
+        self._follower: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self._api_port = free_port()
         self._docker = shutil.which("docker")
@@ -83,19 +87,22 @@ class RieContainer:
             "LMS_RIE_RUNTIME_API_ADDRESS": f"127.0.0.1:{self._api_port}",
         }.items():
             env_args += ["-e", f"{key}={value}"]
-        self.container_id = self._docker_run("run", "-d", "--network", "host", *env_args, self.image)
+        for source, target in self.volumes.items():
+            env_args += ["--volume", f"{source}:{target}:ro"]
+        command = [self.handler] if self.handler else []
+        self.container_id = self._docker_run("run", "-d", "--network", "host", *env_args, self.image, *command)
+        if self.log_stream is not None:
+            self._follower = subprocess.Popen(
+                [self._docker, "logs", "--follow", self.container_id],
+                stdin=subprocess.DEVNULL,
+                stdout=self.log_stream,
+                stderr=self.log_stream,
+                env=self._proc_env,
+            )
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    if self.follow_logs:
-                        self._log_follower = subprocess.Popen(
-                            [self._docker, "logs", "--follow", self.container_id],
-                            stdin=subprocess.DEVNULL,
-                            stdout=sys.stderr.fileno(),
-                            stderr=sys.stderr.fileno(),
-                            env=self._proc_env,
-                        )
                     return self
             except OSError:
                 if time.monotonic() > deadline:
@@ -129,13 +136,13 @@ class RieContainer:
                 [self._docker, "rm", "-f", self.container_id], capture_output=True, env=self._proc_env, timeout=60
             )
             self.container_id = None
-        if self._log_follower is not None:
+        if self._follower is not None:
             try:  # `docker logs --follow` ends by itself once the container is gone, its last lines written
-                self._log_follower.wait(timeout=10)
+                self._follower.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self._log_follower.terminate()
-                self._log_follower.wait(timeout=30)
-            self._log_follower = None
+                self._follower.terminate()
+                self._follower.wait(timeout=30)
+            self._follower = None
 
     def __enter__(self) -> RieContainer:
         return self.start()

@@ -267,6 +267,7 @@ class App:
                 answer, rows = self._route(request)
         except ApiError as exc:
             answer = Answer(exc.status, self._error_body(request, exc), exc.headers)
+            rows = exc.rows
         except Exception as exc:  # the client gets no stack trace; the log keeps it
             error_log = "".join(traceback.format_exception(exc)).rstrip()
             error = ApiError("internal_error", f"internal error; quote request id {request_id}")
@@ -322,7 +323,12 @@ class App:
 
     def predictions(self, rows: list[Any]) -> list[Any]:
         """Validate rows (all errors at once, as one 422) and predict them."""
-        return self.predictor.predict(self.validator.to_batch(rows))
+        try:
+            batch = self.validator.to_batch(rows)
+        except ApiError as exc:
+            exc.rows = len(rows)  # the log line counts the rows sent, answered or not
+            raise
+        return self.predictor.predict(batch)
 
     def predict(self, payload: Any) -> Any:
         """The answer to a body in any accepted format: the default object, or the bare array."""

@@ -58,6 +58,8 @@ class ApiError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
     #: How many problems ``message`` counts, when more than the details listed (e.g. 60 errors, 50 shown).
     total: int | None = None
+    #: How many rows the request carried (0 when it got no further than its body), for the log line.
+    rows: int = 0
 
     @property
     def status(self) -> int:

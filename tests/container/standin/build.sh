@@ -2,7 +2,8 @@
 # Build a local stand-in for the AWS Lambda Python 3.11 base image
 # (public.ecr.aws/lambda/python:3.11), which cannot be pulled here.
 #
-#   Debian bookworm minbase + python3 (debootstrap, imported with docker import)
+#   Debian bookworm minbase + python3 (debootstrap, loaded as an image archive
+#   whose config names the target architecture: image_archive.py)
 #   + awslambdaric (PyPI wheels, installed on the host into /var/runtime)
 #   + the AWS Lambda Runtime Interface Emulator (from the aws-sam-cli wheel)
 #   + the official image's entrypoint contract (see README.md)
@@ -14,7 +15,13 @@
 #
 # Environment:
 #   DOCKER_HOST              engine to use (e.g. from .ci/docker-up)
-#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:3.11)
+#   LMS_STANDIN_ARCH         target: x86_64 or arm64 (default: this host's). A
+#                            foreign one needs qemu-user-static and binfmt_misc's
+#                            entry for it (.ci/qemu-binfmt): debootstrap's second
+#                            stage runs the target's binaries
+#   LMS_STANDIN_PYTHON       3.11 (default; Debian bookworm) or 3.13 (Debian trixie)
+#   LMS_STANDIN_TAG          image tag (lambda-ml-serve/standin-python:PYTHON, with
+#                            -arm64 or -x86_64 appended for a foreign target)
 #   LMS_CACHE                cache dir (~/.cache/lambda-ml-serve)
 #   LMS_DEBIAN_MIRROR        Debian mirror (default: the one apt uses)
 #   LMS_STANDIN_EXTRA_PACKAGES  extra Debian packages for the rootfs, comma
@@ -24,10 +31,15 @@
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:3.11}"
 CACHE="${LMS_CACHE:-${HOME:-/root}/.cache/lambda-ml-serve}"
-SUITE=bookworm
-PYVER=3.11
+PYVER="${LMS_STANDIN_PYTHON:-3.11}"
+# The Debian release whose python3 is that version (Debian packages no 3.12).
+case "$PYVER" in
+  3.11) SUITE=bookworm ;;
+  3.13) SUITE=trixie ;;
+  *) printf 'standin: ERROR: LMS_STANDIN_PYTHON must be 3.11 (bookworm) or 3.13 (trixie), not %s\n' "$PYVER" >&2; exit 1 ;;
+esac
+ABI="cp${PYVER/./}"
 RIC_VERSION="${LMS_AWSLAMBDARIC_VERSION:-4.2.2}"
 SAM_VERSION="${LMS_SAM_CLI_VERSION:-1.170.0}"
 EXTRA_PACKAGES="${LMS_STANDIN_EXTRA_PACKAGES:-}"
@@ -45,7 +57,7 @@ for arg in "$@"; do
   case "$arg" in
     --rebuild) rebuild=1 ;;
     --no-cache) rebuild=1; nocache=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
 done
@@ -60,10 +72,23 @@ docker info >/dev/null 2>&1 ||
 command -v python3 >/dev/null 2>&1 || die "python3 not found on the host"
 
 case "$(uname -m)" in
-  x86_64) DEB_ARCH=amd64; RIE_ARCH=x86_64; WHEEL_PLATFORM=manylinux2014_x86_64 ;;
-  aarch64) DEB_ARCH=arm64; RIE_ARCH=arm64; WHEEL_PLATFORM=manylinux2014_aarch64 ;;
-  *) die "unsupported architecture $(uname -m)" ;;
+  x86_64) HOST_ARCH=x86_64 ;;
+  aarch64) HOST_ARCH=arm64 ;;
+  *) die "unsupported host architecture $(uname -m)" ;;
 esac
+ARCH="${LMS_STANDIN_ARCH:-$HOST_ARCH}"
+case "$ARCH" in
+  x86_64) DEB_ARCH=amd64; RIE_ARCH=x86_64; WHEEL_PLATFORM=manylinux2014_x86_64; QEMU=qemu-x86_64 ;;
+  arm64) DEB_ARCH=arm64; RIE_ARCH=arm64; WHEEL_PLATFORM=manylinux2014_aarch64; QEMU=qemu-aarch64 ;;
+  *) die "LMS_STANDIN_ARCH must be x86_64 or arm64, not '$ARCH'" ;;
+esac
+if [[ "$ARCH" == "$HOST_ARCH" ]]; then
+  TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:$PYVER}"
+else
+  TAG="${LMS_STANDIN_TAG:-lambda-ml-serve/standin-python:$PYVER-$ARCH}"
+  grep -qx enabled "/proc/sys/fs/binfmt_misc/$QEMU" 2>/dev/null ||
+    die "a $ARCH stand-in on this $HOST_ARCH host needs qemu: binfmt_misc has no enabled $QEMU entry (run .ci/qemu-binfmt)"
+fi
 
 include_pkgs="python3"
 if [[ -n "$EXTRA_PACKAGES" ]]; then
@@ -76,7 +101,7 @@ ROOTFS_IMAGE="lambda-ml-serve/standin-rootfs:$ROOTFS_KEY"
 RECIPE="$(
   {
     printf '%s|%s|%s|%s|%s\n' "$ROOTFS_KEY" "$RIC_VERSION" "$SAM_VERSION" "$WHEEL_PLATFORM" "$TAG"
-    cat "$HERE/build.sh" "$HERE/Dockerfile" "$HERE"/files/*
+    cat "$HERE/build.sh" "$HERE/Dockerfile" "$HERE/image_archive.py" "$HERE"/files/*
   } | sha
 )"
 
@@ -175,6 +200,8 @@ detect_mirror() {
   done
 }
 MIRROR="${LMS_DEBIAN_MIRROR:-$(detect_mirror | awk 'NR == 1')}"
+# A host of another release lists only its own suite; the archive serves every release.
+[[ -n "$MIRROR" ]] || MIRROR="$(SUITE="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" detect_mirror | awk 'NR == 1')"
 [[ -n "$MIRROR" ]] || die "no Debian mirror for $SUITE in /etc/apt/sources.list*; set LMS_DEBIAN_MIRROR"
 
 # ------------------------------------------------------------------ rootfs ---
@@ -211,22 +238,24 @@ make_rootfs() {
 
 if ((rebuild)) || ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
   [[ -s "$ROOTFS_TAR" ]] || make_rootfs
-  say "importing rootfs as $ROOTFS_IMAGE"
-  docker import --message "debootstrap $SUITE minbase +$include_pkgs" - "$ROOTFS_IMAGE" \
-    <"$ROOTFS_TAR" >/dev/null || die "docker import failed"
+  say "loading rootfs as $ROOTFS_IMAGE ($DEB_ARCH)"
+  python3 "$HERE/image_archive.py" "$ROOTFS_TAR" "$ROOTFS_IMAGE" "$DEB_ARCH" "$WORK/rootfs-image.tar" ||
+    die "writing the image archive of the rootfs failed"
+  docker load --quiet --input "$WORK/rootfs-image.tar" >/dev/null || die "docker load of the rootfs failed"
+  rm -f "$WORK/rootfs-image.tar"
 else
   say "rootfs image $ROOTFS_IMAGE present"
 fi
 
 # ------------------------------------------------------------- downloads ---
-WHEELS="$SCACHE/wheels/awslambdaric-$RIC_VERSION-cp311-$WHEEL_PLATFORM"
+WHEELS="$SCACHE/wheels/awslambdaric-$RIC_VERSION-$ABI-$WHEEL_PLATFORM"
 if [[ ! -f "$WHEELS/.complete" ]]; then
-  say "downloading awslambdaric==$RIC_VERSION wheels (cp311, $WHEEL_PLATFORM)"
+  say "downloading awslambdaric==$RIC_VERSION wheels ($ABI, $WHEEL_PLATFORM)"
   rm -rf "$WHEELS"
   mkdir -p "$WHEELS"
   "${PIP[@]}" download --quiet --disable-pip-version-check --dest "$WHEELS" \
     --only-binary=:all: --platform "$WHEEL_PLATFORM" --python-version "$PYVER" \
-    --implementation cp --abi cp311 "awslambdaric==$RIC_VERSION" >&2 ||
+    --implementation cp --abi $ABI "awslambdaric==$RIC_VERSION" >&2 ||
     die "pip download awslambdaric==$RIC_VERSION failed"
   touch "$WHEELS/.complete"
 fi
@@ -259,7 +288,8 @@ mkdir -p "$O/var/runtime" "$O/var/task" "$O/opt" "$O/var/lang/bin" \
   "$O/usr/local/lib/python$PYVER/dist-packages"
 cp "$HERE/Dockerfile" "$CTX/Dockerfile"
 install -m 0755 "$HERE/files/lambda-entrypoint.sh" "$O/lambda-entrypoint.sh"
-install -m 0755 "$HERE/files/bootstrap" "$O/var/runtime/bootstrap"
+sed "s/python3\.11/python$PYVER/g" "$HERE/files/bootstrap" >"$O/var/runtime/bootstrap"
+chmod 0755 "$O/var/runtime/bootstrap"
 install -m 0644 "$HERE/files/bootstrap.py" "$O/var/runtime/bootstrap.py"
 install -m 0755 "$RIE_BIN" "$O/usr/local/bin/aws-lambda-rie"
 # Same interpreter names as the official image (/var/lang/bin first on PATH).
@@ -274,7 +304,7 @@ printf 'import site; site.addsitedir("/var/lang/lib/python%s/site-packages")\n' 
 env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL "${PIP[@]}" install --quiet \
   --disable-pip-version-check --no-index --find-links "$WHEELS" --target "$O/var/runtime" \
   --only-binary=:all: --platform "$WHEEL_PLATFORM" --python-version "$PYVER" \
-  --implementation cp --abi cp311 --no-warn-script-location --root-user-action=ignore "awslambdaric==$RIC_VERSION" >&2 ||
+  --implementation cp --abi $ABI --no-warn-script-location --root-user-action=ignore "awslambdaric==$RIC_VERSION" >&2 ||
   die "installing awslambdaric into the build context failed"
 rm -rf "$O/var/runtime/bin"
 chmod -R u=rwX,go=rX "$O"
@@ -283,7 +313,7 @@ chmod -R u=rwX,go=rX "$O"
 say "building $TAG"
 # The classic builder works with every client/engine pairing used here and
 # the Dockerfile has no RUN step, so BuildKit buys nothing.
-if ! DOCKER_BUILDKIT=0 docker build --quiet --force-rm \
+if ! DOCKER_BUILDKIT=0 docker build --quiet --force-rm --platform "linux/$DEB_ARCH" \
   --build-arg "ROOTFS_IMAGE=$ROOTFS_IMAGE" \
   --label "$LABEL_KEY=$RECIPE" \
   --label "org.lambda-ml-serve.standin.awslambdaric=$RIC_VERSION" \
