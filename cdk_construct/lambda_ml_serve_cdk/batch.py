@@ -30,6 +30,7 @@ from lambda_ml_serve_cdk.errors import ModelFunctionError
 #: Step Functions caps a batch's input (a state's input) at 256 KiB.
 MAX_BATCH_BYTES = 256 * 1024
 RESULT_WRITER_V2_FLAG = "@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2"
+ACCESS_LOGS_POLICY_FLAG = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 #: Distributed Map runs at most 10,000 child executions at once.
 MAX_CONCURRENCY = 10_000
 INPUT_FORMATS = ("csv", "jsonl")
@@ -92,6 +93,9 @@ class BatchScoring(Construct):
         # The Distributed Map renders its ResultWriter (V2) only under this feature flag; set for this
         # construct's subtree alone, so the app's own flags stay as they are.
         self.node.set_context(RESULT_WRITER_V2_FLAG, True)
+        # Grant the log delivery service through the access-log bucket's policy, not the legacy ACL
+        # (cfn-lint W3045), likewise for this subtree only.
+        self.node.set_context(ACCESS_LOGS_POLICY_FLAG, True)
         max_rows = model_function.max_rows
         if input_format not in INPUT_FORMATS:
             raise ModelFunctionError(
@@ -163,6 +167,9 @@ class BatchScoring(Construct):
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             comment=f"lambda-ml-serve: score rows of s3://<input>/<key> with {model_function.model}",
         )
+        # The RoleArn's GetAtt already orders the role first (cfn-lint W3005): depend on its policy only.
+        policy = self.state_machine.role.node.find_child("DefaultPolicy").node.default_child
+        self.state_machine.node.default_child.add_override("DependsOn", [policy.logical_id])
         self._acknowledge_wildcards()
 
     def _bucket(self, name: str) -> s3.Bucket:
@@ -173,7 +180,7 @@ class BatchScoring(Construct):
                 encryption=s3.BucketEncryption.S3_MANAGED,
                 enforce_ssl=True,
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
                 removal_policy=RemovalPolicy.RETAIN,
             )
             Validations.of(self.access_logs).acknowledge(
