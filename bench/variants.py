@@ -189,6 +189,8 @@ def framework(variant: Framework, model: BenchModel, cache: Path) -> Variant:
         "LAMBDA_ML_SERVE_ARTIFACT": str(artifact),
         "LAMBDA_ML_SERVE_PLUGINS": plugin,
         "LAMBDA_ML_SERVE_BACKEND": variant.backend,
+        # What the image's ENV sets: the model file's identity, named in every answer.
+        "LAMBDA_ML_SERVE_MODEL_SHA256": hashlib.sha256(model.path.read_bytes()).hexdigest(),
     }
     command = worker_command(sys.executable, paths, isolated=True)
     return Variant(variant.label, command, env, variant.handler, variant.preload, size, goals=variant.goals)
@@ -206,6 +208,7 @@ def source_digest() -> str:
 def prepared(backend: str, model: BenchModel, cache: Path, arch: str) -> Path:
     """The backend's prepared form of the model file (cached by the file's content and the sources)."""
     from lambda_ml_serve.plugins import get_registry
+    from lambda_ml_serve.runtime.manifest import MANIFEST_NAME, Manifest
 
     digest = hashlib.sha256(model.path.read_bytes() + source_digest().encode()).hexdigest()[:12]
     out_dir = cache / "prepared" / f"{backend}-{model.key}-{digest}"
@@ -215,9 +218,13 @@ def prepared(backend: str, model: BenchModel, cache: Path, arch: str) -> Path:
     print(f"preparing {model.key} for {backend} ...", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     registry = get_registry()
-    path = registry.backend(backend).prepare(model.path, out_dir, arch=arch, spec=registry.model(MODEL).spec)
-    done.write_text(Path(path).name)
-    return Path(path)
+    spec = registry.model(MODEL).spec
+    path = Path(registry.backend(backend).prepare(model.path, out_dir, arch=arch, spec=spec))
+    # The serving manifest `build` writes beside the artifact: the image's init reads it instead of
+    # loading the plugins, so the cold start measured is the image's.
+    Manifest.of(spec, backend, registry.backend(backend), path).write(path.parent / MANIFEST_NAME)
+    done.write_text(path.name)
+    return path
 
 
 def only_packages(names: tuple[str, ...], folder: Path) -> Path:

@@ -181,11 +181,16 @@ def load_pickle(path: Path) -> tuple[Any, dict[str, str]]:
 
 def xgboost_booster(path: Path) -> Any:
     """An XGBoost Booster from a JSON or UBJ file."""
+    import warnings
+
     import xgboost
 
     booster = xgboost.Booster()
     try:
-        booster.load_model(str(path))
+        # A damaged file makes XGBoost warn before it fails; the one-line refusal below says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            booster.load_model(str(path))
     except (xgboost.core.XGBoostError, UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(f"{path} is not a readable XGBoost model ({_first_line(exc)}); save it again") from None
     return booster

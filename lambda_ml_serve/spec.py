@@ -7,7 +7,6 @@ import re
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +72,8 @@ class ModelSpec:
 
     def resource(self, relative: str) -> Path:
         """Absolute path of a file shipped inside the plugin package."""
+        from importlib import resources  # not at import: a built image's init never resolves plugin files
+
         return Path(str(resources.files(self.package).joinpath(relative)))
 
     @property

@@ -52,9 +52,7 @@ def register_models(register):
 
 def model_plugin(name: str, *, model: str | None = None, backend: str = "xgboost",
                  schema: str = "Row") -> str:  # fmt: skip
-    return f"NAME = {model or name!r}\nBACKEND = {backend!r}\n" + MODEL.replace(
-        "schema=SCHEMA", f"schema={schema}"
-    )
+    return f"NAME = {model or name!r}\nBACKEND = {backend!r}\n" + MODEL.replace("schema=SCHEMA", f"schema={schema}")
 
 
 @pytest.fixture
@@ -79,12 +77,16 @@ def test_third_party_plugin_is_found_by_entry_point(site):
 def test_broken_plugins_are_contained_and_named(site):
     make_plugin(site, "good", model_plugin("good"), artifact=LEGACY_MODEL)
     make_plugin(site, "importfails", "raise ImportError('needs libfoo')\n")
-    make_plugin(site, "hookraises", textwrap.dedent("""
+    make_plugin(
+        site,
+        "hookraises",
+        textwrap.dedent("""
         from lambda_ml_serve import hookimpl
         @hookimpl
         def register_models(register):
             raise ValueError('bad config')
-        """))
+        """),
+    )
     make_plugin(site, "dupe", model_plugin("dupe", model="twin"), artifact=LEGACY_MODEL)
     make_plugin(site, "dupe2", model_plugin("dupe2", model="twin"), artifact=LEGACY_MODEL)
     make_plugin(site, "nobackend", model_plugin("nobackend", backend="tensorflow"), artifact=LEGACY_MODEL)

@@ -166,9 +166,7 @@ def test_method_and_route_errors(wine_app):
     put = wine_app(url_event("{}", method="PUT"))
     assert put["statusCode"] == 405
     assert put["headers"]["allow"] == "GET, POST"
-    assert body_of(wine_app(url_event(method="GET", path="/predict")))["error"]["type"] == (
-        "method_not_allowed"
-    )
+    assert body_of(wine_app(url_event(method="GET", path="/predict")))["error"]["type"] == ("method_not_allowed")
     missing = wine_app(url_event("{}", path="/nope"))
     assert missing["statusCode"] == 404
     assert body_of(missing)["error"]["type"] == "not_found"

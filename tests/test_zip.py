@@ -67,7 +67,7 @@ def test_zip_holds_the_serving_content_and_its_own_handler(wine_zip):
     } <= set(names)
     assert not [n for n in names if n.startswith(NEVER_IN_ZIP)]
     # The host runs the target's Python, so the bytecode is compiled into the zip.
-    assert any(n.startswith("xgboost/__pycache__/") and n.endswith(".cpython-311.pyc") for n in names)
+    assert any(n.startswith("lambda_ml_serve/__pycache__/") and n.endswith(".cpython-311.pyc") for n in names)
     assert "'wine_quality'" in handler and "artifacts/model.ubj" in handler
 
 
