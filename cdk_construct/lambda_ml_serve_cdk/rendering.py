@@ -103,12 +103,30 @@ def fingerprint(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def _reusable(context_dir: Path, model: str, arch: str, expected: str) -> RenderedContext | None:
+def _matching_stamp(target: Path, expected: str) -> dict[str, Any] | None:
+    """The stamp beside ``target`` when it records a render of the ``expected`` inputs, else None."""
     try:
-        stamp = json.loads(stamp_path(context_dir).read_text(encoding="utf-8"))
+        stamp = json.loads(stamp_path(target).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if stamp.get("format") != STAMP_FORMAT or stamp.get("fingerprint") != expected:
+        return None
+    return stamp
+
+
+def _write_stamp(target: Path, record: dict[str, Any]) -> None:
+    """Record what ``target`` was rendered from, under a temporary name renamed into place."""
+    stamp = stamp_path(target)
+    written = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    written.write_text(
+        json.dumps({"format": STAMP_FORMAT, **record}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    written.replace(stamp)
+
+
+def _reusable(context_dir: Path, model: str, arch: str, expected: str) -> RenderedContext | None:
+    stamp = _matching_stamp(context_dir, expected)
+    if stamp is None:
         return None
     dockerfile = context_dir / stamp["dockerfile"]
     if not dockerfile.is_file():
@@ -145,8 +163,7 @@ def ensure_build_context(
     if not force and (found := _reusable(context_dir, model, arch, expected)):
         return found
 
-    stamp = stamp_path(context_dir)
-    stamp.unlink(missing_ok=True)  # until the new render is complete, nothing is up to date
+    stamp_path(context_dir).unlink(missing_ok=True)  # until the new render is complete, nothing is up to date
     # force=False: the framework replaces a folder it rendered before, but refuses to wipe a
     # non-empty folder of anything else that context_dir might have been pointed at.
     built = render_build_context(
@@ -163,16 +180,13 @@ def ensure_build_context(
     dockerfile = Path(built.dockerfile).resolve().relative_to(Path(built.path).resolve())
 
     record = {
-        "format": STAMP_FORMAT,
         "fingerprint": expected,
         "dockerfile": dockerfile.as_posix(),
         "platform": built.platform,
         "version": built.version,
         "inputs": inputs,
     }
-    written = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-    written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    written.replace(stamp)
+    _write_stamp(context_dir, record)
     return RenderedContext(
         context_dir, context_dir / dockerfile, model, built.version, arch, built.platform, reused=False
     )
@@ -219,25 +233,17 @@ def ensure_deployment_zip(
         "package": "zip",
     }
     expected = fingerprint(inputs)
-    stamp = stamp_path(zip_path)
-    if not force and zip_path.is_file():
-        try:
-            found = json.loads(stamp.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            found = {}
-        if found.get("format") == STAMP_FORMAT and found.get("fingerprint") == expected:
-            return RenderedZip(zip_path, model, found["version"], arch, found["runtime"], found["handler"], reused=True)
-    stamp.unlink(missing_ok=True)
+    found = _matching_stamp(zip_path, expected) if not force and zip_path.is_file() else None
+    if found is not None:
+        return RenderedZip(zip_path, model, found["version"], arch, found["runtime"], found["handler"], reused=True)
+    stamp_path(zip_path).unlink(missing_ok=True)
     built = build_zip(model, zip_path, arch=arch, python=python, backend=backend, registry=registry, artifact=artifact)
     record = {
-        "format": STAMP_FORMAT,
         "fingerprint": expected,
         "version": built.version,
         "runtime": built.runtime,
         "handler": built.handler,
         "inputs": inputs,
     }
-    written = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-    written.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    written.replace(stamp)
+    _write_stamp(zip_path, record)
     return RenderedZip(zip_path, model, built.version, arch, built.runtime, built.handler, reused=False)
