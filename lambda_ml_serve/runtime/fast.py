@@ -333,8 +333,10 @@ class FastPath:
     def batch_of(self, event: Any) -> Batch | None:
         """The batch for a Function URL POST the fast decoder fully accepts, else ``None``."""
         body = self._body(event)
-        if body is None:
-            return None
+        return None if body is None else self.batch_of_body(body)
+
+    def batch_of_body(self, body: str | bytes) -> Batch | None:
+        """The batch for a JSON body (any prediction route's) the fast decoder fully accepts, else ``None``."""
         rows = self._rows(body)
         if rows is None or not rows or len(rows) > self.max_rows:
             return None
@@ -356,6 +358,10 @@ class FastPath:
             return None
         body = event.get("body")
         if not isinstance(body, str) or not body:
+            return None
+        headers = event.get("headers")
+        # A compressed or CSV body is read by the full path, which decodes it first.
+        if type(headers) is dict and ("content-encoding" in headers or "csv" in str(headers.get("content-type"))):
             return None
         if not event.get("isBase64Encoded"):
             return body
