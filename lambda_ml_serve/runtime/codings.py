@@ -105,10 +105,11 @@ def _inflate_bounded(body: bytes, wbits: int) -> bytes:
 
 def accepts_gzip(header: str | None) -> bool:
     """Whether an ``Accept-Encoding`` header accepts gzip (by name or ``*``, with a q-value above 0)."""
-    if not header or ("gzip" not in header and "*" not in header):
+    header = (header or "").lower()
+    if "gzip" not in header and "*" not in header:
         return False
     accepted: dict[str, bool] = {}
-    for part in header.lower().split(","):
+    for part in header.split(","):
         coding, _, params = part.partition(";")
         q = 1.0
         for param in params.split(";"):
