@@ -259,7 +259,17 @@ def sign_request(
 
 # -- HTTP: urllib3 with a deadline over the whole call ------------------------------------------------
 
-_deadline: ContextVar[float] = ContextVar("deadline")
+
+class _Deadline:
+    """When the current call must end, and whether the watchdog ended it (the socket then reads as EOF)."""
+
+    __slots__ = ("at", "expired")
+
+    def __init__(self, at: float) -> None:
+        self.at, self.expired = at, False
+
+
+_deadline: ContextVar[_Deadline] = ContextVar("deadline")
 
 
 def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
@@ -274,7 +284,8 @@ def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
 
     class Deadline:
         def request(self, *args: Any, **kwargs: Any) -> None:
-            self._watchdog = threading.Timer(max(0.0, _deadline.get() - time.monotonic()), self._expire)
+            self._state = _deadline.get()
+            self._watchdog = threading.Timer(max(0.0, self._state.at - time.monotonic()), self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
             try:
@@ -290,6 +301,7 @@ def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
                 self._watchdog.cancel()
 
         def _expire(self) -> None:
+            self._state.expired = True
             if self.sock is not None:
                 with suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
@@ -517,10 +529,12 @@ class FunctionUrlClient:
                 "the client sends with botocore's urllib3: pip install 'lambda-ml-serve[cli]'"
             ) from None
         remaining = deadline - time.monotonic()
-        token = _deadline.set(deadline)
+        state = _Deadline(deadline)
+        token = _deadline.set(state)
+        reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
         try:
             # Redirects are reported, not followed: that would send the signature to another URL.
-            return self._http.urlopen(
+            response = self._http.urlopen(
                 method,
                 self.url,
                 body=body or None,
@@ -531,13 +545,18 @@ class FunctionUrlClient:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # NewConnectionError subclasses ConnectTimeoutError in urllib3, yet means refused or unresolvable.
             slow = isinstance(exc, urllib3.exceptions.TimeoutError)
-            timed_out = time.monotonic() >= deadline or (
-                slow and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+            timed_out = (
+                state.expired
+                or time.monotonic() >= deadline
+                or (slow and not isinstance(exc, urllib3.exceptions.NewConnectionError))
             )
-            reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
             raise FunctionUrlConnectionError(self.url, reason if timed_out else _reason(exc)) from None
         finally:
             _deadline.reset(token)
+        if state.expired:
+            # The watchdog shut the socket while a body without a length was read: what came is not the answer.
+            raise FunctionUrlConnectionError(self.url, reason)
+        return response
 
     def _error(self, response: urllib3.BaseHTTPResponse, request_id: str | None) -> FunctionUrlError:
         text = response.data.decode("utf-8", "replace")
