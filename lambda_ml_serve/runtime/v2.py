@@ -274,8 +274,9 @@ def model_metadata(name: str, version: str, platform: str, input_schema: dict[st
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
-    """v2 errors are ``{"error": "<message>"}``; the row/field details ride along."""
-    body: dict[str, Any] = {"error": f"{error.type}: {error.message}"}
-    if error.details:
-        body["details"] = error.details
+    """v2 errors are ``{"error": "<message>"}``; the row/field details ride along, bounded as every error is."""
+    bounded = error.to_dict()["error"]
+    body: dict[str, Any] = {"error": f"{error.type}: {bounded['message']}"}
+    if bounded["details"]:
+        body["details"] = bounded["details"]
     return body
