@@ -334,6 +334,9 @@ class App:
 
     def predictions(self, rows: list[Any]) -> list[Any]:
         """Validate rows (all errors at once, as one 422) and predict them."""
+        batch = self.fast.batch_of_rows(rows) if self.fast else None
+        if batch is not None:
+            return self.predictor.predict(batch)
         try:
             batch = self.validator.to_batch(rows)
         except ApiError as exc:

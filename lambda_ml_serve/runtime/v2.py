@@ -53,6 +53,8 @@ def _flatten(data: Any) -> list[Any]:
     """
     if not isinstance(data, list):
         return [data]
+    if list not in set(map(type, data)):
+        return data  # already flat, as binary tensors and flat JSON data are
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
