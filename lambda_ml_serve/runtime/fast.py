@@ -360,6 +360,8 @@ class FastPath:
                 converted = msgspec.convert(rows, row_list)
             except msgspec.ValidationError:
                 continue  # another spelling may fit
+            except (UnicodeError, RecursionError, OverflowError):
+                return None  # text msgspec cannot hold (lone surrogates) or deep nesting: the full path says why
             values = self._pack(converted)
             # The sum of finite float32 values is finite in float64: NaN or infinity anywhere shows here.
             if not math.isfinite(sum(values)):
