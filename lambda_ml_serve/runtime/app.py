@@ -311,12 +311,12 @@ class App:
     def _parse_body(body: bytes) -> Any:
         if not body.strip():
             raise ApiError("bad_request", 'the request body is empty; send JSON such as [{"feature": 1.0}]')
-        # JSON forbids raw NUL bytes; UTF-16 and UTF-32 text is full of them (json.loads on bytes would
-        # guess such an encoding and accept it).
         if body.startswith(COMPRESSED_MAGIC):
             raise ApiError(
                 "bad_request", f"{NOT_UTF8}; it looks compressed: send Content-Encoding: gzip (or deflate) with it"
             )
+        # JSON forbids raw NUL bytes; UTF-16 and UTF-32 text is full of them (json.loads on bytes would
+        # guess such an encoding and accept it).
         if b"\x00" in body:
             raise ApiError("bad_request", f"{NOT_UTF8}; it has NUL bytes, as UTF-16 and UTF-32 text does")
         try:
