@@ -29,6 +29,7 @@ from lambda_ml_serve.tune.measure import (
     docker_limits,
     dockerfile_env,
     measure_process,
+    over_the_limit,
 )
 from lambda_ml_serve.tune.plot import plot
 from lambda_ml_serve.tune.report import Settings, build_report, schema, summary, table
@@ -207,6 +208,14 @@ def test_a_size_too_small_for_the_model_is_reported_as_not_fitting():
     console = Console(width=200, record=True)
     console.print(table(report))
     assert "does not fit" in console.export_text()
+
+
+def test_a_resident_set_over_the_size_does_not_fit_even_unkilled():
+    # Shared library pages charged to another cgroup let a process outgrow its limit without an OOM kill.
+    grown = over_the_limit(SizeResult(128, "x86_64", cold_ms=[1.0], rss_bytes=162 * 2**20), Limits(128))
+    assert (grown.status, grown.detail) == ("oom", "peak RSS 162 MB is over the 128 MB limit")
+    fits = over_the_limit(SizeResult(256, "x86_64", cold_ms=[1.0], rss_bytes=162 * 2**20), Limits(256))
+    assert fits.status == "ok"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,6 +186,9 @@ def measure_process(
             cold = json.loads(proc.stdout)
             result.cold_ms.append((cold["answered"] - spawned) * 1000)
             result.rss_bytes = max(result.rss_bytes or 0, cold["rss_kb"] * 1024)
+    if result.rss_bytes is not None and result.rss_bytes > limits.memory_bytes:
+        result.peak_bytes = max(peaks)
+        return over_the_limit(result, limits)  # it does not fit: no need to time it warm
     progress(f"{limits.memory_mb} MB: starting the warm process")
     with Cgroup(limits) as group, tempfile.TemporaryFile(mode="w+") as log:
         result.applied = {**group.applied(), "cpus_pinned": len(pin)}
