@@ -218,6 +218,45 @@ def test_a_resident_set_over_the_size_does_not_fit_even_unkilled():
     assert fits.status == "ok"
 
 
+INTERRUPTED = """
+import json, sys
+from pathlib import Path
+from lambda_ml_serve.tune.cgroups import Limits
+from lambda_ml_serve.tune.measure import ProcessTarget, measure_process
+from lambda_ml_serve.tune.session import interrupted_cleanly
+
+target = ProcessTarget("slow", (Path(sys.argv[1]),), {"SLEEP_S": "60"}, handler="ballast_handler")
+with interrupted_cleanly():
+    measure_process(target, Limits(333), {1: json.dumps([{"a": 1}])}, cold_starts=1, requests=1)
+"""
+
+
+@needs_cgroups
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_measurement_leaves_no_cgroup_and_no_process(signal_name):
+    import signal
+    import time
+
+    # 333 MB names this test's groups apart from any other measurement running on the machine.
+    def groups() -> list[Path]:
+        roots = [Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")] if detect() == "v1" else [Path("/sys/fs/cgroup")]
+        return [g for root in roots for g in root.glob("lambda-ml-serve-tune-333mb-*")]
+
+    assert groups() == []
+    runner = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(SUPPORT)])
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        children = [int(p) for g in groups() for p in (g / "cgroup.procs").read_text().split()]
+        time.sleep(0.05)
+    assert children, "the measured process never started"
+    runner.send_signal(getattr(signal, signal_name))
+    assert runner.wait(timeout=30) != 0
+    assert groups() == []
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Report, recommendation, JSON schema and plot (from measured figures given as data)
 
