@@ -283,13 +283,22 @@ class ImageTarget:
 
 def image_arch(image: str, docker_host: str | None = None) -> str:
     """The image's architecture as Lambda names it (``docker image inspect``)."""
+    arch = _inspect_image(image, docker_host)["Architecture"]
+    return {"amd64": "x86_64", "arm64": "arm64"}.get(arch, arch)
+
+
+def image_environment(image: str, docker_host: str | None = None) -> dict[str, str]:
+    """The image's ``ENV`` (which model and backend it serves)."""
+    pairs = _inspect_image(image, docker_host).get("Config", {}).get("Env") or []
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+def _inspect_image(image: str, docker_host: str | None) -> dict:
     env = {**os.environ, **({"DOCKER_HOST": docker_host} if docker_host else {})}
-    proc = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Architecture}}", image], capture_output=True, text=True, env=env
-    )
+    proc = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise TuneError(f"--image {image}: no such image in the Docker engine; build it with lambda-ml-serve build")
-    return {"amd64": "x86_64", "arm64": "arm64"}.get(proc.stdout.strip(), proc.stdout.strip())
+    return json.loads(proc.stdout)[0]
 
 
 def measure_image(

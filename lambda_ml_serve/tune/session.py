@@ -21,6 +21,7 @@ from lambda_ml_serve.tune.measure import (
     compile_bytecode,
     context_target,
     image_arch,
+    image_environment,
     measure_image,
     measure_process,
 )
@@ -155,6 +156,18 @@ def run(
     console = Console(stderr=True)
     registry = get_registry()
     spec = registry.model(model).spec
+    if image:
+        from lambda_ml_serve.bundling.docker import find_engine
+
+        if find_engine() is None:
+            raise TuneError("--image needs a Docker engine (DOCKER_HOST or the default socket); none answers")
+        served = image_environment(image)
+        if served.get("LAMBDA_ML_SERVE_MODEL") != model:
+            raise TuneError(f"--image {image} does not serve model {model!r}; give the tag `build` printed for it")
+        image_backend = served.get("LAMBDA_ML_SERVE_BACKEND", spec.backend)
+        if backend and backend != image_backend:
+            raise TuneError(f"--image {image} serves with backend {image_backend!r}, not --backend {backend}")
+        backend = image_backend
     backend = backend or spec.backend
     if backend not in registry.backends:
         known = ", ".join(sorted(registry.backends))
@@ -177,10 +190,6 @@ def run(
     skipped: dict[str, str] = {}
     target: ProcessTarget | ImageTarget
     if image:
-        from lambda_ml_serve.bundling.docker import find_engine
-
-        if find_engine() is None:
-            raise TuneError("--image needs a Docker engine (DOCKER_HOST or the default socket); none answers")
         image_is = image_arch(image)
         target = ImageTarget(f"{model} ({backend}, image)", image, image_is, emulated=image_is != machine["arch"])
         for other in settings.arches:
