@@ -141,8 +141,9 @@ def test_the_quota_is_the_sizes_share_of_a_vcpu(memory, quota):
 
 
 def test_docker_gets_the_same_share_and_no_swap():
-    assert docker_limits(Limits(128)) == ["--cpus=0.072", "--memory=128m", "--memory-swap=128m"]
-    assert docker_limits(Limits(3008)) == ["--cpus=1.700", "--memory=3008m", "--memory-swap=3008m"]
+    assert docker_limits(Limits(128)) == ["--cpus=0.07236", "--memory=128m", "--memory-swap=128m"]
+    assert docker_limits(Limits(3008)) == ["--cpus=1.7004", "--memory=3008m", "--memory-swap=3008m"]
+    assert docker_limits(Limits(1769)) == ["--cpus=1", "--memory=1769m", "--memory-swap=1769m"]
 
 
 @needs_cgroups

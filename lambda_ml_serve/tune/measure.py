@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambda_ml_serve.errors import LambdaMLServeError
-from lambda_ml_serve.tune.cgroups import Cgroup, Limits
+from lambda_ml_serve.tune.cgroups import PERIOD_US, Cgroup, Limits
 
 WORKER = Path(__file__).with_name("worker.py")
 RUNTIME_HANDLER = "lambda_ml_serve.runtime.handler"
@@ -366,7 +366,8 @@ def measure_image(
 def docker_limits(limits: Limits) -> list[str]:
     """Docker's flags for a size: its CPU share, and its memory with no swap beyond it."""
     memory = f"{limits.memory_mb}m"
-    return [f"--cpus={limits.quota_us / 100_000:.3f}", f"--memory={memory}", f"--memory-swap={memory}"]
+    cpus = f"{limits.quota_us / PERIOD_US:.5f}".rstrip("0").rstrip(".")  # exactly the cgroup path's quota
+    return [f"--cpus={cpus}", f"--memory={memory}", f"--memory-swap={memory}"]
 
 
 def _container_failed(result: SizeResult, fn: object, exc: Exception) -> SizeResult:

@@ -23,7 +23,9 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
 
     sizes = sorted({s["memory_mb"] for r in reports for s in r["sizes"]})
     x = {memory: i for i, memory in enumerate(sizes)}
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 7.5), constrained_layout=True)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(9, 8 if len(reports) > 1 else 7.5), layout="constrained"
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r_index, report in enumerate(reports):
         rows_list = report["settings"]["rows"]
@@ -76,7 +78,15 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
     bottom.set_xticks(range(len(sizes)), [f"{m:,}" for m in sizes])
     for ax in (top, bottom):
         ax.grid(True, which="both", alpha=0.3)
-    top.legend(fontsize=8, loc="upper right")
+    # Below the panels, not over the lines: a dozen lines leave no empty corner.
+    handles, labels = top.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=min(3, len(reports) or 1) if len(reports) > 1 else len(labels),
+        fontsize=8,
+    )
     first = reports[0]
     fig.suptitle(title or f"{first['label']} on {first['host']['cpu']} (CPU quota per size)", fontsize=11)
     stem.parent.mkdir(parents=True, exist_ok=True)

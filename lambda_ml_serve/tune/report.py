@@ -197,9 +197,14 @@ def schema() -> dict[str, Any]:
 
 
 def _ms(value: float | None) -> str:
+    """Milliseconds in at most seven characters: 380 µs, 4.5 ms, 403 ms, 1.88 s."""
     if value is None:
         return "-"
-    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:,.1f} ms"
+    if value < 1:
+        return f"{value * 1000:.0f} µs"
+    if value < 100:
+        return f"{value:.1f} ms"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
 def _usd(value: float) -> str:
@@ -208,19 +213,25 @@ def _usd(value: float) -> str:
 
 def table(report: dict[str, Any]) -> Any:
     """A rich table: one line per size and batch size, with what each costs."""
+    from rich import box
     from rich.table import Table
 
     rate = report["settings"]["cold_start_rate"]
     out = Table(
+        box=box.SIMPLE_HEAD,
         title=f"{report['label']}: latency and cost by memory size",
         caption=(
-            f"$: {report['prices']['region']} list prices as of {report['prices']['as_of']}, cold starts "
-            f"in {rate:.2%} of requests. CPU: {report['host']['cpu']} under a quota of each size's vCPU "
-            "share (memory / 1,769 MB): Lambda's share, not Lambda's CPUs."
+            f"best: the recommended size (the fastest within 10 % of the cheapest); emulated: under qemu, "
+            f"never recommended. cold: start to first answer, median. $: {report['prices']['region']} list "
+            f"prices as of {report['prices']['as_of']}, cold starts in {rate:.2%} of requests. "
+            f"CPU: {report['host']['cpu']} under a quota of each size's vCPU share (memory / 1,769 MB): "
+            "Lambda's share, not Lambda's CPUs."
         ),
     )
-    for name in ("memory", "cold start", "rows", "median", "p99", "$/1M req.", "$/1M pred.", "peak mem.", ""):
-        out.add_column(name, justify="left" if not name else "right")
+    # Numbers never wrap; the note column takes what width is left (80 columns fit the rest).
+    for name in ("memory", "cold", "rows", "median", "p99", "$/1M pred.", "peak"):
+        out.add_column(name, justify="right", no_wrap=True)
+    out.add_column("", justify="left", overflow="fold")
     recommended = report["recommended"] or {}
     for size in report["sizes"]:
         memory = f"{size['memory_mb']:,} MB" + (" arm64" if size["arch"] == "arm64" else "")
@@ -229,26 +240,25 @@ def table(report: dict[str, Any]) -> Any:
         peak = f"{max(known):.0f} MB" if known else "-"
         if size["status"] != "ok":
             label = {"oom": "does not fit", "error": "failed", "not-measured": "not measured"}.get(size["status"])
-            out.add_row(memory, "-", "-", "-", "-", "-", "-", peak, f"[red]{label}[/]: {size['detail']}")
+            out.add_row(memory, "-", "-", "-", "-", "-", peak, f"[red]{label}[/]: {size['detail']}")
             out.add_section()
             continue
         for i, batch in enumerate(size["batches"]):
             marks = []
             if size["emulated"]:
-                marks.append("[yellow]emulated (qemu), not recommended[/]")
+                marks.append("[yellow]emulated[/]")
             if (
                 recommended.get("memory_mb") == size["memory_mb"]
                 and recommended.get("arch") == size["arch"]
                 and recommended.get("rows") == batch["rows"]
             ):
-                marks.append("[green]recommended[/]")
+                marks.append("[green]best[/]")
             out.add_row(
                 memory if i == 0 else "",
                 _ms(cold["median"]) if (i == 0 and cold) else "",
                 f"{batch['rows']:,}",
                 _ms(batch["median_ms"]),
                 _ms(batch["p99_ms"]),
-                _usd(batch["cost"]["per_million_requests_with_cold_starts"]),
                 _usd(batch["cost"]["per_million_predictions_with_cold_starts"]),
                 peak if i == 0 else "",
                 ", ".join(marks),
@@ -257,17 +267,22 @@ def table(report: dict[str, Any]) -> Any:
     return out
 
 
+def _per_request(rows: int) -> str:
+    return f"{rows:,} row{'' if rows == 1 else 's'} per request"
+
+
 def summary(report: dict[str, Any]) -> list[str]:
     """The recommendation in sentences, one per batch size."""
     lines = []
     for rec in report["recommendations"]:
         cheap, best = rec["cheapest"], rec["recommended"]
         if best is None:
-            lines.append(f"{rec['rows']:,} rows per request: {rec['note']}.")
+            lines.append(f"{_per_request(rec['rows'])}: {rec['note']}.")
             continue
         lines.append(
-            f"{rec['rows']:,} rows per request: {best['memory_mb']:,} MB ({best['arch']}), median "
-            f"{_ms(best['median_ms'])}, {_usd(best['per_million_predictions'])} per million predictions; "
-            f"the {rec['note']} is {cheap['memory_mb']:,} MB at {_usd(cheap['per_million_predictions'])}."
+            f"{_per_request(rec['rows'])}: {best['memory_mb']:,} MB ({best['arch']}), median "
+            f"{_ms(best['median_ms'])}, p99 {_ms(best['p99_ms'])}, {_usd(best['per_million_predictions'])} per "
+            f"million predictions ({_usd(best['per_million_requests'])} per million requests); the {rec['note']} "
+            f"is {cheap['memory_mb']:,} MB at {_usd(cheap['per_million_predictions'])}."
         )
     return lines
