@@ -67,9 +67,6 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
             spot = x[report["recommended"]["memory_mb"]]
             for ax in (top, bottom):
                 ax.axvspan(spot - 0.3, spot + 0.3, color="tab:green", alpha=0.12, lw=0)
-            top.annotate(
-                "recommended", (spot, 0.95), xycoords=("data", "axes fraction"), ha="center", color="tab:green"
-            )
     top.set_yscale("log")
     bottom.set_yscale("log")
     top.set_ylabel("warm latency, median (ms)")
@@ -80,6 +77,12 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
         ax.grid(True, which="both", alpha=0.3)
     # Below the panels, not over the lines: a dozen lines leave no empty corner.
     handles, labels = top.get_legend_handles_labels()
+    if len(reports) == 1 and reports[0]["recommended"]:
+        from matplotlib.patches import Patch
+
+        rows = reports[0]["recommended"]["rows"]
+        handles.append(Patch(color="tab:green", alpha=0.12))
+        labels.append(f"recommended for {rows:,} row{'' if rows == 1 else 's'}")
     fig.legend(
         handles,
         labels,
