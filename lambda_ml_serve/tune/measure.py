@@ -103,7 +103,6 @@ def context_target(context: Path, label: str | None = None) -> ProcessTarget:
         paths=(site,),
         env=env,
         arch=info["arch"],
-        preload=(),
     )
 
 
