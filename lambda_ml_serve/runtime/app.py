@@ -402,4 +402,3 @@ class App:
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id)
         return Answer(200, answer, {}), len(predictions)
-
