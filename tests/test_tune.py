@@ -262,8 +262,10 @@ def test_an_interrupted_measurement_leaves_no_cgroup_and_no_process(signal_name)
 # Report, recommendation, JSON schema and plot (from measured figures given as data)
 
 
-def sized(memory: int, warm: dict[int, list[float]], *, cold: float = 500.0, **kwargs) -> SizeResult:
-    return SizeResult(memory, "x86_64", cold_ms=[cold, cold], warm_ms=warm, peak_bytes=40 * 2**20, **kwargs)
+def sized(
+    memory: int, warm: dict[int, list[float]], *, cold: float = 500.0, arch: str = "x86_64", **kwargs
+) -> SizeResult:
+    return SizeResult(memory, arch, cold_ms=[cold, cold], warm_ms=warm, peak_bytes=40 * 2**20, **kwargs)
 
 
 def report_of(results: list[SizeResult], settings: Settings) -> dict:
@@ -289,7 +291,7 @@ RESULTS = [
     sized(1769, {1: [1.0] * 10, 100: [6.0] * 10}, cold=500.0),
     sized(3008, {1: [1.0] * 10, 100: [6.0] * 10}, cold=500.0),
     SizeResult(1024, "arm64", status="not-measured", detail="arm64 is measured on an arm64 host only"),
-    sized(1769, {1: [0.5] * 10, 100: [3.0] * 10}, emulated=True),
+    sized(1769, {1: [0.5] * 10, 100: [3.0] * 10}, arch="arm64", emulated=True),
 ]
 SETTINGS = Settings((128, 256, 512, 1024, 1769, 3008), ("x86_64", "arm64"), (1, 100), 10, 2, 0.01)
 
@@ -355,6 +357,26 @@ def test_the_plot_is_a_valid_png_and_svg(tmp_path):
     png2, _ = plot([report, other], tmp_path / "both")
     with Image.open(png2) as image:
         assert image.size[0] > 500
+
+
+def test_a_plot_of_emulated_or_unmeasured_sizes_only_is_still_drawn(tmp_path):
+    # An arm64 image on an x86_64 host: the host's architecture not measured, the image's emulated.
+    emulated = [
+        SizeResult(512, "x86_64", status="not-measured", detail="the image is arm64"),
+        sized(512, {1: [0.9] * 3}, arch="arm64", emulated=True),
+    ]
+    settings = Settings((512,), ("x86_64", "arm64"), (1,), 3, 2, 0.01)
+    report = report_of(emulated, settings)
+    assert report["recommended"] is None
+    assert report["recommendations"][0]["note"] == (
+        "no size was measured natively (emulated figures are never recommended)"
+    )
+    nothing = report_of([SizeResult(128, "x86_64", status="oom", detail="killed")], dataclasses.replace(settings))
+    for name, each in (("emulated", report), ("nothing", nothing)):
+        png, svg = plot([each], tmp_path / name)
+        with Image.open(png) as image:
+            image.verify()
+        assert "emulated" in svg.read_text() or name == "nothing"
 
 
 def test_the_image_environment_is_read_from_the_dockerfile(tmp_path):

@@ -28,31 +28,30 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r_index, report in enumerate(reports):
-        rows_list = report["settings"]["rows"]
-        for b_index, rows in enumerate(rows_list):
-            color = colors[(b_index if len(reports) == 1 else r_index) % len(colors)]
-            style = LINESTYLES[(b_index if len(reports) > 1 else 0) % len(LINESTYLES)]
-            points = [
-                (x[s["memory_mb"]], b)
-                for s in report["sizes"]
-                if s["status"] == "ok" and s["arch"] == report["sizes"][0]["arch"]
-                for b in s["batches"]
-                if b["rows"] == rows
-            ]
-            if not points:
-                continue
-            name = f"{rows:,} row" + ("" if rows == 1 else "s")
-            label = name if len(reports) == 1 else f"{report['label']}, {name}"
-            xs = [p for p, _ in points]
-            top.plot(xs, [b["median_ms"] for _, b in points], style, marker="o", color=color, label=label)
-            bottom.plot(
-                xs,
-                [b["cost"]["per_million_predictions_with_cold_starts"] for _, b in points],
-                style,
-                marker="o",
-                color=color,
-                label=label,
-            )
+        # One line per architecture measured (an emulated one drawn thin and named so).
+        arches = list(dict.fromkeys(s["arch"] for s in report["sizes"] if s["status"] == "ok"))
+        for a_index, arch in enumerate(arches):
+            for b_index, rows in enumerate(report["settings"]["rows"]):
+                color = colors[(b_index if len(reports) == 1 else r_index) % len(colors)]
+                style = LINESTYLES[(b_index if len(reports) > 1 else a_index) % len(LINESTYLES)]
+                measured = [s for s in report["sizes"] if s["status"] == "ok" and s["arch"] == arch]
+                points = [(x[s["memory_mb"]], b) for s in measured for b in s["batches"] if b["rows"] == rows]
+                if not points:
+                    continue
+                label = f"{rows:,} row" + ("" if rows == 1 else "s")
+                if len(reports) > 1:
+                    label = f"{report['label']}, {label}"
+                if len(arches) > 1 or arch != report["host"]["arch"]:
+                    label += f", {arch}"
+                emulated = any(s["emulated"] for s in measured)
+                if emulated:
+                    label += " (emulated)"
+                xs = [p for p, _ in points]
+                for ax, ys in (
+                    (top, [b["median_ms"] for _, b in points]),
+                    (bottom, [b["cost"]["per_million_predictions_with_cold_starts"] for _, b in points]),
+                ):
+                    ax.plot(xs, ys, style, marker="o", color=color, label=label, lw=0.8 if emulated else 1.5)
         for size in report["sizes"]:
             if size["status"] == "oom":
                 top.annotate(
@@ -83,13 +82,11 @@ def plot(reports: Sequence[dict[str, Any]], stem: Path, *, title: str | None = N
         rows = reports[0]["recommended"]["rows"]
         handles.append(Patch(color="tab:green", alpha=0.12))
         labels.append(f"recommended for {rows:,} row{'' if rows == 1 else 's'}")
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncol=min(3, len(reports) or 1) if len(reports) > 1 else len(labels),
-        fontsize=8,
-    )
+    if handles:
+        ncol = min(3, len(reports)) if len(reports) > 1 else len(labels)
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8)
+    else:
+        top.text(0.5, 0.5, "no size was measured", transform=top.transAxes, ha="center", color="tab:red")
     first = reports[0]
     fig.suptitle(title or f"{first['label']} on {first['host']['cpu']} (CPU quota per size)", fontsize=11)
     stem.parent.mkdir(parents=True, exist_ok=True)

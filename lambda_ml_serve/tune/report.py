@@ -170,7 +170,12 @@ def _recommend(sizes: list[dict[str, Any]], rows: int, target_p99_ms: float | No
         )
     meeting = [c for c in candidates if target_p99_ms is None or c["p99_ms"] <= target_p99_ms]
     if not meeting:
-        why = "no size was measured" if not candidates else f"no size meets the p99 target of {target_p99_ms:g} ms"
+        if candidates:
+            why = f"no size meets the p99 target of {target_p99_ms:g} ms"
+        elif any(s["emulated"] and s["status"] == "ok" for s in sizes):
+            why = "no size was measured natively (emulated figures are never recommended)"
+        else:
+            why = "no size was measured"
         return {"rows": rows, "cheapest": None, "fastest_within_10_percent": None, "recommended": None, "note": why}
     cheapest = min(meeting, key=lambda c: (c["per_million_requests"], c["median_ms"]))
     affordable = [c for c in meeting if c["per_million_requests"] <= cheapest["per_million_requests"] * (1 + WITHIN)]
