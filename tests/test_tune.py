@@ -379,6 +379,30 @@ def test_a_plot_of_emulated_or_unmeasured_sizes_only_is_still_drawn(tmp_path):
         assert "emulated" in svg.read_text() or name == "nothing"
 
 
+def test_a_context_whose_runtime_or_plugin_changed_is_stale(tmp_path):
+    import shutil
+
+    import lambda_ml_serve_wine_quality
+
+    import lambda_ml_serve
+    from lambda_ml_serve.tune.session import stale_sources
+
+    site = tmp_path / "site-packages"
+    for package in (lambda_ml_serve, lambda_ml_serve_wine_quality):
+        source = Path(package.__file__).parent
+        shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    assert stale_sources(site, "wine_quality") is None
+    (site / "lambda_ml_serve" / "cli.py").write_text("# not what the function runs\n")
+    assert stale_sources(site, "wine_quality") is None
+    handler = site / "lambda_ml_serve" / "runtime" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# older\n")
+    assert stale_sources(site, "wine_quality").endswith("lambda_ml_serve/runtime/handler.py")
+    handler.write_text((Path(lambda_ml_serve.__file__).parent / "runtime" / "handler.py").read_text())
+    plugin = site / "lambda_ml_serve_wine_quality" / "plugin.py"
+    plugin.write_text(plugin.read_text() + "\n# older\n")
+    assert stale_sources(site, "wine_quality").endswith("lambda_ml_serve_wine_quality/plugin.py")
+
+
 def test_the_image_environment_is_read_from_the_dockerfile(tmp_path):
     text = (
         "FROM base\nENV LAMBDA_ML_SERVE_MODEL=wine_quality \\\n"

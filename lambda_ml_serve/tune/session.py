@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import signal
@@ -61,21 +62,51 @@ def request_bodies(example: Sequence[dict[str, Any]], rows: Sequence[int]) -> di
     return {n: json.dumps(list(itertools.islice(itertools.cycle(example), n))) for n in rows}
 
 
-def prepare_context(model: str, backend: str, arch: str, *, root: Path, rerender: bool, say: Callable[[str], None]):
-    """The model's build context for this interpreter's Python, rendered once and reused."""
+def prepare_context(
+    model: str, backend: str, arch: str, *, root: Path, rerender: bool, say: Callable[[str], None]
+) -> Path:
+    """The model's build context for this interpreter's Python, rendered once and reused while current."""
     from lambda_ml_serve.bundling.context import BUILD_INFO, is_build_context, render_build_context
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     folder = (root / f"{model}-{backend}-{arch}-py{python}").absolute()
     if not rerender and is_build_context(folder):
         info = json.loads((folder / BUILD_INFO).read_text())
-        if (info.get("model"), info.get("backend"), info.get("python")) == (model, backend, python):
+        changed = stale_sources(folder / "site-packages", model)
+        if (info.get("model"), info.get("backend"), info.get("python")) == (model, backend, python) and not changed:
             say(f"Reusing the build context in {folder} (--rerender renders it again)")
             return folder
+        if changed:
+            say(f"{changed} changed since the build context in {folder} was rendered")
     say(f"Rendering the build context of {model} ({backend}, Python {python}) into {folder} ...")
     render_build_context(model, folder, arch=arch, python=python, backend=backend, force=True)
     compile_bytecode(folder / "site-packages")
     return folder
+
+
+def stale_sources(site: Path, model: str) -> str | None:
+    """The first source the function runs (the framework's runtime, the plugin) that differs from its copy in ``site``.
+
+    A context rendered before them changed would measure the old code; None when it is current.
+    """
+    import lambda_ml_serve
+    from lambda_ml_serve.plugins import get_registry
+
+    package = get_registry().model(model).spec.package.split(".")[0]
+    framework = Path(lambda_ml_serve.__file__).parent
+    plugin = Path(importlib.import_module(package).__file__).parent
+    for root, runs in ((framework, _runtime_file), (plugin, lambda relative: True)):
+        for copy in sorted((site / root.name).rglob("*.py")):
+            relative = copy.relative_to(site / root.name)
+            source = root / relative
+            if runs(relative) and source.is_file() and source.read_bytes() != copy.read_bytes():
+                return str(source)
+    return None
+
+
+def _runtime_file(relative: Path) -> bool:
+    """What the function imports of the framework: runtime/ and each backend's runtime.py."""
+    return relative.parts[0] == "runtime" or relative.name == "runtime.py"
 
 
 @contextmanager
