@@ -19,6 +19,8 @@ from types import ModuleType
 
 import pytest
 from conftest import LEGACY_MODELS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambda_ml_serve.bundling.context import PLATFORMS, BuildContext
 from lambda_ml_serve.bundling.vendor import VendorError
@@ -923,3 +925,35 @@ def test_batch_scoring_bad_props_are_named(new_stack, wine_x86, props, message):
     model = ModelFunction(stack, "Model")
     with pytest.raises(ModelFunctionError, match=message):
         lms_cdk.BatchScoring(stack, "Scoring", model_function=model, **props)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+        max_leaves=20,
+    ),
+    st.sampled_from(["report", "recommended", "memory"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_tuned_reads_any_json_to_a_size_or_one_error(value, where):
+    import tempfile
+
+    from lambda_ml_serve_cdk.tuning import tuned_memory_size
+
+    # Hostile values at every level: the whole file, the recommendation, its memory size.
+    report = {"kind": "lambda-ml-serve-tune", "schema_version": 1, "model": "m", "backend": "b"}
+    document = {
+        "report": value,
+        "recommended": {**report, "recommended": value},
+        "memory": {**report, "recommended": {"memory_mb": value}},
+    }[where]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tune.json"
+        path.write_text(json.dumps(document))
+        try:
+            size = tuned_memory_size(path)
+        except ModelFunctionError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 500
+            return
+    assert isinstance(size, int) and not isinstance(size, bool) and 128 <= size <= 10_240

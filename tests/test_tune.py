@@ -18,6 +18,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lambda_ml_serve.cli import main
@@ -437,3 +439,20 @@ def test_bad_options_are_one_line(args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_size_lists_parse_or_fail_in_one_line_without_echoing(text):
+    from lambda_ml_serve.tune.measure import TuneError
+    from lambda_ml_serve.tune.session import parse_ints
+
+    try:
+        values = parse_ints("--memory", text, 128, 10_240)
+    except TuneError as exc:
+        message = str(exc)
+        assert message.startswith("--memory: ") and "\n" not in message and len(message) < 200
+        assert text not in message or text in {"", ","} or text.isspace() or len(text) < 3
+        return
+    assert values and all(isinstance(v, int) and 128 <= v <= 10_240 for v in values)
+    assert len(set(values)) == len(values)

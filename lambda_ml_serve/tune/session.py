@@ -39,7 +39,8 @@ def parse_ints(option: str, text: str, low: int, high: int) -> tuple[int, ...]:
     values = []
     for part in text.split(","):
         part = part.strip().replace("_", "")
-        if not part.isdigit() or not low <= int(part) <= high:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (part.isascii() and part.isdigit()) or not low <= int(part) <= high:
             raise TuneError(f"{option}: each value must be a whole number from {low:,} to {high:,}, comma-separated")
         values.append(int(part))
     if not values:
@@ -194,15 +195,15 @@ def run(
             raise TuneError("--image needs a Docker engine (DOCKER_HOST or the default socket); none answers")
         served = image_environment(image)
         if served.get("LAMBDA_ML_SERVE_MODEL") != model:
-            raise TuneError(f"--image {image} does not serve model {model!r}; give the tag `build` printed for it")
+            raise TuneError(f"--image {image[:100]} does not serve model {model!r}; give the tag `build` printed for it")
         image_backend = served.get("LAMBDA_ML_SERVE_BACKEND", spec.backend)
         if backend and backend != image_backend:
-            raise TuneError(f"--image {image} serves with backend {image_backend!r}, not --backend {backend}")
+            raise TuneError(f"--image {image[:100]} serves with backend {image_backend!r}, not --backend {backend[:40]}")
         backend = image_backend
     backend = backend or spec.backend
     if backend not in registry.backends:
         known = ", ".join(sorted(registry.backends))
-        raise TuneError(f"--backend {backend}: not installed; installed backends: {known}")
+        raise TuneError(f"--backend {backend[:40]}: not installed; installed backends: {known}")
     if not 0 <= cold_start_rate <= 1:
         raise TuneError("--cold-start-rate must be from 0 to 1 (e.g. 0.01 for one cold start in a hundred requests)")
     if cold_starts < 1 or requests < 1:
