@@ -296,7 +296,7 @@ def _inspect_image(image: str, docker_host: str | None) -> dict:
     env = {**os.environ, **({"DOCKER_HOST": docker_host} if docker_host else {})}
     proc = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise TuneError(f"--image {image[:100]}: no such image in the Docker engine; build it with lambda-ml-serve build")
+        raise TuneError(f"--image {image[:100]}: no such image in the Docker engine; build it first")
     return json.loads(proc.stdout)[0]
 
 

@@ -195,10 +195,10 @@ def run(
             raise TuneError("--image needs a Docker engine (DOCKER_HOST or the default socket); none answers")
         served = image_environment(image)
         if served.get("LAMBDA_ML_SERVE_MODEL") != model:
-            raise TuneError(f"--image {image[:100]} does not serve model {model!r}; give the tag `build` printed for it")
+            raise TuneError(f"--image {image[:100]} does not serve model {model!r}; give the tag build printed")
         image_backend = served.get("LAMBDA_ML_SERVE_BACKEND", spec.backend)
         if backend and backend != image_backend:
-            raise TuneError(f"--image {image[:100]} serves with backend {image_backend!r}, not --backend {backend[:40]}")
+            raise TuneError(f"--image {image[:100]} serves backend {image_backend!r}, not --backend {backend[:40]}")
         backend = image_backend
     backend = backend or spec.backend
     if backend not in registry.backends:
