@@ -467,6 +467,18 @@ def test_the_function_gets_the_tuned_memory_size(new_stack, wine_x86, tmp_path):
     assert function["MemorySize"] == 640
 
 
+@pytest.mark.slow
+def test_example_app_deploys_the_tuned_size(new_app, wine_x86, tmp_path):
+    report = tune_report(tmp_path / "tune.json", recommended=896)
+    stack = load_example_app().build(new_app(tune=str(report)))
+    function = only(assertions.Template.from_stack(stack), "AWS::Lambda::Function")["Properties"]
+    assert function["MemorySize"] == 896
+    other = tune_report(tmp_path / "compiled.json", recommended=896)
+    other.write_text(other.read_text().replace('"backend": "xgboost"', '"backend": "compiled"'))
+    with pytest.raises(ModelFunctionError, match=r"tuned backend 'compiled', not 'xgboost'"):
+        load_example_app().build(new_app(tune=str(other)))
+
+
 def test_tuned_reads_the_recommendation(tmp_path):
     assert ModelFunction.tuned(tune_report(tmp_path / "tune.json", recommended=1024)) == 1024
     assert ModelFunction.tuned(str(tune_report(tmp_path / "t.json", recommended=512)), model="wine_quality") == 512
