@@ -108,7 +108,11 @@ class FunctionUrlProtocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         body = error_response(400, "bad_request", BAD_REQUEST_MESSAGE).body
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
