@@ -187,21 +187,28 @@ def test_deep_leaf_wise_trees_use_the_node_layout(tmp_path):
     predictor = compile_model(artifact, tmp_path / "out")
     assert predictor.metadata["depth"] >= 12
     assert predictor.metadata["layout"] == "node"
-    assert list(predictor.metadata["layout_ms"]) == ["node"]
+    assert predictor.metadata["layout_reason"].startswith("node: padding")
     assert_close(predict(predictor, check_rows(missing=True)), booster.predict(check_rows(missing=True)))
 
 
-def test_layout_choice_and_timings_are_recorded(tmp_path, capfd):
+def test_layout_choice_is_recorded_and_reproducible(tmp_path, capfd):
+    """The layout follows from the trees' shapes: two builds give the same bytes, and say why."""
     require_toolchain()
+    import hashlib
+
     spec = get_registry().model("wine_quality").spec
-    predictor = compile_model(spec.artifact_path, tmp_path, spec)
+    predictor = compile_model(spec.artifact_path, tmp_path / "a", spec)
     metadata = predictor.metadata
-    timings = metadata["layout_ms"]
-    assert set(timings) == set(codegen.LAYOUTS) and all(ms > 0 for ms in timings.values())
-    assert metadata["layout"] == min(timings, key=timings.__getitem__)
+    assert metadata["layout"] == "level" and "layout_ms" not in metadata
+    assert metadata["layout_reason"] == (
+        "level: walking every tree to depth 5 takes 1.00x the steps of each tree's own depth (at most 1.1)"
+    )
     assert (metadata["trees"], metadata["depth"]) == (553, 5)
     printed = capfd.readouterr().err
-    assert f"layout {metadata['layout']!r}" in printed and "553 trees, depth 5" in printed
+    assert f"layout {metadata['layout_reason']}" in printed and "553 trees, depth 5" in printed
+    compile_model(spec.artifact_path, tmp_path / "b", spec)
+    first, second = ((tmp_path / d / "model.so").read_bytes() for d in "ab")
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
 
 
 # ------------------------------------------------------------------------------------ scikit-learn

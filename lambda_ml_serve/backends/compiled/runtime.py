@@ -128,6 +128,17 @@ class CompiledPredictor:
         return out.tolist()
 
 
+def read_metadata(library: Path) -> dict[str, Any]:
+    """The metadata JSON a model library embeds, read from the file without loading it (so a library
+    built for another architecture can be described too)."""
+    data = library.read_bytes()
+    start = data.find(b'{"format":')
+    end = data.find(b"\0", start)
+    if start < 0 or end < 0:
+        raise ModelLoadError(f"{library} holds no compiled model metadata; build it with --backend compiled")
+    return json.loads(data[start:end])
+
+
 def elf_machine(header: bytes) -> int | None:
     """The e_machine field of an ELF header, or None when ``header`` is not ELF."""
     if len(header) < 20 or header[:4] != b"\x7fELF":
