@@ -57,8 +57,11 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
             "num_feature": ensemble.num_feature,
             "feature_names": ensemble.feature_names,
             "output": ensemble.output,
+            "num_output": ensemble.num_output,
             "answer": ensemble.accumulator,
             "classes": ensemble.classes,
+            # Categorical features (by index) and how many categories the model knows of each.
+            "categories": {str(j): n for j, n in ensemble.categories.items()},
             "source": {
                 "file": artifact.name,
                 "backend": ensemble.source,
