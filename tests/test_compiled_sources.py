@@ -315,7 +315,7 @@ def test_refusals_name_the_file_and_what_is_unsupported(tmp_path):
     refuses(tmp_path / "ova.txt", tmp_path / "o1", r"ova\.txt ends with treelite's 'multiclass_ova' transformation")
 
     pipeline = make_pipeline(StandardScaler(), GradientBoostingRegressor(n_estimators=3)).fit(features, target)
-    refuses(dump(pipeline, tmp_path / "pipeline.joblib"), tmp_path / "o3", r"holds a Pipeline.*backend 'sklearn'")
+    refuses(dump(pipeline, tmp_path / "pipeline.joblib"), tmp_path / "o3", r"fitted without column names")
 
     (tmp_path / "notes.txt").write_text("not a model\n")
     refuses(tmp_path / "notes.txt", tmp_path / "o5", r"neither an XGBoost model .* nor a joblib file")

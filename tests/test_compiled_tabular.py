@@ -17,6 +17,7 @@ from test_compiled_backend import HOST_ARCH, require, require_toolchain
 
 from lambda_ml_serve.backends.compiled import CompiledBackend, parity
 from lambda_ml_serve.backends.compiled.ensemble import read_ensemble
+from lambda_ml_serve.errors import CompileError
 from lambda_ml_serve.spec import Batch
 
 pytestmark = pytest.mark.slow
@@ -336,3 +337,168 @@ def test_any_codes_and_missing_values_match_the_libraries(xgboost_models, lightg
         assert np.array_equal(got, booster.inplace_predict(matrix, validate_features=False))
 
     check()
+
+
+# ------------------------------------------------------------------------- scikit-learn Pipelines
+
+SWEETNESS = ["dry", "medium", "sweet", "luscious"]
+PIPELINE_FIELDS = ["acidity", "sugar", "color", "sweetness", "unused"]
+
+
+def pipeline_frame(n: int = 1200, seed: int = 0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    data = pd.DataFrame(
+        {
+            "acidity": rng.normal(7, 1, n),
+            "sugar": rng.gamma(2, 3, n),
+            "color": rng.choice(COLORS[:3], n),
+            "sweetness": rng.choice(SWEETNESS, n),
+            "unused": rng.normal(size=n),
+        }
+    )
+    data.loc[rng.random(n) < 0.1, "acidity"] = np.nan
+    target = (data["sugar"] > 6).astype(int) + (data["color"] == "red") + (data["sweetness"] == "sweet")
+    return data, np.array(["low", "mid", "high", "top"])[target]
+
+
+def make_pipeline_model(estimator):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    prep = ColumnTransformer(
+        [
+            ("onehot", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ("ordinal", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["sweetness"]),
+            ("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["acidity"]),
+            ("range", MinMaxScaler(), ["sugar"]),
+            ("gone", "drop", ["unused"]),
+        ]
+    )
+    return Pipeline([("prep", prep), ("model", estimator)])
+
+
+def pipeline_rows(n: int = 3000, seed: int = 3):
+    """The kernel's input: the pipeline's fields in order, categories as codes (-1 unknown), NaN missing."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    matrix = np.column_stack(
+        [
+            rng.normal(7, 1.5, n),
+            rng.gamma(2, 3, n),
+            rng.integers(0, 3, n),
+            rng.integers(0, len(SWEETNESS), n),
+            rng.normal(size=n),
+        ]
+    ).astype(np.float32)
+    matrix[rng.random(n) < 0.1, 0] = np.nan
+    for j in (2, 3):
+        odd = rng.random(n) < 0.15
+        matrix[odd, j] = rng.choice(np.array([-1.0, np.nan, 9.0], dtype=np.float32), int(odd.sum()))
+    return matrix
+
+
+@pytest.fixture(scope="module")
+def pipeline_model(tmp_path_factory):
+    require_libraries()
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    data, labels = pipeline_frame()
+    pipeline = make_pipeline_model(HistGradientBoostingClassifier(max_iter=25, random_state=0)).fit(data, labels)
+    joblib.dump(pipeline, tmp / "pipeline.joblib")
+    return pipeline, compiled(tmp / "pipeline.joblib", tmp / "out")
+
+
+def as_frame(predictor, matrix):
+    """The DataFrame a client of the original pipeline sends for the same rows (unknown: an unseen string)."""
+    import numpy as np
+    import pandas as pd
+
+    data = {}
+    for j, name in enumerate(PIPELINE_FIELDS):
+        column = matrix[:, j].astype(np.float64)
+        if name in ("color", "sweetness"):
+            names = sorted(COLORS[:3] if name == "color" else SWEETNESS)  # the encoders' categories_
+            cells = [
+                np.nan if np.isnan(v) else (names[int(v)] if 0 <= v < len(names) else "never seen") for v in column
+            ]
+            data[name] = pd.Series(cells, dtype=object)
+        else:
+            data[name] = column
+    return pd.DataFrame(data)
+
+
+def test_pipeline_is_folded_into_the_kernel(pipeline_model):
+    """OneHotEncoder, OrdinalEncoder, SimpleImputer + StandardScaler, MinMaxScaler and drop: no scikit-learn left."""
+    pipeline, predictor = pipeline_model
+    matrix = pipeline_rows()
+    frame = as_frame(predictor, matrix)
+    assert_probabilities(predictor, matrix, pipeline.predict_proba(frame), pipeline.predict(frame))
+    assert predictor.feature_names == tuple(PIPELINE_FIELDS)
+    assert predictor.classes == ["high", "low", "mid", "top"]
+    assert predictor.metadata["categories"] == {"2": 3, "3": len(SWEETNESS)}
+
+
+def test_pipeline_rows_from_hypothesis(pipeline_model):
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pipeline, predictor = pipeline_model
+    number = st.floats(-50, 50, width=32) | st.just(float("nan"))
+    code = st.sampled_from([0.0, 1.0, 2.0, 3.0, -1.0, float("nan"), 7.0])
+    row = st.tuples(number, number, code, code, number)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(row, min_size=1, max_size=200))
+    def check(batch):
+        matrix = np.array(batch, dtype=np.float32)
+        matrix[:, 2] = np.where(matrix[:, 2] == 3.0, -1.0, matrix[:, 2])  # colour has three categories
+        got = np.array(answers(predictor, matrix))
+        assert np.abs(got - pipeline.predict_proba(as_frame(predictor, matrix))).max() <= 1e-5
+
+    check()
+
+
+def test_random_forest_pipeline_binary(tmp_path):
+    require_libraries()
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    data, labels = pipeline_frame()
+    forest = RandomForestClassifier(n_estimators=20, max_depth=8, random_state=0)
+    pipeline = make_pipeline_model(forest).fit(data, labels == "top")
+    joblib.dump(pipeline, tmp_path / "forest.joblib")
+    predictor = compiled(tmp_path / "forest.joblib", tmp_path / "out")
+    matrix = pipeline_rows()
+    frame = as_frame(predictor, matrix)
+    assert_probabilities(predictor, matrix, pipeline.predict_proba(frame), pipeline.predict(frame))
+    assert predictor.classes == [False, True]
+
+
+def test_a_step_the_kernel_cannot_compute_is_named(tmp_path):
+    require_libraries()
+    import joblib
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    data, _ = pipeline_frame(200)
+    prep = ColumnTransformer([("logs", FunctionTransformer(np.log1p), ["sugar"])])
+    pipeline = Pipeline([("prep", prep), ("model", GradientBoostingRegressor(n_estimators=3))])
+    pipeline.fit(data, data["acidity"].fillna(0))
+    joblib.dump(pipeline, tmp_path / "p.joblib")
+    with pytest.raises(
+        CompileError, match=r"p\.joblib: step 'logs' is a FunctionTransformer, which the compiled"
+    ) as caught:
+        CompiledBackend().prepare(tmp_path / "p.joblib", tmp_path / "out", arch=HOST_ARCH)
+    assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()

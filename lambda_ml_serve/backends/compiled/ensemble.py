@@ -43,7 +43,8 @@ _LT, _LE, _GT, _GE = 2, 3, 4, 5
 _LEAF, _NUMERICAL, _CATEGORICAL = 0, 1, 2
 #: How a source library reads a float as a category code: the smallest float that is a code.
 #: XGBoost: anything below 0 is no category; LightGBM: truncated towards zero, so above -1.
-CATEGORY_FLOOR = {"xgboost": ">= 0.0f", "lightgbm": "> -1.0f"}
+#: A Pipeline's encoded columns are read as XGBoost reads them (the fast path sends codes, or -1).
+CATEGORY_FLOOR = {"xgboost": ">= 0.0f", "lightgbm": "> -1.0f", "sklearn": ">= 0.0f"}
 #: scikit-learn estimators treelite imports and the kernel serves.
 SKLEARN_ENSEMBLES = (
     "RandomForestRegressor",
@@ -355,20 +356,25 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     import sklearn
     import treelite.sklearn
 
+    from lambda_ml_serve.backends.compiled import pipeline
+
     # A joblib file is a pickle: like the sklearn backend, this reads only the plugin's own artifact.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimator = joblib.load(artifact)
+            loaded = joblib.load(artifact)
     except Exception as exc:
         raise CompileError(
             f"cannot read {artifact} as a joblib file: {type(exc).__name__}: {_first_line(exc)}"
         ) from None
+    folded, estimator = (None, loaded)
+    if type(loaded).__name__ == "Pipeline":
+        folded, estimator = pipeline.preprocessing(loaded, artifact.name)
     kind = type(estimator).__name__
     if kind not in SKLEARN_ENSEMBLES:
         raise CompileError(
             f"{artifact.name} holds a {kind}; the compiled backend compiles the scikit-learn tree ensembles "
-            f"{', '.join(SKLEARN_ENSEMBLES)} (not a Pipeline or another estimator): serve it with backend 'sklearn'"
+            f"{', '.join(SKLEARN_ENSEMBLES)} (alone or after a ColumnTransformer): serve it with backend 'sklearn'"
         )
     classes = getattr(estimator, "classes_", None)
     if getattr(estimator, "n_outputs_", 1) != 1 or getattr(estimator, "is_categorical_", None) is not None:
@@ -382,25 +388,32 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     except Exception as exc:
         raise CompileError(f"treelite cannot import {artifact.name} ({kind}): {_first_line(exc)}") from None
 
+    def given(matrix: Any) -> Any:
+        """What the model file is given: the DataFrame of a Pipeline, else the matrix in float64."""
+        return folded.frame(matrix) if folded is not None else np.asarray(matrix, dtype=np.float64)
+
     def reference(matrix: Any) -> Any:
-        wide = np.asarray(matrix, dtype=np.float64)  # as the sklearn backend serves
         if classes is None:
-            return estimator.predict(wide)
-        probabilities = estimator.predict_proba(wide)
+            return loaded.predict(given(matrix))
+        probabilities = loaded.predict_proba(given(matrix))
         return probabilities[:, 1] if len(classes) == 2 else probabilities
 
     def labels(matrix: Any) -> list[Any]:
-        predicted = estimator.predict(np.asarray(matrix, dtype=np.float64))
-        return np.searchsorted(estimator.classes_, predicted).tolist()  # classes_ is sorted
+        return np.searchsorted(classes, loaded.predict(given(matrix))).tolist()  # classes_ is sorted
 
+    num_feature = len(folded.columns) if folded is not None else int(estimator.n_features_in_)
     accepts_missing = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            reference(np.full((1, estimator.n_features_in_), np.nan, dtype=np.float32))
+            reference(np.full((1, num_feature), np.nan, dtype=np.float32))
         except ValueError:
             accepts_missing = False  # trained without missing values: scikit-learn refuses them
-    names = getattr(estimator, "feature_names_in_", None)
+    if folded is not None:
+        names: Any = [c.name for c in folded.columns]
+        categories = {j: len(c.categories) for j, c in enumerate(folded.columns) if c.categories is not None}
+    else:
+        names, categories = getattr(estimator, "feature_names_in_", None), {}
     return _ensemble(
         model,
         artifact,
@@ -411,7 +424,10 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         reference=reference,
         label_reference=None if classes is None else labels,
         classes=None if classes is None else classes.tolist(),
+        categories=categories,
         accepts_missing=accepts_missing,
+        fold=None if folded is None else folded.fold,
+        num_feature=num_feature,
     )
 
 
@@ -429,17 +445,20 @@ def _ensemble(
     categories: dict[int, int] | None = None,
     accepts_missing: bool = True,
     zero_band: float = 0.0,
+    fold: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    num_feature: int | None = None,
 ) -> Ensemble:
     """The plain form of a treelite model, refusing what the kernel cannot compute.
 
     ``classes``: a classifier's labels (its answers are then their probabilities). ``categories``:
     the categorical features and how many categories the model knows of each. ``zero_band``: the
-    source library reads every value within it of zero as zero (LightGBM).
+    source library reads every value within it of zero as zero (LightGBM). ``fold`` rewrites all the trees'
+    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`).
     """
     import numpy as np
 
     header = model.get_header_accessor()
-    num_feature = int(header.get_field("num_feature")[0])
+    num_feature = num_feature or int(header.get_field("num_feature")[0])
     num_class = int(header.get_field("num_class")[0])
     leaf_shape = [int(s) for s in header.get_field("leaf_vector_shape")]
     postprocessor = header.get_field("postprocessor")
@@ -464,30 +483,26 @@ def _ensemble(
     sets: dict[tuple[int, ...], int] = {}
     trees = []
     raw: list[list[np.ndarray]] = [[] for _ in range(num_feature)]
-    for t in range(model.num_tree):
-        accessor = model.get_tree_accessor(t)
-        node_type = accessor.get_field("node_type")
-        left, right = accessor.get_field("cleft").astype(np.int32), accessor.get_field("cright").astype(np.int32)
+    accessors = [model.get_tree_accessor(t) for t in range(model.num_tree)]
+    every = [_tree_arrays(accessor) for accessor in accessors]
+    if fold is not None:
+        every = fold(every)
+    for t, (accessor, arrays) in enumerate(zip(accessors, every, strict=True)):
+        left, right, cmp = arrays["left"], arrays["right"], arrays["cmp"]
         inner = left >= 0
-        categorical = node_type == _CATEGORICAL
-        feature = np.where(inner, accessor.get_field("split_index"), 0).astype(np.int32)
-        threshold = accessor.get_field("threshold").astype(np.float64)
-        cmp = accessor.get_field("cmp")
-        default_left = accessor.get_field("default_left").astype(bool)
+        categorical = inner & (arrays["node_type"] == _CATEGORICAL)
+        feature = np.where(inner, arrays["feature"], 0).astype(np.int32)
+        threshold = arrays["threshold"]
+        default_left = arrays["default_left"]
         # Every split to one form: "x < t" goes left, a category of the set goes left.
         flip = inner & ~categorical & (cmp >= _GT)  # written as "x > t goes left": swap, test x <= t
         cmp = np.where(flip, np.where(cmp == _GT, _LE, _LT), cmp)
-        if categorical.any():
-            flip |= categorical & accessor.get_field("category_list_right_child").astype(bool)
+        flip |= categorical & arrays["right_child"]
         left, right = np.where(flip, right, left), np.where(flip, left, right)
         default_left = np.where(flip, ~default_left, default_left)
         category_set = np.full(len(left), -1, dtype=np.int32)
-        if categorical.any():
-            codes = accessor.get_field("category_list")
-            begin, end = accessor.get_field("category_list_begin"), accessor.get_field("category_list_end")
-            for node in np.flatnonzero(categorical):
-                members = tuple(sorted(int(c) for c in codes[begin[node] : end[node]]))
-                category_set[node] = sets.setdefault(members, len(sets))
+        for node in np.flatnonzero(categorical):
+            category_set[node] = sets.setdefault(tuple(sorted(arrays["categories"][node])), len(sets))
         value = _leaf_values(accessor, inner, binary_vector, leaf_shape[1])
         less_than = _as_less_than(threshold, cmp)
         if zero_band:
@@ -536,6 +551,30 @@ def _ensemble(
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
     )
+
+
+def _tree_arrays(accessor: Any) -> dict[str, Any]:
+    """A treelite tree's split arrays, categories as one tuple per node (empty on other nodes)."""
+    import numpy as np
+
+    node_type = accessor.get_field("node_type")
+    arrays = {
+        "node_type": node_type,
+        "left": accessor.get_field("cleft").astype(np.int32),
+        "right": accessor.get_field("cright").astype(np.int32),
+        "feature": accessor.get_field("split_index").astype(np.int32),
+        "threshold": accessor.get_field("threshold").astype(np.float64),
+        "cmp": accessor.get_field("cmp"),
+        "default_left": accessor.get_field("default_left").astype(bool),
+        "right_child": np.zeros(len(node_type), dtype=bool),
+        "categories": [()] * len(node_type),
+    }
+    if (node_type == _CATEGORICAL).any():
+        codes = accessor.get_field("category_list")
+        begin, end = accessor.get_field("category_list_begin"), accessor.get_field("category_list_end")
+        arrays["categories"] = [tuple(int(c) for c in codes[b:e]) for b, e in zip(begin, end, strict=True)]
+        arrays["right_child"] = accessor.get_field("category_list_right_child").astype(bool)
+    return arrays
 
 
 def _leaf_values(accessor: Any, inner: np.ndarray, binary_vector: bool, width: int) -> np.ndarray:
