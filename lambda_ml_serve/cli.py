@@ -168,7 +168,9 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
 @main.command()
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one)."
+)
 @click.option("--image", metavar="TAG", help="Run this built image with the Lambda RIE instead of in-process.")
 @click.option(
     "--concurrency",
@@ -177,8 +179,18 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
     type=click.IntRange(1, 64),
     help="Execution environments side by side, each loading the model and serving one request at a time.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    help="text: one line per request (method, path, status, rows, latency); json: the function's JSON log "
+    "lines (CloudWatch EMF); auto: text on a terminal, json otherwise.",
+)
 @_artifact_option
-def serve(model: str, host: str, port: int, image: str | None, concurrency: int, artifact: Path | None) -> None:
+def serve(
+    model: str, host: str, port: int, image: str | None, concurrency: int, log_format: str, artifact: Path | None
+) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
@@ -188,7 +200,7 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
     import signal
     from contextlib import ExitStack, suppress
 
-    from lambda_ml_serve.local.server import FunctionUrlServer
+    from lambda_ml_serve.local.server import FunctionUrlServer, access_log_for, listen
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
@@ -196,6 +208,8 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
     if image and artifact:
         raise click.UsageError("--artifact and --image exclude each other: the image serves the file it was built with")
     signal.signal(signal.SIGTERM, stop)
+    access_log = access_log_for(log_format, sys.stderr)
+    listen(host, port).close()  # a busy port or an unknown host fails before the model loads
     with ExitStack() as stack:
         if image:
             from lambda_ml_serve.local.container import RieContainer
@@ -210,13 +224,10 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
 
             registry = _registry()
             environments = [
-                App.load(model, registry=registry, log_stream=sys.stderr, docs=True, artifact=artifact)
+                App.load(model, registry=registry, log_stream=access_log or sys.stderr, docs=True, artifact=artifact)
                 for _ in range(concurrency)
             ]
-        try:
-            server = FunctionUrlServer(environments, host, port)
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        server = FunctionUrlServer(environments, host, port, access_log=access_log)
         stack.callback(server.close)
         where = f"image {image}" if image else "in-process"
         click.echo(
