@@ -432,6 +432,12 @@ def predict(url: str, data: str, region: str | None, assume_role: str | None, no
 @click.option("--id-column", help="Input column copied beside each prediction (default: the row number).")
 @click.option("--ignore-columns", default="", help="Comma-separated input columns not sent to the model.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last complete chunk.")
+@click.option(
+    "--max-rejected",
+    metavar="N|SHARE",
+    help="Fail the run when more rows are rejected: a number of rows (10), or a share (0.05 or 5%). "
+    "Default: rejections are reported; only a run with no rows, or all rows rejected, fails.",
+)
 @click.option("--backend", help="Score with this backend instead of the model's own.")
 @click.option("--url", help="Score through this deployed Function URL instead of in-process.")
 @click.option("--region", help="With --url: AWS region (default: from the URL).")
@@ -455,6 +461,7 @@ def batch(
     id_column: str | None,
     ignore_columns: str,
     resume: bool,
+    max_rejected: str | None,
     backend: str | None,
     url: str | None,
     region: str | None,
@@ -466,6 +473,8 @@ def batch(
 
     Every row ends in OUTPUT (its prediction beside its id) or in the errors file (row, field,
     message), never in neither; an interrupted run leaves no half file and --resume continues it.
+    The errors file is written only when rows are rejected. A run with no rows, all rows rejected,
+    or more than --max-rejected exits 1 and writes no OUTPUT.
     """
     from lambda_ml_serve.batch import Progress, Retry, score_file
 
@@ -492,9 +501,10 @@ def batch(
         retry=Retry(attempts=retries),
         client_options=client_options,
         progress=Progress(),
+        max_rejected=max_rejected,
     )
     click.echo(f"Scored {input_path}: {summary.line()}", err=True)
-    click.echo(f"Predictions in {summary.output}; rejected rows in {summary.errors}", err=True)
+    click.echo(summary.where(), err=True)
 
 
 @main.command()
