@@ -527,7 +527,7 @@ def batch(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Where to create the project folder.",
+    help="Where to create the project folder (warns when that is inside a lambda-ml-serve checkout).",
 )
 @click.option("--no-input", is_flag=True, help="Do not prompt: use the flags, then the template's defaults.")
 @click.option("--force", is_flag=True, help="Write into an existing project folder, replacing generated files.")
@@ -546,6 +546,12 @@ def new(
     force: bool,
 ) -> None:
     """Create a model plugin project: around a model file you have (--from-model), or trained on synthetic rows."""
+    from lambda_ml_serve.scaffold import checkout_warning
+
+    source = click.get_current_context().get_parameter_source("output_dir")
+    warning = checkout_warning(output_dir) if source is click.core.ParameterSource.DEFAULT else None
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     if from_model is not None:
         _new_from_model(from_model, data, target, model_name, description, model_version, output_dir, no_input, force)
         return
