@@ -282,10 +282,15 @@ def build(
     docs: bool,
     artifact: Path | None,
 ) -> None:
-    """Render MODEL's Docker build context and build the image when a Docker engine answers, or write a zip."""
+    """Render MODEL's Docker build context and build the image when a Docker engine answers, or write a zip.
+
+    On a terminal each step (checking, preparing or compiling the artifact, the parity gate, pip,
+    writing, docker build) shows with a spinner and its time; otherwise only the result is printed.
+    """
     import shlex
 
     from lambda_ml_serve.bundling.context import default_output, render_build_context
+    from lambda_ml_serve.bundling.steps import showing_steps
 
     registry = _registry()
     backend_name = backend or registry.model(model).spec.backend
@@ -297,37 +302,39 @@ def build(
         given = [option for option, value in image_only.items() if value] + (["--no-docker"] if no_docker else [])
         if given:
             raise click.ClickException(f"{', '.join(given)} only apply to --package image")
-        built = build_zip(
-            model,
-            output,
-            arch=arch,
-            python=python_version,
-            backend=backend,
-            registry=registry,
-            force=force,
-            response=response,
-            docs=docs,
-            artifact=artifact,
-        )
+        with showing_steps(sys.stderr):
+            built = build_zip(
+                model,
+                output,
+                arch=arch,
+                python=python_version,
+                backend=backend,
+                registry=registry,
+                force=force,
+                response=response,
+                docs=docs,
+                artifact=artifact,
+            )
         click.echo(f"Wrote {describe(built)}")
         return
 
     from lambda_ml_serve.bundling.docker import build_image, find_engine
 
-    ctx = render_build_context(
-        model,
-        output,
-        arch=arch,
-        python=python_version,
-        base_image=base_image,
-        force=force,
-        registry=registry,
-        backend=backend,
-        build_base_image=build_base_image,
-        response=response,
-        docs=docs,
-        artifact=artifact,
-    )
+    with showing_steps(sys.stderr):
+        ctx = render_build_context(
+            model,
+            output,
+            arch=arch,
+            python=python_version,
+            base_image=base_image,
+            force=force,
+            registry=registry,
+            backend=backend,
+            build_base_image=build_base_image,
+            response=response,
+            docs=docs,
+            artifact=artifact,
+        )
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")
     if no_docker or find_engine() is None:
@@ -335,7 +342,8 @@ def build(
             click.echo("No Docker engine answers (DOCKER_HOST or the default socket); build the image with:")
         click.echo(command)
         return
-    build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
+    with showing_steps(sys.stderr):
+        build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
     click.echo(f"Built {tag or ctx.default_tag} for {ctx.platform}")
 
 

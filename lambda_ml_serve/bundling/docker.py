@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import takewhile
 
+from lambda_ml_serve.bundling import steps
 from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, BuildContext
 from lambda_ml_serve.errors import BuildError
 
@@ -209,6 +210,7 @@ def build_image(
     if not engine.buildkit:
         emit(f"lambda-ml-serve: building with the classic builder: {engine.classic_reason}")
     command, env = build_invocation(engine, plain)
+    steps.step(f"docker build {tag}")
     recent: deque[str] = deque(maxlen=400)
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
