@@ -1,6 +1,6 @@
 """Deployment zip sizes: what `lambda-ml-serve build --package zip` writes, measured by building it.
 
-    python bench/zips.py [--out FILE] [--python 3.12]
+    python bench/zips.py [--out FILE] [--python 3.12] [--builds xgboost/x86_64,compiled/x86_64]
 
 Builds wine_quality's zip for each backend and architecture below (the same call as the command) into
 a temporary folder and prints the markdown table of docs/guides/build.md: the zip's size and the sum
@@ -26,11 +26,11 @@ MODEL = "wine_quality"
 BUILDS = [("xgboost", "x86_64"), ("xgboost", "arm64"), ("compiled", "x86_64")]
 
 
-def measure(python: str) -> str:
+def measure(python: str, builds: list[tuple[str, str]] = BUILDS) -> str:
     rows = []
     work = Path(tempfile.mkdtemp(prefix="lms-zips-"))
     try:
-        for backend, arch in BUILDS:
+        for backend, arch in builds:
             print(f"zips: {backend} {arch} python{python}", file=sys.stderr)
             try:
                 built = build_zip(MODEL, work / f"{backend}-{arch}.zip", arch=arch, python=python, backend=backend)
@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--python", default="3.12", help="the managed runtime's Python (default 3.12)")
+    parser.add_argument(
+        "--builds", help="comma-separated BACKEND/ARCH (default: " + ",".join(map("/".join, BUILDS)) + ")"
+    )
     args = parser.parse_args(argv)
-    table = measure(args.python)
+    builds = [tuple(b.split("/", 1)) for b in args.builds.split(",")] if args.builds else BUILDS
+    table = measure(args.python, builds)
     print(table)
     if args.out:
         args.out.write_text(table, encoding="utf-8")
