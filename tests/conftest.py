@@ -60,8 +60,9 @@ def post_when_up(proc: subprocess.Popen, port: int, body: bytes, timeout: float 
     Fails with the server's stderr if it exits first; returns the 200 answer's headers and body.
     """
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body,
-                                     headers={"content-type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=body, headers={"content-type": "application/json"}
+    )
     while True:
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
