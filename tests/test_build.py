@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import xgboost
 from click.testing import CliRunner
-from conftest import REPO, url_event
+from conftest import REPO, run_python, url_event
 from packaging.utils import canonicalize_name
 
 import lambda_ml_serve
@@ -258,15 +258,7 @@ def test_serving_path_runs_from_the_context_alone(serving_context, samples_body,
         "LANG": "C.UTF-8",
     }
     event = url_event(samples_body)
-    result = subprocess.run(
-        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages)],
-        input=json.dumps(event),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python("-B", "-I", "-S", "-c", SERVE, ctx.site_packages, stdin=event, env=env)
     out = json.loads(result.stdout)
     response = out["response"]
     assert response["statusCode"] == 200
@@ -634,15 +626,7 @@ def test_compiled_serving_path_runs_from_the_context_alone(compiled_context, sam
         "LAMBDA_ML_SERVE_BACKEND": "compiled",
         "LANG": "C.UTF-8",
     }
-    result = subprocess.run(
-        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages)],
-        input=json.dumps(url_event(samples_body)),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python("-B", "-I", "-S", "-c", SERVE, ctx.site_packages, stdin=url_event(samples_body), env=env)
     out = json.loads(result.stdout)
     got = json.loads(out["response"]["body"])["predictions"]
     expected = json.loads(wine_app(url_event(samples_body))["body"])["predictions"]

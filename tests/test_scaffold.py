@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import CLI, REPO
 
 from lambda_ml_serve.plugins import build_registry
 from lambda_ml_serve.runtime.app import App
@@ -31,7 +31,6 @@ from lambda_ml_serve.scaffold import (
 )
 from lambda_ml_serve.spec import ModelSpec
 
-CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 TEMPLATE = REPO / "templates" / "model-plugin"
 
 
