@@ -80,6 +80,7 @@ def _svg(width: float, height: float, body: list[str], title: str) -> str:
 #: What each layer of the package is, for the diagram's left column.
 WORLDS = {
     "cli": "the command line",
+    "tune": "tooling",
     "local | training": "tooling",
     "bundling | batch | from_model": "build time",
     "scaffold | client": "tooling's parts",
