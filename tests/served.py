@@ -24,12 +24,19 @@ def free_port() -> int:
 
 @contextmanager
 def serving(
-    model: str = "wine_quality", *options: str | Path, timeout: float = 90, port: int | None = None
+    model: str = "wine_quality",
+    *options: str | Path,
+    timeout: float = 90,
+    port: int | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[str]:
-    """Run ``serve MODEL OPTIONS...`` until the block ends; yields its base URL once it answers GET /."""
+    """Run ``serve MODEL OPTIONS...`` until the block ends; yields its base URL once it answers GET /.
+
+    The server's console goes to ``log_path`` when given (to read its lines), else to a temporary file.
+    """
     port = port or free_port()
     # A file, not a pipe: one log line per request would fill a pipe nobody reads and stall the server.
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             cli("serve", model, "--port", port, *options),
             stdout=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 from conftest import CLI, cli
@@ -152,20 +153,16 @@ def test_serve_refuses_an_unknown_host_in_one_line():
     assert err.count("\n") == 0 and err.startswith("Error: cannot listen on no-such-host.invalid:0: ")
 
 
-def test_serve_prints_an_access_line_per_request(samples_body):
-    port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "wine_quality", "--port", str(port), "--log-format", "text"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    try:
-        post_when_up(proc, port, samples_body)
-        lines = []
-        while not any(line.startswith("POST / ") for line in lines):
-            lines.append(proc.stderr.readline().strip())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stderr.close()
-    method, path, status, rows, word, latency, unit = lines[-1].split()
+def test_serve_prints_an_access_line_per_request(samples_body, tmp_path):
+    log = tmp_path / "serve.log"
+    with serving("wine_quality", "--log-format", "text", log_path=log) as url:
+        post(url + "/", samples_body)
+        deadline = time.monotonic() + 30
+        while "POST / " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [line.strip() for line in log.read_text().splitlines()]
+    access = [line for line in lines if line.startswith("POST / ")]
+    method, path, status, rows, word, latency, unit = access[-1].split()
     assert (method, path, status, rows, word, unit) == ("POST", "/", "200", "2", "rows", "ms")
     assert float(latency) > 0
     assert not any(line.startswith("{") for line in lines)  # the JSON records are not printed as well

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from served import free_port, serving
-from test_docs_page import browser  # noqa: F401 (a fixture)
+
+pytest_plugins = ["browser_fixtures"]
 
 ORIGIN_PAGE = """<!doctype html><html><body><pre id="out">waiting</pre><script>
 fetch("{url}/invocations", {{method: "POST", headers: {{"content-type": "application/json"}},
@@ -144,7 +145,7 @@ def page_server(html: str, port: int) -> http.server.ThreadingHTTPServer:
 
 
 @pytest.mark.parametrize("cors", [True, False], ids=["with-cors", "without-cors"])
-def test_a_page_on_another_origin_calls_serve_from_chromium(browser, samples, expected, cors: bool) -> None:  # noqa: F811
+def test_a_page_on_another_origin_calls_serve_from_chromium(browser, samples, expected, cors: bool) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -97,8 +97,8 @@ def test_image_only_options_are_refused_with_zip(tmp_path):
 def test_no_docker_is_accepted_with_zip(tmp_path):
     """A zip is built without Docker anyway, so --no-docker changes nothing."""
     output = tmp_path / "w.zip"
-    command = [sys.executable, "-m", "lambda_ml_serve.cli", "build", "wine_quality", "--package", "zip"]
-    result = subprocess.run([*command, "--no-docker", "--output", str(output)], capture_output=True, text=True)
+    command = cli("build wine_quality --package zip --no-docker --output", output)
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert output.is_file() and result.stdout.startswith("Wrote ")
 
