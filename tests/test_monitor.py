@@ -354,3 +354,19 @@ def test_ks_against_the_profiles_percentiles_agrees_with_scipy():
     ones = [0.0] * 75 + [1.0] * 26
     assert ks_against_percentiles(np.ones(100), ones)[0] == pytest.approx(0.74, abs=0.01)
     assert ks_against_percentiles(np.array([0.0] * 74 + [1.0] * 26), ones)[0] < 0.01
+
+
+values = st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=20), values, max_size=8), max_size=60), st.integers(600, 20_000))
+def test_a_capture_record_is_json_within_its_bound(rows, max_bytes):
+    capture = Capture(1.0, "m", "1", model_sha256="0" * 64, max_bytes=max_bytes)
+    line = capture.record("request-1", rows, list(range(len(rows))))
+    assert "\n" not in line
+    assert len(line.encode()) <= max_bytes or len(rows) == 0
+    record = json.loads(line)
+    kept = len(record["rows"])
+    assert record["rows"] == rows[:kept] and record["predictions"] == list(range(kept))
+    assert record.get("truncated", False) == (kept < len(rows))

@@ -21,6 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import msgspec
+
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
@@ -300,7 +302,7 @@ class App:
             if request.http:
                 if request.path not in PREDICT_PATHS or request.method != "POST":
                     return
-                payload = json.loads(request.body())
+                payload = msgspec.json.decode(request.body())  # the body was valid JSON: it was answered
             elif is_batch_event(request.payload):
                 return  # batch scoring's items are read from S3 and written back: no capture
             else:
