@@ -190,12 +190,56 @@ def test_dashboard_shows_traffic_latency_errors_cold_starts_and_alarms(new_stack
 
 
 @pytest.mark.slow
-def test_example_app_with_a_canary_passes_cdk_nag(new_app, tmp_path, wine_x86):
-    app = new_app(deployment="canary10_percent_10_minutes")
+def test_capture_ships_capture_records_to_an_encrypted_bucket(new_stack, wine_x86):
+    stack = new_stack()
+    model = ModelFunction(stack, "Model", capture=0.05)
+    template = assertions.Template.from_stack(stack)
+    function_id = logical_id(stack, model.function)
+    function = template.find_resources("AWS::Lambda::Function")[function_id]["Properties"]
+    assert function["Environment"]["Variables"]["LAMBDA_ML_SERVE_CAPTURE"] == "0.05"
+
+    subscription = only(template, "AWS::Logs::SubscriptionFilter")["Properties"]
+    assert subscription["FilterPattern"] == '{ $.type = "capture" }'
+    assert subscription["LogGroupName"] == {"Ref": logical_id(stack, model.log_group)}
+    stream_id = logical_id(stack, model.capture.stream)
+    assert subscription["DestinationArn"] == {"Fn::GetAtt": [stream_id, "Arn"]}
+
+    stream = only(template, "AWS::KinesisFirehose::DeliveryStream")["Properties"]
+    key_arn = {"Fn::GetAtt": [logical_id(stack, model.capture.key), "Arn"]}
+    assert stream["DeliveryStreamEncryptionConfigurationInput"] == {
+        "KeyARN": key_arn,
+        "KeyType": "CUSTOMER_MANAGED_CMK",
+    }
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    bucket_id = logical_id(stack, model.capture.bucket)
+    assert destination["BucketARN"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
+    assert destination["Prefix"] == (
+        "capture/model=wine_quality/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
+    )
+    assert destination["ErrorOutputPrefix"].startswith("capture/errors/model=wine_quality/")
+    assert destination["CompressionFormat"] == "GZIP"
+    assert destination["EncryptionConfiguration"] == {"KMSEncryptionConfig": {"AWSKMSKeyARN": key_arn}}
+    processors = [p["Type"] for p in destination["ProcessingConfiguration"]["Processors"]]
+    assert processors == ["Decompression", "CloudWatchLogProcessing", "AppendDelimiterToRecord"]
+
+    bucket = template.find_resources("AWS::S3::Bucket")[bucket_id]
+    encryption = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+    (rule,) = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 90 and rule["Prefix"] == "capture/" and rule["Status"] == "Enabled"
+    assert bucket["Properties"]["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert only(template, "AWS::KMS::Key")["Properties"]["EnableKeyRotation"] is True
+
+
+@pytest.mark.slow
+def test_example_app_with_a_canary_and_capture_passes_cdk_nag(new_app, tmp_path, wine_x86):
+    app = new_app(deployment="canary10_percent_10_minutes", capture="0.05")
     stack = load_example_app().build(app)
     template = assertions.Template.from_stack(stack)
     group = only(template, "AWS::CodeDeploy::DeploymentGroup")["Properties"]
     assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent10Minutes"
+    template.resource_count_is("AWS::KinesisFirehose::DeliveryStream", 1)
     app.synth()  # both cdk-nag packs; cfn-lint runs on every template in new_app's teardown
     report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
     assert [r for r in report["pluginReports"] if r["conclusion"] != "success"] == []
@@ -222,6 +266,12 @@ BAD = [
     ({"alarms": ["x"]}, r"prop 'alarms' needs prop 'deployment'"),
     ({"alarm_thresholds": "latency:0"}, r"prop 'alarm_thresholds': latency_p99_ms must be a number > 0; got 0"),
     ({"check_max_latency_ms": -1}, r"prop 'check_max_latency_ms' must be a number > 0; got -1"),
+    ({"capture": 1.5}, r"prop 'capture' must be a share of requests above 0 and at most 1 .*got 1.5"),
+    ({"capture": 0}, r"prop 'capture' must be a share of requests above 0"),
+    (
+        {"environment": {"LAMBDA_ML_SERVE_CAPTURE": "1"}},
+        r"may not set LAMBDA_ML_SERVE_CAPTURE: it is set from .*'capture'",
+    ),
 ]
 
 

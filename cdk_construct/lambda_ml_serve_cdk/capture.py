@@ -23,7 +23,7 @@ from lambda_ml_serve.runtime.telemetry import CAPTURE_TYPE
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 
 #: The id of the mapping Firehose's construct adds to the stack.
-FIREHOSE_CIDR_MAPPING = "awscdkawskinesisfirehoseCidrBlocks"
+FIREHOSE_CIDR_MAPPING = "@aws-cdk/aws-kinesisfirehose.CidrBlocks"
 #: Picks capture records, and nothing else, out of the function's log.
 FILTER_PATTERN = f'{{ $.type = "{CAPTURE_TYPE}" }}'
 
