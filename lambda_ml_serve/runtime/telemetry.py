@@ -172,11 +172,16 @@ class Capture:
         # request's size (rows are alike), then lowered until the encoded prefix fits.
         budget = self._max_bytes - len(head) - 64  # the keys, brackets, rows_total and truncated
         total = len(rows_text) + len(predictions_text)
-        low = min(len(rows), len(predictions), len(rows) * budget // total)
-        while low > 0 and len(_encode(rows[:low])) + len(_encode(predictions[:low])) > budget:
-            low = low * 9 // 10
-        rows_text, predictions_text = _encode(rows[:low]).decode(), _encode(predictions[:low]).decode()
-        return f'{head},"rows":{rows_text},"predictions":{predictions_text},"rows_total":{len(rows)},"truncated":true}}'
+        kept = min(len(rows), len(predictions), len(rows) * budget // total)
+        while True:
+            rows_text, predictions_text = _encode(rows[:kept]), _encode(predictions[:kept])
+            if kept == 0 or len(rows_text) + len(predictions_text) <= budget:
+                break
+            kept = kept * 9 // 10
+        return (
+            f'{head},"rows":{rows_text.decode()},"predictions":{predictions_text.decode()}'
+            f',"rows_total":{len(rows)},"truncated":true}}'
+        )
 
     def write(self, request_id: str, rows: list[Any], predictions: list[Any]) -> None:
         line = self.record(request_id, rows, predictions) + "\n"
