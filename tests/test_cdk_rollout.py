@@ -294,4 +294,5 @@ def test_pretraffic_compare_names_the_first_difference():
         "row 0.p[1] is 0.8, build recorded 0.7"
     )
     assert pretraffic.compare(["red"], ["white"]) == "row 0 differs from what build recorded"
-    assert pretraffic.compare([True], [1]) == "row 0 differs"
+    assert pretraffic.compare([True], [1]) == "row 0 differs"  # a label true is not the number 1
+    assert pretraffic.compare([True], [True]) is None

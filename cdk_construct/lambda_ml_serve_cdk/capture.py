@@ -23,7 +23,7 @@ from lambda_ml_serve.runtime.telemetry import CAPTURE_TYPE
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 
 #: The id of the mapping Firehose's construct adds to the stack.
-FIREHOSE_CIDR_MAPPING = "@aws-cdk/aws-kinesisfirehose.CidrBlocks"
+FIREHOSE_CIDR_MAPPING = "@aws-cdk--aws-kinesisfirehose.CidrBlocks"
 #: Picks capture records, and nothing else, out of the function's log.
 FILTER_PATTERN = f'{{ $.type = "{CAPTURE_TYPE}" }}'
 
@@ -74,6 +74,9 @@ class CapturePipeline(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, model: str, log_group: logs.ILogGroup, capture: Capture):
         super().__init__(scope, construct_id)
+        # Server access logs granted by a bucket policy rather than the LogDeliveryWrite ACL (which
+        # needs object ACLs on, and cfn-lint flags): the feature flag, for this construct's buckets.
+        self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         self.key: kms.IKey = capture.encryption_key or kms.Key(
             self, "Key", enable_key_rotation=True, description=f"Captured requests of model {model}"
         )
@@ -87,7 +90,7 @@ class CapturePipeline(Construct):
                 encryption=s3.BucketEncryption.S3_MANAGED,  # server access logs cannot be written with SSE-KMS
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
                 enforce_ssl=True,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
                 lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(capture.retention_days))],
                 removal_policy=RemovalPolicy.RETAIN,
             )

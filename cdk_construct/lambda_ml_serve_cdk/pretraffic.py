@@ -74,7 +74,8 @@ def _fail(reason: str, latency_ms: float | None = None) -> CheckResult:
 def compare(got: Any, want: Any, tolerance: float = 0.0, where: str = "") -> str | None:
     """Where ``got`` differs from ``want`` (numbers up to the tolerance), or None when they agree."""
     if isinstance(want, bool) or isinstance(got, bool):
-        return None if got == want else f"{where or 'answer'} differs"
+        same = type(got) is type(want) and got == want  # True == 1 in Python, not in an answer
+        return None if same else f"{where or 'answer'} differs"
     if isinstance(want, (int, float)) and isinstance(got, (int, float)):
         if math.isclose(got, want, rel_tol=REL_TOLERANCE, abs_tol=max(1e-9, tolerance)):
             return None
