@@ -15,6 +15,8 @@ Context values (``cdk deploy -c name=value``):
   capture       a share of requests to capture to S3, e.g. ``0.05`` (default: none)
   deployment    a CodeDeploy configuration, e.g. ``canary10_percent_5_minutes`` (default: none, the
                 alias moves at once)
+  tune          a ``lambda-ml-serve tune`` report (tune.json): deploy the memory size it recommends
+                (it must have measured this model and backend; default: 1,769 MB)
 
 cdk-nag's AWS Solutions and Serverless checks run on every synth; a finding that is not acknowledged
 with a written reason (``Validations.of(construct).acknowledge(...)``) fails ``cdk synth`` and ``cdk
@@ -98,6 +100,12 @@ def build(app: cdk.App) -> ModelServingStack:
         "deployment": app.node.try_get_context("deployment") or None,
         "capture": float(app.node.try_get_context("capture")) if app.node.try_get_context("capture") else None,
     }
+    tune = app.node.try_get_context("tune")
+    if tune:
+        from lambda_ml_serve.plugins import get_registry
+
+        backend = function_props["backend"] or get_registry().model(model).spec.backend
+        function_props["memory_size"] = ModelFunction.tuned(tune, model=model, backend=backend)
     stack = ModelServingStack(
         app,
         f"lambda-ml-serve-{model.replace('_', '-')}",
