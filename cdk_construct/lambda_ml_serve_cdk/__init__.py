@@ -12,6 +12,7 @@ Its own distribution, so the CDK libraries never enter the framework's install o
 from lambda_ml_serve_cdk.batch import BatchScoring
 from lambda_ml_serve_cdk.capture import Capture
 from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
+from lambda_ml_serve_cdk.cors import ModelCors
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 from lambda_ml_serve_cdk.rollout import DEPLOYMENTS, AlarmThresholds
@@ -25,6 +26,7 @@ __all__ = [
     "AlarmThresholds",
     "BatchScoring",
     "Capture",
+    "ModelCors",
     "ModelFunction",
     "ModelFunctionError",
     "RenderedContext",

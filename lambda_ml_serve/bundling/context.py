@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 
 from lambda_ml_serve import __version__
 from lambda_ml_serve.bundling.serving import FRAMEWORK, Vendored, vendor_serving_packages
+from lambda_ml_serve.bundling.steps import step
 from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import BuildError, LambdaMLServeError, ModelLoadError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
@@ -158,6 +159,7 @@ def render_build_context(
     store keeps one platform per tag, so an arm64 build from local bases names the host's one here).
     Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
+    step("checking the model")
     check_target(arch, python)
     if response is not None and response not in RESPONSES:
         raise BuildError(f"unknown response shape {response!r}; choose one of {', '.join(RESPONSES)}")
@@ -297,6 +299,8 @@ def _prepare_artifact(
     spec = model.spec
     backend = registry.backend(backend_name)
     out_dir.mkdir()
+    # The compiled backend's prepare is the C compiler's run (and its own parity check): the long step.
+    step(f"compiling the model ({backend_name} backend)" if backend_name == "compiled" else "preparing the artifact")
     try:
         prepared = Path(backend.prepare(source, out_dir, arch=arch, spec=spec))
     except LambdaMLServeError:
@@ -310,6 +314,7 @@ def _prepare_artifact(
         raise BuildError(f"backend {backend_name!r}: prepare returned {prepared}, not a file it wrote in {out_dir}")
     if arch != HOST_ARCH:
         return prepared
+    step("parity gate: the prepared artifact against the original")
     loaded = load_predictor(model, registry, prepared, backend_name)
     if spec.example:
         try:
@@ -397,6 +402,7 @@ def _fill(
     site = folder / SITE_PACKAGES
     vendored = _vendor(model, registry, site, arch=context.arch, python=context.python, backend=context.backend)
     library = vendored.library
+    step("writing the build context")
     stripped = strip_site_packages(site)
     installed = installed_versions(site)
     partial = ""
@@ -479,6 +485,8 @@ def _fill(
             "source_sha256": values["model_sha256"],
             "bytes": artifact.stat().st_size,
             "sha256": _sha256(artifact),
+            # What the backend decided while preparing it (the compiled backend: its layout and why).
+            **_described(registry, context.backend, artifact),
         },
         "site_packages": {"bytes": _tree_size(site), "stripped_bytes": stripped},
         # The example rows and the source model's answers: the construct's pre-traffic check compares
@@ -488,6 +496,11 @@ def _fill(
     # Last: its presence tells a later run that this folder is a complete context.
     (folder / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return context
+
+
+def _described(registry: Registry, backend_name: str, artifact: Path) -> dict[str, Any]:
+    describe = getattr(registry.backend(backend_name), "describe", None)
+    return {"prepared": describe(artifact)} if describe is not None else {}
 
 
 def _vendor(
