@@ -152,7 +152,7 @@ def open_in_chromium(page: Path, screenshot: Path) -> dict:
     """Load ``page`` in headless Chromium; its title, text and fetched resources, and a screenshot."""
     import tempfile
 
-    from test_docs_page import CHROMEDRIVER, CHROMIUM, FLAGS
+    from browser_fixtures import CHROMEDRIVER, CHROMIUM, FLAGS
 
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         if os.environ.get("CI"):

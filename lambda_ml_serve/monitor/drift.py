@@ -21,8 +21,7 @@ from lambda_ml_serve.monitor.profile import (
     NUMERIC,
     OTHER,
     PERCENTILES,
-    category_of,
-    is_missing,
+    count_categories,
     numeric_values,
     prediction_values,
 )
@@ -228,13 +227,7 @@ def compare_categorical(
     name: str, reference: Mapping[str, Any], values: Sequence[Any], threshold: float
 ) -> FeatureDrift:
     shares_ref: dict[str, float] = dict(reference.get("shares") or {})
-    counts: Counter[str] = Counter()
-    missing = 0
-    for value in values:
-        if is_missing(value):
-            missing += 1
-        else:
-            counts[category_of(value)] += 1
+    counts, missing = count_categories(values)
     present = sum(counts.values())
     total = present + missing
     # Categories beyond the profile's kept ones were folded into OTHER there: fold them here too.

@@ -106,7 +106,8 @@ def numeric_profile(values: Iterable[Any]) -> dict[str, Any]:
     }
 
 
-def categorical_profile(values: Iterable[Any]) -> dict[str, Any]:
+def count_categories(values: Iterable[Any]) -> tuple[Counter[str], int]:
+    """(how often each category occurs, how many values are missing)."""
     counts: Counter[str] = Counter()
     missing = 0
     for value in values:
@@ -114,6 +115,11 @@ def categorical_profile(values: Iterable[Any]) -> dict[str, Any]:
             missing += 1
         else:
             counts[category_of(value)] += 1
+    return counts, missing
+
+
+def categorical_profile(values: Iterable[Any]) -> dict[str, Any]:
+    counts, missing = count_categories(values)
     total = sum(counts.values()) + missing
     present = sum(counts.values())
     kept = dict(counts.most_common(MAX_CATEGORIES))
