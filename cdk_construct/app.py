@@ -12,6 +12,9 @@ Context values (``cdk deploy -c name=value``):
   package       ``image`` (default) or ``zip`` (the managed pythonX.Y runtime)
   snap_start    ``true`` for SnapStart (needs ``package=zip`` and Python 3.12+)
   python        the Python version (default 3.12)
+  capture       a share of requests to capture to S3, e.g. ``0.05`` (default: none)
+  deployment    a CodeDeploy configuration, e.g. ``canary10_percent_5_minutes`` (default: none, the
+                alias moves at once)
   tune          a ``lambda-ml-serve tune`` report (tune.json): deploy the memory size it recommends
                 (it must have measured this model and backend; default: 1,769 MB)
 
@@ -94,6 +97,8 @@ def build(app: cdk.App) -> ModelServingStack:
         "package": app.node.try_get_context("package") or "image",
         "snap_start": str(app.node.try_get_context("snap_start")).lower() == "true",
         "python_version": str(app.node.try_get_context("python") or "3.12"),
+        "deployment": app.node.try_get_context("deployment") or None,
+        "capture": float(app.node.try_get_context("capture")) if app.node.try_get_context("capture") else None,
     }
     tune = app.node.try_get_context("tune")
     if tune:

@@ -165,6 +165,19 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
     multiple=True,
     help="Allow web pages from ORIGIN (e.g. http://localhost:3000, or *) to call the server; repeatable.",
 )
+@click.option(
+    "--capture",
+    "capture_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write sampled requests' rows and predictions to capture-YYYY-MM-DD.jsonl files in this folder.",
+)
+@click.option(
+    "--capture-rate",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="The share of answered prediction requests captured (with --capture).",
+)
 def serve(
     model: str,
     host: str,
@@ -174,17 +187,22 @@ def serve(
     log_format: str,
     artifact: Path | None,
     cors_origins: tuple[str, ...],
+    capture_dir: Path | None,
+    capture_rate: float,
 ) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
     Runtime Interface Emulator, so the HTTP contract can be checked against the real image. The
-    function's log lines go to the console.
+    function's log lines go to the console. With --capture, sampled requests are written as capture
+    records (the format ModelFunction's capture= ships to S3), for `lambda-ml-serve monitor`.
     """
     from lambda_ml_serve.local.run import serve as serve_model
 
     if image and artifact:
         raise click.UsageError("--artifact and --image exclude each other: the image serves the file it was built with")
+    if image and capture_dir:
+        raise click.UsageError("--capture serves in-process: drop --image (the image's capture records go to its log)")
     registry = _registry()
     serve_model(
         registry,
@@ -197,7 +215,40 @@ def serve(
         log_format=log_format,
         cors_origins=cors_origins,
         announce=_echo_err,
+        capture_dir=capture_dir,
+        capture_rate=capture_rate,
     )
+
+
+@main.command()
+@click.argument("model")
+@click.argument("captured", nargs=-1, required=True)
+@click.option(
+    "--threshold",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="PSI at or above which a feature (or the predictions) counts as drifted.",
+)
+@click.option("--report", "report_html", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML report.")
+@click.option("--json", "report_json", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures.")
+def monitor(
+    model: str, captured: tuple[str, ...], threshold: float, report_html: Path | None, report_json: Path | None
+):
+    """Compare MODEL's CAPTURED traffic (files, folders, s3://BUCKET/PREFIX) with its training profile.
+
+    Exits 3 when a feature or the predictions drifted at or above --threshold, so it can gate CI
+    or a schedule.
+    """
+    from lambda_ml_serve.monitor.command import DRIFT_EXIT, run, summary
+
+    spec = _registry().model(model).spec
+    drift = run(
+        model, captured, card=spec.load_card(), threshold=threshold, report_html=report_html, report_json=report_json
+    )
+    click.echo(summary(drift))
+    if drift.drifted:
+        sys.exit(DRIFT_EXIT)
 
 
 @main.command()

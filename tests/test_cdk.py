@@ -163,12 +163,15 @@ def test_defaults_image_function_behind_an_iam_url(new_stack, wine_x86):
 
     url = only(template, "AWS::Lambda::Url")["Properties"]
     assert url["AuthType"] == "AWS_IAM"
-    assert "Qualifier" not in url
+    # Every deployment publishes a version behind the alias the URL serves.
+    assert url["Qualifier"] == "live"
     assert "Cors" not in url
-    template.resource_count_is("AWS::Lambda::Alias", 0)
+    template.resource_count_is("AWS::Lambda::Alias", 1)
+    template.resource_count_is("AWS::Lambda::Version", 1)
+    template.resource_count_is("AWS::CodeDeploy::DeploymentGroup", 0)  # no deployment= : the alias moves at once
     # AWS_IAM with no grant: no resource policy opens the function to anyone.
     template.resource_count_is("AWS::Lambda::Permission", 0)
-    assert model.alias is None
+    assert model.alias is not None
     assert cdk.Token.is_unresolved(model.url)
 
     log_group_id, log_group = next(iter(template.find_resources("AWS::Logs::LogGroup").items()))
@@ -421,8 +424,8 @@ def test_grant_invoke_url_allows_signed_calls_through_the_url_only(new_stack, wi
     model.grant_invoke_url(caller)
     template = assertions.Template.from_stack(stack)
 
-    function_id = next(iter(template.find_resources("AWS::Lambda::Function")))
-    function_arn = {"Fn::GetAtt": [function_id, "Arn"]}
+    # The URL serves the alias, so the grant is on the alias.
+    function_arn = {"Ref": next(iter(template.find_resources("AWS::Lambda::Alias")))}
     template.has_resource_properties(
         "AWS::IAM::Policy",
         {

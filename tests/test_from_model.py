@@ -534,3 +534,17 @@ def test_damaged_model_files_are_described_or_refused_in_one_line(small_models, 
         assert str(path) in message and "\n" not in message and len(message) < 600
     else:
         assert description.features
+
+
+def test_data_gives_the_card_a_training_profile(generated):
+    for plugin in generated.values():
+        if not plugin.with_data:
+            assert "profile" not in plugin.card
+            continue
+        profile = plugin.card["profile"]
+        assert list(profile["features"]) == list(plugin.example[0])
+        assert profile["rows"] == plugin.card["data"]["rows"]
+        assert profile["predictions"]["count"] == profile["rows"]
+        for feature in profile["features"].values():
+            assert 0 <= feature["missing_rate"] <= 1
+            assert feature["kind"] in ("numeric", "categorical")

@@ -10,17 +10,22 @@ Its own distribution, so the CDK libraries never enter the framework's install o
 """
 
 from lambda_ml_serve_cdk.batch import BatchScoring
+from lambda_ml_serve_cdk.capture import Capture
 from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
 from lambda_ml_serve_cdk.cors import ModelCors
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
+from lambda_ml_serve_cdk.rollout import DEPLOYMENTS, AlarmThresholds
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CONTEXT_ROOT_KEY",
+    "DEPLOYMENTS",
     "LIVE_ALIAS",
+    "AlarmThresholds",
     "BatchScoring",
+    "Capture",
     "ModelCors",
     "ModelFunction",
     "ModelFunctionError",

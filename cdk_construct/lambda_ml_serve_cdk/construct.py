@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, Annotations, Duration, Stack, Stage, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
@@ -19,16 +22,18 @@ from lambda_ml_serve.bundling.context import PLATFORMS as DOCKER_PLATFORMS
 from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import get_registry
-from lambda_ml_serve_cdk import validation
+from lambda_ml_serve_cdk import rollout, validation
+from lambda_ml_serve_cdk.capture import Capture, CapturePipeline, check_capture
 from lambda_ml_serve_cdk.cors import ModelCors
 from lambda_ml_serve_cdk.errors import ModelFunctionError
+from lambda_ml_serve_cdk.observability import ModelMetrics, model_dashboard
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 from lambda_ml_serve_cdk.tuning import tuned_memory_size
 
 #: CDK context key naming the folder that holds rendered build contexts (one subfolder per model
 #: and architecture); e.g. ``cdk synth -c lambda-ml-serve:contextRoot=/var/cache/lms``.
 CONTEXT_ROOT_KEY = "lambda-ml-serve:contextRoot"
-#: The alias that carries provisioned concurrency and the Function URL when one is asked for.
+#: The alias every deployment moves to its new version, and the one the Function URL serves.
 LIVE_ALIAS = "live"
 #: 1769 MB is where Lambda gives a function one full vCPU; less slows inference down in proportion.
 DEFAULT_MEMORY_MB = 1769
@@ -76,8 +81,7 @@ class ModelFunction(Construct):
         gives the size ``lambda-ml-serve tune`` recommends.
     :param timeout: at most 15 minutes; default 30 seconds.
     :param reserved_concurrent_executions: cap (and reservation) of concurrent executions.
-    :param provisioned_concurrency: environments kept initialised, removing cold starts; creates the
-        alias ``live`` and points the Function URL at it.
+    :param provisioned_concurrency: environments kept initialised on the alias ``live``, removing cold starts.
     :param log_retention: how long the function's log group keeps logs (default one month).
     :param environment: extra environment variables; those the construct sets from props (the model,
         ``max_rows``) or the image sets, and the names Lambda reserves, are refused.
@@ -92,9 +96,8 @@ class ModelFunction(Construct):
     :param base_image: a different base image (default: the framework's choice for ``python_version``).
     :param package: ``"image"`` (default): a container image; ``"zip"``: a deployment zip for the
         managed ``pythonX.Y`` runtime (at most 250 MB unzipped, refused at synth otherwise).
-    :param snap_start: with ``package="zip"`` and Python 3.12+: SnapStart on published versions. The
-        construct publishes a version, points the alias ``live`` and the Function URL at it; the
-        model is loaded during init, so the snapshot holds it.
+    :param snap_start: with ``package="zip"`` and Python 3.12+: SnapStart on published versions (the
+        alias ``live`` serves one); the model is loaded during init, so the snapshot holds it.
     :param force_render: render the build context even when an up-to-date one exists.
     :param artifact: a model file to serve instead of the plugin's own (same format and features), as
         ``lambda-ml-serve build --artifact``; its sha256 is what every answer's ``x-model-sha256`` names.
@@ -107,6 +110,21 @@ class ModelFunction(Construct):
         gateway, and AWS services through endpoints); the role gets the network-interface permissions.
     :param vpc_subnets: which of the VPC's subnets (default: its private subnets).
     :param security_groups: the function's security groups (default: one that allows all outbound).
+    :param deployment: how CodeDeploy moves the alias ``live`` to a new version: ``"all_at_once"``,
+        ``"canary10_percent_5_minutes"`` (also 10, 15, 30), ``"linear10_percent_every_1_minute"`` (also
+        every 2, 3, 10 minutes), or a ``LambdaDeploymentConfig``. A pre-traffic check first invokes the
+        new version with the model's example rows and fails the deployment unless it answers as
+        ``build`` recorded; a rollout alarm (or one of ``alarms``) in alarm rolls it back. Default
+        None: CloudFormation moves the alias at once, unchecked.
+    :param alarm_thresholds: when the rollout alarms fire (:class:`~lambda_ml_serve_cdk.rollout.AlarmThresholds`).
+    :param alarms: more alarms a deployment rolls back on (with ``deployment``).
+    :param check_max_latency_ms: the pre-traffic check's bound on the fastest of its invocations.
+    :param dashboard: create the model's CloudWatch dashboard (default True).
+    :param capture: data capture, off by default: a share of requests (``0.05``) or a
+        :class:`~lambda_ml_serve_cdk.capture.Capture` (rate, bucket, prefix, retention, key). The
+        function writes each sampled request's rows and predictions as a capture record to its log;
+        a subscription filter and Kinesis Data Firehose ship them to S3 (date-partitioned JSON Lines,
+        KMS-encrypted, expiring), for ``lambda-ml-serve monitor``.
     :raises ModelFunctionError: at synth, for a prop that cannot work; the message names it.
     """
 
@@ -141,6 +159,12 @@ class ModelFunction(Construct):
         backend: str | None = None,
         package: str = "image",
         snap_start: bool = False,
+        deployment: str | codedeploy.ILambdaDeploymentConfig | None = None,
+        alarm_thresholds: rollout.AlarmThresholds | None = None,
+        alarms: Sequence[cloudwatch.IAlarm] | None = None,
+        check_max_latency_ms: float = 2000,
+        dashboard: bool = True,
+        capture: float | Capture | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         architecture = architecture or lambda_.Architecture.X86_64
@@ -161,7 +185,24 @@ class ModelFunction(Construct):
         validation.check_package(package)
         validation.check_image_only(package, base_image)
         validation.check_snap_start(snap_start, package, python_version, provisioned_concurrency)
-        env = validation.function_environment(model, environment, max_rows, response=response, docs=docs)
+        config = rollout.deployment_config(deployment) if deployment is not None else None
+        thresholds = alarm_thresholds or rollout.AlarmThresholds()
+        rollout.check_thresholds(thresholds)
+        if alarms and config is None:
+            raise ModelFunctionError("prop 'alarms' needs prop 'deployment': alarms roll back a CodeDeploy deployment")
+        if isinstance(check_max_latency_ms, bool) or not isinstance(check_max_latency_ms, (int, float)):
+            raise ModelFunctionError(f"prop 'check_max_latency_ms' must be a number; got {check_max_latency_ms!r}")
+        if check_max_latency_ms <= 0:
+            raise ModelFunctionError(f"prop 'check_max_latency_ms' must be a number > 0; got {check_max_latency_ms!r}")
+        capture_config = check_capture(capture)
+        env = validation.function_environment(
+            model,
+            environment,
+            max_rows,
+            response=response,
+            docs=docs,
+            capture=capture_config.rate if capture_config else None,
+        )
         #: The model served, and the most rows one invocation may carry (what batch scoring sends at most).
         self.model = model
         self.max_rows: int = max_rows or spec.max_rows
@@ -250,24 +291,63 @@ class ModelFunction(Construct):
             )
         self._drop_redundant_role_dependency()
 
-        target: lambda_.IFunction = self.function
-        self.alias: lambda_.Alias | None = None
-        if provisioned_concurrency is not None or snap_start:
-            # Provisioned concurrency and SnapStart both work on published versions only, so the
-            # URL must point at an alias of one; current_version publishes a new one on each change.
-            self.alias = lambda_.Alias(
-                self,
-                "LiveAlias",
-                alias_name=LIVE_ALIAS,
-                version=self.function.current_version,
-                provisioned_concurrent_executions=provisioned_concurrency,
-            )
-            target = self.alias
+        # Every deployment publishes a version (current_version changes with the code and the
+        # configuration) and the alias moves to it: at once, or by CodeDeploy with ``deployment``.
+        self.alias: lambda_.Alias = lambda_.Alias(
+            self,
+            "LiveAlias",
+            alias_name=LIVE_ALIAS,
+            version=self.function.current_version,
+            provisioned_concurrent_executions=provisioned_concurrency,
+        )
+        target: lambda_.IFunction = self.alias
         if isinstance(cors, ModelCors):
             cors = cors.to_options()
         self.function_url: lambda_.FunctionUrl = target.add_function_url(auth_type=auth_type, cors=cors)
         #: The Function URL (a token until deployment), ``https://<id>.lambda-url.<region>.on.aws/``.
         self.url: str = self.function_url.url
+
+        #: The model's metrics (EMF, Lambda's, the 4xx/5xx filters), for more alarms and widgets.
+        self.metrics = ModelMetrics(self, model=model, log_group=self.log_group, alias=self.alias)
+        #: The rollout alarms by name (errors, throttles, server_errors, latency_p99): add actions to them.
+        self.alarms: dict[str, cloudwatch.Alarm] = rollout.rollout_alarms(self, self.alias, self.metrics, thresholds)
+        #: The pre-traffic check and CodeDeploy's deployment group, with ``deployment``.
+        self.pre_traffic_check: lambda_.Function | None = None
+        self.deployment_group: codedeploy.LambdaDeploymentGroup | None = None
+        if config is not None:
+            expected = self._expected_answers(spec, artifact_path)
+            if expected is None:
+                Annotations.of(self).add_warning_v2(
+                    "lambda-ml-serve:noPreTrafficCheck",
+                    f"Model {model!r} declares no example rows: new versions receive traffic without a check "
+                    "of their answers; give the model spec an example.",
+                )
+            else:
+                self.pre_traffic_check = rollout.pretraffic_hook(
+                    self,
+                    asset=rollout.write_hook_asset(location.with_name(location.name + ".pretraffic"), expected),
+                    version=self.function.current_version,
+                    model=model,
+                    max_latency_ms=check_max_latency_ms,
+                    log_retention=log_retention,
+                )
+            self.deployment_group = rollout.deployment_group(
+                self,
+                alias=self.alias,
+                config=config,
+                alarms=[*self.alarms.values(), *(alarms or ())],
+                pre_hook=self.pre_traffic_check,
+            )
+        #: The capture pipeline (bucket, stream, subscription), with ``capture``.
+        self.capture: CapturePipeline | None = None
+        if capture_config is not None:
+            self.capture = CapturePipeline(
+                self, "Capture", model=model, log_group=self.log_group, capture=capture_config
+            )
+        #: The model's CloudWatch dashboard (None with ``dashboard=False``): ``add_widgets`` adds yours.
+        self.dashboard: cloudwatch.Dashboard | None = (
+            model_dashboard(self, self.metrics, self.alarms) if dashboard else None
+        )
 
         if auth_type == lambda_.FunctionUrlAuthType.NONE:
             Annotations.of(self).add_warning_v2(
@@ -275,6 +355,19 @@ class ModelFunction(Construct):
                 f"The Function URL of model {model!r} has auth type NONE: anyone who finds the URL can "
                 "call it and you pay for every call. Prefer AWS_IAM (the default) and grant_invoke_url().",
             )
+
+    def _expected_answers(self, spec, artifact: Path | None) -> dict | None:
+        """What the pre-traffic check expects: the example rows and answers ``build`` recorded."""
+        if self.build_context is not None:
+            info = self.build_context.build_info
+            example, sha256 = info.get("example"), info["artifact"]["source_sha256"]
+        else:
+            assert self.deployment_zip is not None
+            example = self.deployment_zip.example
+            sha256 = hashlib.sha256((artifact or spec.artifact_path).read_bytes()).hexdigest()
+        if not example:
+            return None
+        return {**example, "model": spec.name, "version": spec.version, "model_sha256": sha256}
 
     def _allow_encryption(self, key: kms.IKey) -> None:
         """Let CloudWatch Logs encrypt this account's log groups with ``key``, and the role decrypt."""

@@ -46,6 +46,11 @@ class RenderedContext:
     #: True when an earlier render with the same inputs was reused.
     reused: bool
 
+    @property
+    def build_info(self) -> dict[str, Any]:
+        """The context's ``build-info.json``: what it was built from, and the example answers."""
+        return json.loads((self.path / "build-info.json").read_text(encoding="utf-8"))
+
 
 def stamp_path(context_dir: Path) -> Path:
     """Where the stamp for ``context_dir`` lives: beside it, so it never enters the image."""
@@ -205,6 +210,8 @@ class RenderedZip:
     handler: str
     #: True when an earlier build with the same inputs was reused.
     reused: bool
+    #: The example rows and the source model's answers to them, as ``build`` recorded them.
+    example: dict[str, Any] | None = None
 
 
 def ensure_deployment_zip(
@@ -235,7 +242,16 @@ def ensure_deployment_zip(
     expected = fingerprint(inputs)
     found = _matching_stamp(zip_path, expected) if not force and zip_path.is_file() else None
     if found is not None:
-        return RenderedZip(zip_path, model, found["version"], arch, found["runtime"], found["handler"], reused=True)
+        return RenderedZip(
+            zip_path,
+            model,
+            found["version"],
+            arch,
+            found["runtime"],
+            found["handler"],
+            reused=True,
+            example=found.get("example"),
+        )
     stamp_path(zip_path).unlink(missing_ok=True)
     built = build_zip(model, zip_path, arch=arch, python=python, backend=backend, registry=registry, artifact=artifact)
     record = {
@@ -244,6 +260,9 @@ def ensure_deployment_zip(
         "runtime": built.runtime,
         "handler": built.handler,
         "inputs": inputs,
+        "example": built.example,
     }
     _write_stamp(zip_path, record)
-    return RenderedZip(zip_path, model, built.version, arch, built.runtime, built.handler, reused=False)
+    return RenderedZip(
+        zip_path, model, built.version, arch, built.runtime, built.handler, reused=False, example=built.example
+    )

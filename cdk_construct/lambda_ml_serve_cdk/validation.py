@@ -16,6 +16,7 @@ from lambda_ml_serve.bundling.context import PYTHONS
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import ALLOW_ENV, RegisteredModel, Registry
 from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, DOCS_ENV, MAX_ROWS_ENV, MODEL_ENV, RESPONSE_ENV
+from lambda_ml_serve.runtime.telemetry import CAPTURE_ENV
 from lambda_ml_serve.spec import RESPONSES
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 
@@ -46,7 +47,13 @@ LAMBDA_RESERVED_ENV = frozenset(
     }
 )
 #: The construct's own variables, each set from a prop.
-MANAGED_ENV = {MODEL_ENV: "model", MAX_ROWS_ENV: "max_rows", RESPONSE_ENV: "response", DOCS_ENV: "docs"}
+MANAGED_ENV = {
+    MODEL_ENV: "model",
+    MAX_ROWS_ENV: "max_rows",
+    RESPONSE_ENV: "response",
+    DOCS_ENV: "docs",
+    CAPTURE_ENV: "capture",
+}
 #: Set by the image to match what it contains (the prepared artifact, the one plugin it loads).
 IMAGE_ENV = frozenset({ARTIFACT_ENV, ALLOW_ENV})
 #: Lambda architecture name -> the framework's name for it (``render_build_context(arch=...)``).
@@ -188,6 +195,7 @@ def function_environment(
     *,
     response: str | None = None,
     docs: bool = False,
+    capture: float | None = None,
 ) -> dict[str, str]:
     """The user's extra variables plus the construct's own, which the user may not override."""
     extra = dict(environment or {})
@@ -211,6 +219,8 @@ def function_environment(
         env[RESPONSE_ENV] = response
     if docs:
         env[DOCS_ENV] = "1"
+    if capture:
+        env[CAPTURE_ENV] = f"{capture:g}"
     return env
 
 

@@ -210,7 +210,8 @@ def render_build_context(
             docs=docs,
             build_base_image=build_base_image or base,
         )
-        context = _fill(staging, context, registered, registry, prepared, source)
+        example = _example_answers(registered, registry, predictor, backend)
+        context = _fill(staging, context, registered, registry, prepared, source, example)
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -356,8 +357,46 @@ def _same(a: Any, b: Any, tolerance: float = 0.0) -> bool:
     return a == b
 
 
+def _example_answers(
+    model: RegisteredModel, registry: Registry, original: Predictor, backend_name: str
+) -> dict[str, Any] | None:
+    """The model's example rows and the answers the source model gives them, for checks after deploy.
+
+    The source library's predictor answers on every host, so the record is the same whatever the
+    target architecture; ``tolerance`` is the serving backend's declared parity tolerance.
+    """
+    spec = model.spec
+    if not spec.example:
+        return None
+    rows = [dict(row) for row in spec.example]
+    try:
+        batch = RowValidator(spec, len(rows)).to_batch(rows)
+    except ApiError as exc:
+        raise BuildError(f"{model.plugin}: model {spec.name!r}: its example rows are invalid: {exc.message}") from None
+    predictions = original.predict(batch)
+    tolerance = float(getattr(registry.backend(backend_name), "parity_tolerance", 0.0))
+    return {"rows": rows, "predictions": _plain(predictions), "tolerance": tolerance}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON's types (NumPy scalars and arrays become numbers and lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    return value
+
+
 def _fill(
-    folder: Path, context: BuildContext, model: RegisteredModel, registry: Registry, artifact: Path, source: Path
+    folder: Path,
+    context: BuildContext,
+    model: RegisteredModel,
+    registry: Registry,
+    artifact: Path,
+    source: Path,
+    example: dict[str, Any] | None = None,
 ) -> BuildContext:
     """Vendor the packages and write the files; return the context with its installed versions."""
     site = folder / SITE_PACKAGES
@@ -450,6 +489,9 @@ def _fill(
             **_described(registry, context.backend, artifact),
         },
         "site_packages": {"bytes": _tree_size(site), "stripped_bytes": stripped},
+        # The example rows and the source model's answers: the construct's pre-traffic check compares
+        # a newly deployed version's answers with these before it receives traffic.
+        "example": example,
     }
     # Last: its presence tells a later run that this folder is a complete context.
     (folder / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

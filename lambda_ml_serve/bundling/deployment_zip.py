@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lambda_ml_serve.bundling.context import (
     ARTIFACTS,
@@ -77,6 +78,8 @@ class DeploymentZip:
     unzipped_bytes: int
     #: Whether the zip carries bytecode (compiled by a host interpreter of the target's version).
     bytecode: bool = False
+    #: The example rows and the source model's answers to them (``build-info.json``'s ``example``).
+    example: dict[str, Any] | None = None
 
 
 def build_zip(
@@ -125,6 +128,7 @@ def build_zip(
         )
         step(f"compiling bytecode (python{python})")
         bytecode = _compile_bytecode(ctx)
+        example = json.loads((ctx.path / "build-info.json").read_text(encoding="utf-8")).get("example")
         files = _zip_members(ctx)
         unzipped = sum(source.stat().st_size for _, source in files)
         if unzipped > MAX_UNZIPPED_BYTES:
@@ -150,6 +154,7 @@ def build_zip(
         zipped_bytes=zipped,
         unzipped_bytes=unzipped,
         bytecode=bytecode,
+        example=example,
     )
 
 

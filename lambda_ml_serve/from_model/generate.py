@@ -100,14 +100,15 @@ def create_from_model(
     example_batch = _batch(info, example)
     expected = predictor.predict(example_batch)
     _check_finite(expected, model_file)
+    scored = predict_all(predictor, summary, info.feature_names) if summary is not None else None
     card_metrics = (
-        metrics(info, predict_all(predictor, summary, info.feature_names), summary.targets)
-        if (summary is not None and summary.target is not None)
-        else {}
+        metrics(info, scored, summary.targets) if (summary is not None and summary.target is not None) else {}
     )
     sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
     context = _context(answers, info, summary, fields, card_metrics, sha256)
     card = _card(answers, info, summary, card_metrics, sha256)
+    if summary is not None:
+        card["profile"] = _profile(info, summary, scored)
 
     project.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", suffix=".partial", dir=project.parent))
@@ -341,6 +342,14 @@ def _card(
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return card
+
+
+def _profile(info: Description, summary: DataSummary, predictions: list[Any] | None) -> dict[str, Any]:
+    """The --data rows' profile and the model's predictions on them: `monitor`'s reference."""
+    from lambda_ml_serve.monitor.profile import CATEGORICAL, NUMERIC, profile_of
+
+    kinds = {f.name: CATEGORICAL if f.kind == "categorical" else NUMERIC for f in info.features}
+    return profile_of(summary.values, kinds, predictions)
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -62,11 +62,14 @@ def serve(
     log_format: str = "auto",
     cors_origins: tuple[str, ...] = (),
     announce: Callable[[str], None] = print,
+    capture_dir: Path | None = None,
+    capture_rate: float = 1.0,
 ) -> None:
     """Serve ``model`` on a local Function URL until Ctrl+C or SIGTERM: in-process, or ``image`` under the RIE.
 
     ``log_format`` is ``text`` (an access line per request), ``json`` (the function's JSON log lines) or
     ``auto`` (text on a terminal); ``cors_origins`` are the web origins allowed to call it.
+    ``capture_dir`` receives capture records of a ``capture_rate`` share of the answered predictions.
     """
     from lambda_ml_serve.local.server import Cors, FunctionUrlServer, access_log_for, listen
 
@@ -86,8 +89,19 @@ def serve(
                 for _ in range(concurrency)
             ]
         else:
+            from lambda_ml_serve.runtime.telemetry import CaptureFiles
+
+            # One sink for every environment: its lock keeps each record's line whole.
+            capture = {"capture": capture_rate, "capture_stream": CaptureFiles(capture_dir)} if capture_dir else {}
             environments = [
-                App.load(model, registry=registry, log_stream=access_log or sys.stderr, docs=True, artifact=artifact)
+                App.load(
+                    model,
+                    registry=registry,
+                    log_stream=access_log or sys.stderr,
+                    docs=True,
+                    artifact=artifact,
+                    **capture,
+                )
                 for _ in range(concurrency)
             ]
         cors = Cors(cors_origins) if cors_origins else None

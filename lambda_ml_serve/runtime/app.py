@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+import msgspec
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
 from lambda_ml_serve.runtime import formats, v2
@@ -38,7 +41,7 @@ from lambda_ml_serve.runtime.settings import (
     check_features,
     check_response,
 )
-from lambda_ml_serve.runtime.telemetry import RequestLog
+from lambda_ml_serve.runtime.telemetry import CAPTURE_ENV, Capture, RequestLog, capture_rate
 from lambda_ml_serve.runtime.view import ModelView
 from lambda_ml_serve.spec import ModelSpec, Predictor
 
@@ -124,8 +127,14 @@ class App:
         response: str | None = None,
         docs: bool = False,
         model_sha256: str | None = None,
+        capture: float = 0.0,
+        capture_stream: Any = None,
     ) -> None:
-        """``spec`` is the plugin's spec, or a built image's serving manifest (the spec then loads on first need)."""
+        """``spec`` is the plugin's spec, or a built image's serving manifest (the spec then loads on first need).
+
+        ``capture`` is the share of answered prediction requests written as capture records, to
+        ``capture_stream`` (default: the log stream); 0 captures nothing.
+        """
         if isinstance(spec, Manifest):
             self.manifest = spec
         else:
@@ -142,6 +151,13 @@ class App:
         plan = self.request_path.plan
         self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS) if plan else None
         self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream, self.model_sha256)
+        self._capture = (
+            Capture(
+                capture, self.manifest.model, self.manifest.version, self.model_sha256, capture_stream or log_stream
+            )
+            if capture_rate(capture) > 0
+            else None
+        )
         self._identity = {SHA256_HEADER: self.model_sha256} if self.model_sha256 else {}
         self._routes = {
             "/": {"GET": self._get_metadata, "POST": self._post_predict},
@@ -178,6 +194,8 @@ class App:
             kwargs["response"] = os.environ[RESPONSE_ENV]
         if "docs" not in kwargs:
             kwargs["docs"] = os.environ.get(DOCS_ENV, "") == "1"
+        if "capture" not in kwargs and os.environ.get(CAPTURE_ENV):
+            kwargs["capture"] = capture_rate(os.environ[CAPTURE_ENV])
         # A built image: what build resolved is data beside the artifact, no entry-point scan needed.
         manifest = find_manifest() if model is artifact is backend is registry is None else None
         if manifest is not None:
@@ -278,7 +296,31 @@ class App:
             error = ApiError("internal_error", f"internal error; quote request id {request_id}")
             answer = Answer(error.status, self._error_body(request, error), {})
         self._log.write(request_id, answer.status, rows, (time.perf_counter() - started) * 1000, error_log)
+        # Answered predictions only: an error answer's body is never captured, nor its rows.
+        if self._capture is not None and answer.status == 200 and rows and self._capture.sampled():
+            self._capture_request(request, answer, request_id)
         return respond(request, answer, self._identity)
+
+    def _capture_request(self, request: Request, answer: Answer, request_id: str) -> None:
+        """Write the request's rows and predictions as a capture record; never fails the request."""
+        try:
+            if request.http:
+                if request.path not in PREDICT_PATHS or request.method != "POST":
+                    return
+                payload = msgspec.json.decode(request.body())  # the body was valid JSON: it was answered
+            elif is_batch_event(request.payload):
+                return  # batch scoring's items are read from S3 and written back: no capture
+            else:
+                payload = request.payload
+            predictions = answer.payload["predictions"] if isinstance(answer.payload, dict) else answer.payload
+            features = self.manifest.features
+            rows = [
+                row if isinstance(row, dict) else dict(zip(features, row, strict=False))
+                for row in formats.rows_of(payload, features)
+            ]
+            self._capture.write(request_id, rows, predictions)
+        except Exception as exc:  # capture is a side channel: the answer stands whatever happens here
+            print(f"capture failed for request {request_id}: {type(exc).__name__}", file=sys.stderr)
 
     def _route(self, request: Request) -> tuple[Answer, int]:
         if not request.http:

@@ -32,6 +32,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import KFold, RandomizedSearchCV, train_test_split
 
 from lambda_ml_serve_wine_quality.data import FEATURES, TARGET, atomic_output, load_dataset
+from lambda_ml_serve_wine_quality.profile import training_profile
 
 MODEL_FILE = "model.json"
 CARD_FILE = "model_card.json"
@@ -242,6 +243,7 @@ def train(
 
     booster = best.get_booster()
     booster.feature_names = list(FEATURES)
+    profile = training_profile(X_train, best.predict(X_train[list(FEATURES)]))
     i = search.best_index_
     card: dict[str, Any] = {
         "model": "wine_quality",
@@ -284,6 +286,8 @@ def train(
         "sklearn_version": sklearn.__version__,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_seconds": round(time.monotonic() - started, 1),
+        # The training rows' distributions and the model's predictions on them: monitor's reference.
+        "profile": profile,
     }
     _write_outputs(booster, card, output_dir)
     return card

@@ -82,6 +82,10 @@ def test_train_writes_model_and_card(train_mod, wine_csv, tmp_path, capsys):
     for key in ("xgboost_version", "sklearn_version", "trained_at", "split", "model_sha256"):
         assert card[key]
     assert card["trained_at"].endswith("+00:00")
+    # The training rows' profile, monitor's reference: every feature, and the predictions.
+    assert card["profile"]["rows"] == card["n_train"]
+    assert list(card["profile"]["features"]) == list(train_mod.FEATURES)
+    assert card["profile"]["predictions"]["count"] == card["n_train"]
 
     # One progress line per candidate, on stderr.
     err = capsys.readouterr().err
