@@ -59,6 +59,8 @@ class Tree:
     default_left: np.ndarray
     #: float64 leaf values (0 on inner nodes).
     value: np.ndarray
+    #: Each node's cover (the training rows, or their hessian sum, that reached it): TreeSHAP's weights.
+    cover: np.ndarray | None = None
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
@@ -429,6 +431,7 @@ def _ensemble(
                 threshold=np.where(inner, less_than, np.float32(0)).astype(np.float32),
                 default_left=accessor.get_field("default_left").astype(bool),
                 value=value,
+                cover=_cover(accessor),
             )
         )
         for j in np.unique(feature[inner]):
@@ -452,6 +455,18 @@ def _ensemble(
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
     )
+
+
+def _cover(accessor: Any) -> np.ndarray | None:
+    """A tree's node covers as the source library's TreeSHAP weighs them: XGBoost's and scikit-learn's
+    hessian sums (sample weights), LightGBM's row counts."""
+    import numpy as np
+
+    for field in ("sum_hess", "data_count"):
+        present = accessor.get_field(f"{field}_present")
+        if len(present) and present.all():
+            return accessor.get_field(field).astype(np.float64)
+    return None
 
 
 def _as_less_than(threshold: np.ndarray, cmp: np.ndarray) -> np.ndarray:

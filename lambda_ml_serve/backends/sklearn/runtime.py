@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, Explanation
 
 PREDICT_PROBA = "predict_proba"
 
@@ -31,6 +31,15 @@ class SklearnPredictor:
         classes = getattr(estimator, "classes_", None) if predict_proba else None
         #: The class of each probability in a row, when answering probabilities.
         self.classes: list[Any] | None = None if classes is None else np.asarray(classes).tolist()
+        self._explainer: Any = None
+
+    def explain(self, batch: Batch) -> Explanation:
+        """Exact TreeSHAP of a tree model (or a Pipeline ending with one); see :mod:`.explain`."""
+        if self._explainer is None:
+            from lambda_ml_serve.backends.sklearn.explain import Explainer
+
+            self._explainer = Explainer(self.estimator)
+        return self._explainer.explain(batch)
 
     def predict(self, batch: Batch) -> list[Any]:
         matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
