@@ -4,7 +4,7 @@ Written per leaf rather than as the paper's recursion, which computes the same s
 with value ``v`` reached through the unique features ``D`` (``d`` of them, each merged over all its
 splits on the path) gives feature ``i`` of ``D``
 
-    v * (o_i - z_i) * sum over S ⊆ D∖{i} of |S|!(d-|S|-1)!/d! * prod_{j∈S} o_j * prod_{j∈D∖{i}∖S} z_j
+    v * (o_i - z_i) * sum over S in D-{i} of |S|!(d-|S|-1)!/d! * prod_{j in S} o_j * prod_{j in D-{i}-S} z_j
 
 where ``o_j`` is 1 when the row satisfies every split on ``j`` along the path and ``z_j`` the
 product of the path's cover ratios on ``j``; the expected value is the sum of ``v * prod z``.

@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from lambda_ml_serve.runtime import encoding
 from lambda_ml_serve.runtime.errors import ApiError
@@ -42,6 +43,8 @@ class Request:
     #: The event's ``body`` and ``isBase64Encoded``, decoded by :meth:`body` when the route reads it.
     raw_body: Any = None
     base64: bool = False
+    #: The query string's parameters (the last value of a repeated one).
+    query: dict[str, str] = field(default_factory=dict)
 
     @property
     def http(self) -> bool:
@@ -126,7 +129,21 @@ def parse_event(event: Any, request_id: str) -> Request:
         multi_value=source == ALB and isinstance(event.get("multiValueHeaders"), dict),
         raw_body=event.get("body"),
         base64=bool(event.get("isBase64Encoded")),
+        query=query_of(event),
     )
+
+
+def query_of(event: Any) -> dict[str, str]:
+    """An HTTP event's query parameters (the last value of a repeated one)."""
+    if not isinstance(event, dict):
+        return {}
+    raw = event.get("rawQueryString")
+    if isinstance(raw, str) and raw:
+        return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+    params = event.get("queryStringParameters")
+    if isinstance(params, dict):
+        return {str(k): v.rsplit(",", 1)[-1] for k, v in params.items() if isinstance(v, str)}
+    return {}
 
 
 def dumps(payload: Any) -> str:

@@ -138,7 +138,6 @@ class CompiledPredictor:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
         return out.tolist()
 
-
     def explain_values(self, batch: Batch) -> array:
         """The library's TreeSHAP values, flat: rows x outputs x (features + 1), the expected value last."""
         if self.explain_info is None:

@@ -36,7 +36,15 @@ HISTOGRAM = ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
 EXPLAINED = (*FORESTS, *BOOSTED, *HISTOGRAM)
 #: Preprocessing that maps each input column to its own output column(s).
 ONE_TO_ONE = frozenset(
-    {"StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "SimpleImputer", "OrdinalEncoder", "FunctionTransformer"}
+    {
+        "StandardScaler",
+        "MinMaxScaler",
+        "MaxAbsScaler",
+        "RobustScaler",
+        "SimpleImputer",
+        "OrdinalEncoder",
+        "FunctionTransformer",
+    }
 )
 
 
@@ -181,9 +189,10 @@ def _column_sources(preprocess: Any, n_inputs: int) -> list[int]:
         return sources
     if kind == "ColumnTransformer":
         sources = []
-        for name, transformer, columns in preprocess.transformers_:
-            indices = np.arange(n_inputs)[columns] if not isinstance(columns, slice) else np.arange(n_inputs)[columns]
-            indices = [int(i) for i in np.atleast_1d(indices)]
+        names = [str(n) for n in getattr(preprocess, "feature_names_in_", [])]
+        for _, transformer, columns in preprocess.transformers_:
+            selected = np.atleast_1d(np.arange(n_inputs)[columns] if not _named(columns) else columns)
+            indices = [names.index(str(c)) if _named(columns) else int(c) for c in selected]
             if transformer == "drop" or not indices:
                 continue
             if transformer == "passthrough":
@@ -206,6 +215,11 @@ def _column_sources(preprocess: Any, n_inputs: int) -> list[int]:
             raise _refuse("a SimpleImputer with add_indicator=True mixes missing-value indicators into the columns")
         return list(range(n_inputs))
     raise _refuse(f"pipeline step {kind} is not a per-column transformation")
+
+
+def _named(columns: Any) -> bool:
+    """Whether a ColumnTransformer selects columns by name (fitted on a DataFrame)."""
+    return isinstance(columns, str) or (isinstance(columns, list) and bool(columns) and isinstance(columns[0], str))
 
 
 class Explainer:
