@@ -44,14 +44,15 @@ def max_rows(limit: int) -> int:
 
 
 def requested(event: Any) -> bool:
-    """Whether an event asks for explanations in its query string (cheap: read before the fast path)."""
+    """Whether an event's query string may ask for explanations (cheap: read before the fast path, which
+    answers predictions only; ``top`` alone is refused by the full path)."""
     if not isinstance(event, dict):
         return False
     raw = event.get("rawQueryString")
-    if isinstance(raw, str):
-        return "explain" in raw
+    if isinstance(raw, str) and raw:
+        return "explain" in raw or "top" in raw
     params = event.get("queryStringParameters")
-    return isinstance(params, dict) and "explain" in params
+    return isinstance(params, dict) and ("explain" in params or "top" in params)
 
 
 def _flag(value: Any, where: str) -> bool:

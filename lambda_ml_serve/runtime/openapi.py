@@ -22,6 +22,7 @@ ERROR_TEXT = {
     "payload_too_large": "More rows than the maximum per request.",
     "validation_error": "Invalid rows: every bad field of every row, or a body in no known format.",
     "internal_error": "A fault of the service; the message quotes the request id.",
+    "not_implemented": "The backend cannot explain this model (onnx); the message names the backends that can.",
 }
 FORMAT_TEXT = {
     "rows": "A list of rows",
@@ -153,6 +154,53 @@ def _components(app: App) -> dict[str, Any]:
                 "properties": {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions},
             }
         ),
+        "ExplanationHeader": {
+            "type": "object",
+            "description": "What the numbers are: exact path-dependent TreeSHAP values in the model's margin "
+            "(before the link function); fields name the contributions, outputs the classes of a multi-class model",
+            "required": ["method", "space", "link", "fields"],
+            "properties": {
+                "method": {"type": "string"},
+                "space": {"const": "margin"},
+                "link": {"type": "string", "enum": ["identity", "logistic", "softmax", "exp"]},
+                "fields": {"type": "array", "items": {"type": "string"}},
+                "outputs": {"type": "array", "description": "the class of each output (several outputs)"},
+                "top": {"type": "integer"},
+                "note": {"type": "string"},
+                "additivity": {"type": "string"},
+            },
+        },
+        "RowExplanation": {
+            "type": "object",
+            "description": "expected_value + sum(contributions) (+ rest) == margin; a list per class for "
+            "several outputs",
+            "required": ["margin", "expected_value", "contributions"],
+            "properties": {
+                "margin": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+                "expected_value": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+                "contributions": {
+                    "anyOf": [
+                        {"type": "object", "additionalProperties": {"type": "number"}},
+                        {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+                    ]
+                },
+                "rest": {
+                    "description": "the sum of the contributions top= left out",
+                    "anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}],
+                },
+            },
+        },
+        "ExplainResponse": {
+            "type": "object",
+            "required": ["model", "version", "predictions", "explanation", "explanations"],
+            "properties": {
+                "model": {"type": "string"},
+                "version": {"type": "string"},
+                "predictions": predictions,
+                "explanation": _ref("ExplanationHeader"),
+                "explanations": {"type": "array", "items": _ref("RowExplanation"), "maxItems": app.explain_max_rows},
+            },
+        },
         "ErrorDetail": {
             "type": "object",
             "required": ["row", "field", "message"],
@@ -184,7 +232,16 @@ def _components(app: App) -> dict[str, Any]:
             "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "explain": {
+                            "type": "boolean",
+                            "description": "true: add the outputs margin, expected_value and contributions "
+                            "([rows, fields], or [rows, classes, fields]; the fields in its parameters)",
+                        }
+                    },
+                },
                 "inputs": {"type": "array", "items": _ref("V2Tensor"), "minItems": 1},
                 "outputs": {"type": "array", "items": {"type": "object"}},
             },
@@ -209,6 +266,13 @@ def _components(app: App) -> dict[str, Any]:
     return {"schemas": schemas}
 
 
+def _explained_example(app: App, body: Any) -> Any:
+    """The example rows explained by the model, when its backend explains."""
+    if not app.explain_metadata["available"]:
+        return None
+    return app.explain(body)
+
+
 def openapi_document(app: App) -> dict[str, Any]:
     """OpenAPI 3.1 for the app's routes; the examples are answered by the model itself."""
     spec = app.spec
@@ -228,7 +292,44 @@ def openapi_document(app: App) -> dict[str, Any]:
             **_errors(("bad_request", "payload_too_large", "validation_error", "internal_error"), "Error"),
         },
     }
-    v2_errors = _errors(("bad_request", "payload_too_large", "validation_error"), "V2Error")
+    explain_query = [
+        {
+            "name": "explain",
+            "in": "query",
+            "required": False,
+            "description": "true: answer each row's explanation too (as POST /explain does)",
+            "schema": {"type": "boolean"},
+        },
+        {
+            "name": "top",
+            "in": "query",
+            "required": False,
+            "description": "with explanations: keep the K largest contributions by magnitude (the others' sum is rest)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": len(spec.feature_names)},
+        },
+    ]
+    explain_errors = ("bad_request", "payload_too_large", "validation_error", "not_implemented", "internal_error")
+    explain_op = {
+        "summary": "Explain",
+        "operationId": "explain",
+        "description": (
+            "The predictions and, per row, exact TreeSHAP contributions: the expected value and one contribution "
+            "per field, summing to the model's margin (per class for a multi-class model). At most "
+            f"{app.explain_max_rows} rows per request (413 beyond); a backend that cannot explain answers 501."
+        ),
+        "parameters": explain_query[1:],
+        "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
+        "responses": {
+            "200": {
+                "description": "Predictions and explanations",
+                "content": _json(_ref("ExplainResponse"), _explained_example(app, examples["instances"])),
+            },
+            **_errors(explain_errors, "Error"),
+        },
+    }
+    predict_op["parameters"] = explain_query
+    predict_op["responses"] |= _errors(("not_implemented",), "Error")
+    v2_errors = _errors(("bad_request", "payload_too_large", "validation_error", "not_implemented"), "V2Error")
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
     paths = {
         "/": {
@@ -239,6 +340,7 @@ def openapi_document(app: App) -> dict[str, Any]:
             "post": predict_op | {"operationId": "predict_root"},
         },
         "/predict": {"post": predict_op | {"operationId": "predict"}},
+        "/explain": {"post": explain_op},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         "/v2/health/live": {"get": {"summary": "v2 liveness", "responses": {"200": {"description": "Live"}}}},
         "/v2/health/ready": {"get": {"summary": "v2 readiness", "responses": {"200": {"description": "Ready"}}}},
