@@ -508,3 +508,35 @@ def test_onnx_backend_refuses_with_501_naming_the_fix(wine_app, tmp_path):
     assert status == 501
     assert "serve the tree model with backend xgboost, lightgbm, sklearn or compiled" in body["error"]["message"]
     assert answer(app, rows, "/", "")[0] == 200
+
+
+def test_batch_explain_writes_contributions_as_columns(tmp_path, wine_app):
+    import csv
+
+    from lambda_ml_serve.batch import score_file
+
+    features = list(wine_app.spec.feature_names)
+    rows = wine_app.examples["rows"] * 3
+    source = tmp_path / "in.csv"
+    with source.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(features)
+        writer.writerows([[row[f] for f in features] for row in rows])
+        writer.writerow(["x"] * len(features))  # a row that fails validation goes to the errors file
+    output = tmp_path / "out.csv"
+    summary = score_file(source, output, model="wine_quality", chunk_rows=4, explain=True)
+    assert (summary.scored, summary.rejected) == (len(rows), 1)
+    with output.open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == [
+        "row",
+        "prediction",
+        *(f"shap:{f}" for f in features),
+        "shap:expected_value",
+        "shap:margin",
+    ]
+    want = wine_app.explain(rows)["explanations"]
+    for line, explained in zip(table, want, strict=True):
+        total = float(line["shap:expected_value"]) + sum(float(line[f"shap:{f}"]) for f in features)
+        assert total == pytest.approx(float(line["shap:margin"]), abs=1e-9)
+        assert float(line["shap:alcohol"]) == explained["contributions"]["alcohol"]

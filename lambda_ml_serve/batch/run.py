@@ -43,6 +43,8 @@ class BatchJob:
     chunk_rows: int = 1_000
     id_column: str | None = None
     ignore_columns: tuple[str, ...] = ()
+    #: Each scored row is a dict of its prediction and explanation columns (``batch --explain``).
+    explain: bool = False
 
     @property
     def parts(self) -> Path:
@@ -262,7 +264,10 @@ def _join_parts(job: BatchJob, chunks: int, summary: Summary) -> None:
     def outputs() -> Iterator[list[Any]]:
         for number, row_id, prediction in _part_lines(job, chunks, ".out.jsonl"):
             summary.scored += 1
-            yield [row_id if job.id_column else number, prediction]
+            if job.explain:
+                yield [row_id if job.id_column else number, *prediction.values()]
+            else:
+                yield [row_id if job.id_column else number, prediction]
 
     def errors() -> Iterator[list[Any]]:
         for number, row_id, field_name, message in _part_lines(job, chunks, ".errors.jsonl"):
@@ -273,7 +278,12 @@ def _join_parts(job: BatchJob, chunks: int, summary: Summary) -> None:
     tmp_out = job.output.with_name(f".{job.output.name}.tmp")
     tmp_err = job.errors.with_name(f".{job.errors.name}.tmp")
     try:
-        write_table(tmp_out, job.output_format, [key, PREDICTION_COLUMN], outputs())
+        columns = [key, PREDICTION_COLUMN]
+        if job.explain:
+            # The explanation columns are those of the first scored row (every row has the same).
+            first = next(_part_lines(job, chunks, ".out.jsonl"), None)
+            columns += list(first[2])[1:] if first is not None else []
+        write_table(tmp_out, job.output_format, columns, outputs())
         write_table(tmp_err, job.errors_format, error_columns, errors())
         os.replace(tmp_err, job.errors)
         os.replace(tmp_out, job.output)
