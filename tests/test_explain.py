@@ -504,6 +504,7 @@ def test_onnx_backend_refuses_with_501_naming_the_fix(wine_app, tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(to_onnx(model, x[:1]).SerializeToString())
     app = App(wine_app.spec, onnx_runtime.load(path), backend="onnx", log_stream=io.StringIO())
+    assert app.metadata["explain"]["available"] is False
     status, body = answer(app, rows)
     assert status == 501
     assert "serve the tree model with backend xgboost, lightgbm, sklearn or compiled" in body["error"]["message"]
@@ -540,3 +541,23 @@ def test_batch_explain_writes_contributions_as_columns(tmp_path, wine_app):
         total = float(line["shap:expected_value"]) + sum(float(line[f"shap:{f}"]) for f in features)
         assert total == pytest.approx(float(line["shap:margin"]), abs=1e-9)
         assert float(line["shap:alcohol"]) == explained["contributions"]["alcohol"]
+
+
+def test_explanation_gate_fails_the_build_and_writes_nothing(xgboost_models, tmp_path, monkeypatch):
+    require_toolchain()
+    from lambda_ml_serve.backends.compiled import shap as compiled_shap
+
+    reference = compiled_shap.library_contributions
+
+    def off_by_a_hundredth(ensemble, artifact, matrix):
+        values = reference(ensemble, artifact, matrix).copy()
+        values[2, 0, 1] += 0.01
+        return values
+
+    monkeypatch.setattr(compiled_shap, "library_contributions", off_by_a_hundredth)
+    out = tmp_path / "out"
+    with pytest.raises(
+        compiled_shap.ExplainParityError, match=r"differ from xgboost's by up to 0\.01 .* row 2, output 0, feature 'f1'"
+    ):
+        CompiledBackend().prepare(xgboost_models["regressor"], out, arch=HOST_ARCH)
+    assert list(out.iterdir()) == []

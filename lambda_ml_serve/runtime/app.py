@@ -247,7 +247,9 @@ class App:
     def explain_metadata(self) -> dict[str, Any]:
         """Whether this model explains its predictions, where, and which backends can."""
         return {
-            "available": callable(getattr(self.predictor, "explain", None)),
+            # A predictor may have ``explain`` and still not explain this model (``explains`` False).
+            "available": callable(getattr(self.predictor, "explain", None))
+            and bool(getattr(self.predictor, "explains", True)),
             "route": f"POST {explaining.EXPLAIN_PATH} (or ?explain=true; v2: parameters.explain)",
             "max_rows": self.explain_max_rows,
             "backends": list(explaining.EXPLAINING_BACKENDS),

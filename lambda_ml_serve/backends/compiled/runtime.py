@@ -138,6 +138,11 @@ class CompiledPredictor:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
         return out.tolist()
 
+    @property
+    def explains(self) -> bool:
+        """Whether the library was built with its TreeSHAP code."""
+        return self.explain_info is not None
+
     def explain_values(self, batch: Batch) -> array:
         """The library's TreeSHAP values, flat: rows x outputs x (features + 1), the expected value last."""
         if self.explain_info is None:

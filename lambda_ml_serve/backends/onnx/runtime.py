@@ -66,6 +66,9 @@ class OnnxPredictor:
         self._column: int | None = answer.get("column")
         self.classes: list[Any] | None = answer.get("classes")
 
+    #: ONNX models are not explained (see ``explain``).
+    explains = False
+
     def explain(self, batch: Batch) -> Any:
         """Refused: an ONNX graph keeps no node covers, which exact TreeSHAP weighs paths by."""
         raise ExplainUnavailable(

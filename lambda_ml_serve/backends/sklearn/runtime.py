@@ -35,11 +35,25 @@ class SklearnPredictor:
 
     def explain(self, batch: Batch) -> Explanation:
         """Exact TreeSHAP of a tree model (or a Pipeline ending with one); see :mod:`.explain`."""
+        return self._explainer_of().explain(batch)
+
+    @property
+    def explains(self) -> bool:
+        """Whether the estimator is a tree model (or a pipeline ending with one) the backend explains."""
+        from lambda_ml_serve.spec import ExplainUnavailable
+
+        try:
+            self._explainer_of()
+        except ExplainUnavailable:
+            return False
+        return True
+
+    def _explainer_of(self) -> Any:
         if self._explainer is None:
             from lambda_ml_serve.backends.sklearn.explain import Explainer
 
             self._explainer = Explainer(self.estimator)
-        return self._explainer.explain(batch)
+        return self._explainer
 
     def predict(self, batch: Batch) -> list[Any]:
         matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
