@@ -7,10 +7,12 @@ within 1e-4, and expected value + contributions == the library's own margin with
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
 import math
+import platform
 import warnings
 from array import array
 from pathlib import Path
@@ -38,7 +40,7 @@ shap = pytest.importorskip("shap")
 TOLERANCE = 1e-4
 ADDITIVITY = 1e-5
 N_FEATURES = 5
-HOST_ARCH = next(t.arch for t in TARGETS.values() if t.machine == __import__("platform").machine())
+HOST_ARCH = next(t.arch for t in TARGETS.values() if t.machine == platform.machine())
 
 
 def data(n: int = 400, missing: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -561,3 +563,62 @@ def test_explanation_gate_fails_the_build_and_writes_nothing(xgboost_models, tmp
     ):
         CompiledBackend().prepare(xgboost_models["regressor"], out, arch=HOST_ARCH)
     assert list(out.iterdir()) == []
+
+
+def test_lightgbm_backend_explains_categorical_splits(tmp_path):
+    x, y = data(missing=0.1)
+    x[:, 0] = np.floor(x[:, 0] * 5)  # a category as an integer code
+    y = y + np.where(np.isin(x[:, 0], [1, 3]), 2.0, 0.0)
+    booster = lightgbm.train(
+        {"num_leaves": 15, "verbose": -1, "min_data_in_leaf": 5, "min_data_per_group": 5, "cat_smooth": 1},
+        lightgbm.Dataset(x, y, categorical_feature=[0]),
+        15,
+    )
+    booster.save_model(tmp_path / "categorical.txt")
+    dump = booster.dump_model()
+    assert any("==" in json.dumps(t["tree_structure"]) for t in dump["tree_info"])  # it does split on sets
+    rows = data(missing=0.1, seed=4)[0][:50]
+    rows[:, 0] = np.floor(rows[:, 0] * 5)
+    want = library_layout(booster.predict(rows, pred_contrib=True), len(rows))
+    explanation = lightgbm_runtime.load(tmp_path / "categorical.txt").explain(batch_of(rows))
+    assert_explains(as_arrays(explanation), want, booster.predict(rows, raw_score=True))
+
+
+def test_sklearn_categorical_histogram_model_is_refused_with_501_naming_the_fix():
+    from lambda_ml_serve.backends.sklearn.runtime import SklearnPredictor
+    from lambda_ml_serve.runtime.errors import ApiError
+    from lambda_ml_serve.runtime.explain import explain_batch
+
+    x, y = data()
+    x[:, 0] = np.floor(x[:, 0] * 4)
+    model = ensemble.HistGradientBoostingRegressor(max_iter=5, categorical_features=[0]).fit(x, y)
+    predictor = SklearnPredictor(model)
+    assert predictor.explains is False
+    with pytest.raises(ApiError) as refused:
+        explain_batch(predictor, batch_of(x[:2]), "sklearn")
+    assert refused.value.status == 501 and "categorical" in refused.value.message
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.floats(-0.5, 1.5, width=32)), min_size=N_FEATURES, max_size=N_FEATURES),
+        min_size=1,
+        max_size=15,
+    )
+)
+def test_sklearn_backend_agrees_with_shap_on_rows_with_missing_values(rows):
+    from lambda_ml_serve.backends.sklearn.runtime import SklearnPredictor
+
+    model, _, _ = _histogram_regressor()
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float32)
+    got = as_arrays(SklearnPredictor(model).explain(batch_of(matrix)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = shap_values(model, matrix.astype(np.float64), single=True)
+    assert_explains(got, want, model.predict(matrix.astype(np.float64)))
+
+
+@functools.cache
+def _histogram_regressor():
+    return fit_sklearn("histogram gradient boosting regressor (missing values)")

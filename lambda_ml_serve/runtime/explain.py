@@ -149,9 +149,11 @@ def explanation_answer(
     if any(len(values) != len(names) for row in explanation.contributions for values in row):
         raise ValueError(f"the backend explained another number of fields than the {len(names)} it names")
     outputs = explanation.outputs
+    known = list(classes) if classes is not None else None
     if outputs is None and n_outputs > 1:
-        known = list(classes) if classes is not None else None
         outputs = known if known is not None and len(known) == n_outputs else list(range(n_outputs))
+    elif outputs is None and known is not None and len(known) == 2:
+        outputs = known[-1:]  # a binary classifier's one output explains its positive class
     top = options.top if options.top is None else min(options.top, len(names))
     rows = []
     for base, contributions in zip(explanation.base_values, explanation.contributions, strict=True):
