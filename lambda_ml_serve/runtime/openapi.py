@@ -12,7 +12,7 @@ from lambda_ml_serve.runtime.errors import STATUS
 from lambda_ml_serve.runtime.v2 import DATATYPES
 
 if TYPE_CHECKING:
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.runtime.view import ModelView
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -54,8 +54,8 @@ def _errors(types: tuple[str, ...], schema: str) -> dict[str, Any]:
     return {str(STATUS[t]): {"description": ERROR_TEXT[t], "content": _json(_ref(schema))} for t in types}
 
 
-def _components(app: App) -> dict[str, Any]:
-    spec = app.spec
+def _components(model: ModelView) -> dict[str, Any]:
+    spec = model.spec
     row = spec.schema.model_json_schema(by_alias=True, ref_template=REF)
     schemas: dict[str, Any] = row.pop("$defs", {})
     n = len(spec.feature_names)
@@ -67,7 +67,7 @@ def _components(app: App) -> dict[str, Any]:
         "maxItems": n,
     }
     row_or_values = {"anyOf": [_ref("Row"), _ref("RowValues")]}
-    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": app.validator.max_rows}
+    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": model.max_rows}
     predictions = {"type": "array", "description": spec.output, "items": {}}
     tensor = {
         "type": "object",
@@ -147,7 +147,7 @@ def _components(app: App) -> dict[str, Any]:
         },
         "PredictResponse": (
             predictions
-            if app.response == "predictions"
+            if model.response == "predictions"
             else {
                 "type": "object",
                 "required": ["model", "version", "predictions"],
@@ -198,7 +198,7 @@ def _components(app: App) -> dict[str, Any]:
                 "version": {"type": "string"},
                 "predictions": predictions,
                 "explanation": _ref("ExplanationHeader"),
-                "explanations": {"type": "array", "items": _ref("RowExplanation"), "maxItems": app.explain_max_rows},
+                "explanations": {"type": "array", "items": _ref("RowExplanation"), "maxItems": model.explain_max_rows},
             },
         },
         "ErrorDetail": {
@@ -266,18 +266,11 @@ def _components(app: App) -> dict[str, Any]:
     return {"schemas": schemas}
 
 
-def _explained_example(app: App, body: Any) -> Any:
-    """The example rows explained by the model, when its backend explains."""
-    if not app.explain_metadata["available"]:
-        return None
-    return app.explain(body)
-
-
-def openapi_document(app: App) -> dict[str, Any]:
-    """OpenAPI 3.1 for the app's routes; the examples are answered by the model itself."""
-    spec = app.spec
-    examples = app.examples
-    answer = app.predict(examples["instances"])
+def openapi_document(model: ModelView) -> dict[str, Any]:
+    """OpenAPI 3.1 for the function's routes; the examples are answered by the model itself."""
+    spec = model.spec
+    examples = model.examples
+    answer = model.example_answer
     request_examples = {key: {"summary": FORMAT_TEXT[key], "value": value} for key, value in examples.items()}
     tensors = [
         {"name": feature, "shape": [len(examples["rows"])], "datatype": "FP32", "data": list(column)}
@@ -315,14 +308,14 @@ def openapi_document(app: App) -> dict[str, Any]:
         "description": (
             "The predictions and, per row, exact TreeSHAP contributions: the expected value and one contribution "
             "per field, summing to the model's margin (per class for a multi-class model). At most "
-            f"{app.explain_max_rows} rows per request (413 beyond); a backend that cannot explain answers 501."
+            f"{model.explain_max_rows} rows per request (413 beyond); a backend that cannot explain answers 501."
         ),
         "parameters": explain_query[1:],
         "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
         "responses": {
             "200": {
                 "description": "Predictions and explanations",
-                "content": _json(_ref("ExplainResponse"), _explained_example(app, examples["instances"])),
+                "content": _json(_ref("ExplainResponse"), model.example_explanation),
             },
             **_errors(explain_errors, "Error"),
         },
@@ -370,7 +363,7 @@ def openapi_document(app: App) -> dict[str, Any]:
             }
         },
     }
-    if app.docs:
+    if model.docs:
         paths["/docs"] = {
             "get": {
                 "summary": "A page to try the model",
@@ -388,5 +381,5 @@ def openapi_document(app: App) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": f"{spec.name} (lambda-ml-serve)", "version": spec.version, "description": spec.description},
         "paths": paths,
-        "components": _components(app),
+        "components": _components(model),
     }
