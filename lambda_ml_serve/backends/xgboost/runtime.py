@@ -14,7 +14,7 @@ import json
 import sys
 from array import array
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +182,9 @@ class XGBoostPredictor:
             contributions.append([row[k * width : (k + 1) * width - 1] for k in range(outputs)])
         return Explanation(base, contributions, link=self.link)
 
-    @property
+    @cached_property
     def link(self) -> str:
-        """How the margin becomes the prediction, from the booster's objective."""
+        """How the margin becomes the prediction, from the booster's objective (read once)."""
         length, text = _ulong(), ctypes.c_char_p()
         _check(self._lib, self._lib.XGBoosterSaveJsonConfig(self._handle, ctypes.byref(length), ctypes.byref(text)))
         objective = json.loads(ctypes.string_at(text, length.value))["learner"]["objective"]["name"]
