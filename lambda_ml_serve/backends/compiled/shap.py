@@ -47,44 +47,46 @@ class ExplainParityError(CompileError):
     """The compiled contributions differ from the source library's by more than the tolerance."""
 
 
-def tree_arrays(ensemble: Ensemble) -> list[treeshap.TreeArrays]:
-    """The ensemble's trees as TreeSHAP reads them (``x < threshold`` goes left)."""
+def tree_arrays(ensemble: Ensemble) -> tuple[list[treeshap.TreeArrays], list[int]]:
+    """The ensemble's trees as TreeSHAP reads them (``x < threshold`` goes left), one per output a tree
+    adds to (a forest's tree adds its class frequencies to every class), and the output of each."""
     import numpy as np
 
-    trees = []
+    trees, outputs = [], []
     for t, tree in enumerate(ensemble.trees):
         if tree.cover is None:
             raise CompileError(
                 f"tree {t} of the model stores no node covers (hessian sums or row counts), which TreeSHAP "
                 "weighs paths by; save the model with its statistics"
             )
-        trees.append(
-            treeshap.TreeArrays(
-                left=np.asarray(tree.left),
-                right=np.asarray(tree.right),
-                feature=np.asarray(tree.feature),
-                threshold=np.asarray(tree.threshold, dtype=np.float32),
-                default_left=np.asarray(tree.default_left, dtype=bool),
-                value=np.asarray(tree.value, dtype=np.float64),
-                cover=np.asarray(tree.cover, dtype=np.float64),
+        category_set = getattr(tree, "category_set", None)
+        if category_set is not None and (np.asarray(category_set) >= 0).any():
+            # shap_goes_left is where a category set's membership test goes; until then, no explanations.
+            raise CompileError("the model splits on categories, which the compiled TreeSHAP does not explain yet")
+        values = np.asarray(tree.value, dtype=np.float64)
+        values = values[:, None] if values.ndim == 1 else values
+        for column in range(values.shape[1]):
+            trees.append(
+                treeshap.TreeArrays(
+                    left=np.asarray(tree.left),
+                    right=np.asarray(tree.right),
+                    feature=np.asarray(tree.feature),
+                    threshold=np.asarray(tree.threshold, dtype=np.float32),
+                    default_left=np.asarray(tree.default_left, dtype=bool),
+                    value=values[:, column],
+                    cover=np.asarray(tree.cover, dtype=np.float64),
+                )
             )
-        )
-    return trees
+            outputs.append(int(getattr(tree, "output", 0)) + column)
+    return trees, outputs
 
 
-def outputs(ensemble: Ensemble) -> tuple[int, list[int], list[float]]:
-    """(number of outputs, each tree's output, each output's base score) of the ensemble.
-
-    A multi-class ensemble names each tree's class in ``tree_class`` and its base scores in
-    ``base_scores``; a single-output one has neither.
-    """
-    tree_class = getattr(ensemble, "tree_class", None)
-    n_trees = len(ensemble.trees)
-    classes = [int(c) for c in tree_class] if tree_class is not None else [0] * n_trees
-    n_outputs = max(classes, default=0) + 1
+def outputs(ensemble: Ensemble, tree_output: list[int]) -> tuple[int, list[float]]:
+    """(number of outputs, each output's base score) of the ensemble."""
+    n_outputs = int(getattr(ensemble, "num_output", max(tree_output, default=0) + 1))
     bases = getattr(ensemble, "base_scores", None)
     base = [float(b) for b in bases] if bases is not None else [float(ensemble.base_score)] * n_outputs
-    return n_outputs, classes, base
+    return n_outputs, base
 
 
 def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
@@ -94,8 +96,8 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
 
     from lambda_ml_serve.backends.compiled import codegen
 
-    trees = tree_arrays(ensemble)
-    n_outputs, tree_output, base = outputs(ensemble)
+    trees, tree_output = tree_arrays(ensemble)
+    n_outputs, base = outputs(ensemble, tree_output)
     per_output = np.bincount(tree_output, minlength=n_outputs)
     expected = list(base)
     tree_node, tree_leaf = [0], [0]
