@@ -622,3 +622,16 @@ def test_sklearn_backend_agrees_with_shap_on_rows_with_missing_values(rows):
 @functools.cache
 def _histogram_regressor():
     return fit_sklearn("histogram gradient boosting regressor (missing values)")
+
+
+def test_compiled_backend_explains_a_multiclass_model_per_class(xgboost_models, tmp_path):
+    require_toolchain()
+    source = xgboost_models["classifier"]
+    library = CompiledBackend().prepare(source, tmp_path, arch=HOST_ARCH)  # its explanation gate passed
+    predictor = CompiledBackend().load(library)
+    assert predictor.metadata["explain"]["outputs"] == 3 and predictor.metadata["explain"]["link"] == "softmax"
+    rows = data(missing=0.1, seed=5)[0][:40]
+    booster = xgboost.Booster(model_file=str(source))
+    matrix = xgboost.DMatrix(rows, missing=np.nan)
+    want = library_layout(booster.predict(matrix, pred_contribs=True), len(rows))
+    assert_explains(as_arrays(predictor.explain(batch_of(rows))), want, booster.predict(matrix, output_margin=True))

@@ -146,17 +146,6 @@ class CompiledPredictor:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
         return out
 
-
-def read_metadata(library: Path) -> dict[str, Any]:
-    """The metadata JSON a model library embeds, read from the file without loading it (so a library
-    built for another architecture can be described too)."""
-    data = library.read_bytes()
-    start = data.find(b'{"format":')
-    end = data.find(b"\0", start)
-    if start < 0 or end < 0:
-        raise ModelLoadError(f"{library} holds no compiled model metadata; build it with --backend compiled")
-    return json.loads(data[start:end])
-
     @property
     def explains(self) -> bool:
         """Whether the library was built with its TreeSHAP code."""
@@ -205,6 +194,17 @@ def read_metadata(library: Path) -> dict[str, Any]:
             link=self.explain_info.get("link", "identity"),
             outputs=self.explain_info.get("classes"),
         )
+
+
+def read_metadata(library: Path) -> dict[str, Any]:
+    """The metadata JSON a model library embeds, read from the file without loading it (so a library
+    built for another architecture can be described too)."""
+    data = library.read_bytes()
+    start = data.find(b'{"format":')
+    end = data.find(b"\0", start)
+    if start < 0 or end < 0:
+        raise ModelLoadError(f"{library} holds no compiled model metadata; build it with --backend compiled")
+    return json.loads(data[start:end])
 
 
 def elf_machine(header: bytes) -> int | None:
