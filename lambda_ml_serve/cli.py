@@ -178,7 +178,22 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
     help="Execution environments side by side, each loading the model and serving one request at a time.",
 )
 @_artifact_option
-def serve(model: str, host: str, port: int, image: str | None, concurrency: int, artifact: Path | None) -> None:
+@click.option(
+    "--cors",
+    "cors_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    help="Allow web pages from ORIGIN (e.g. http://localhost:3000, or *) to call the server; repeatable.",
+)
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    image: str | None,
+    concurrency: int,
+    artifact: Path | None,
+    cors_origins: tuple[str, ...],
+) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
@@ -188,7 +203,7 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
     import signal
     from contextlib import ExitStack, suppress
 
-    from lambda_ml_serve.local.server import FunctionUrlServer
+    from lambda_ml_serve.local.server import Cors, FunctionUrlServer
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
@@ -214,7 +229,7 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
                 for _ in range(concurrency)
             ]
         try:
-            server = FunctionUrlServer(environments, host, port)
+            server = FunctionUrlServer(environments, host, port, Cors(cors_origins) if cors_origins else None)
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         stack.callback(server.close)
@@ -283,9 +298,12 @@ def build(
         from lambda_ml_serve.bundling.deployment_zip import build_zip, describe
 
         image_only = {"--base-image": base_image, "--build-base-image": build_base_image, "--tag": tag}
-        given = [option for option, value in image_only.items() if value] + (["--no-docker"] if no_docker else [])
+        # --no-docker is accepted: a zip is built without Docker anyway.
+        given = [option for option, value in image_only.items() if value]
         if given:
-            raise click.ClickException(f"{', '.join(given)} only apply to --package image")
+            raise click.ClickException(
+                f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only to --package image"
+            )
         built = build_zip(
             model,
             output,

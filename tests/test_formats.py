@@ -154,7 +154,7 @@ def test_v2_metadata_and_health(app):
     ("body", "message"),
     [
         ({"pH": [3.2], "alcohol": 9.5, "note": MARKER}, "ambiguous body"),
-        ({"instances": [], "params": {"x": MARKER}}, "1 unexpected top-level key(s) beside 'instances'"),
+        ({"instances": [], "options": {"x": MARKER}}, "1 unexpected top-level key(s) beside 'instances'"),
         ({"instances": [[1, 2, MARKER]]}, "1 row(s) are lists of the wrong length"),
         ({"dataframe_split": {"columns": ["pH"], "data": [[1, MARKER]]}}, "are not lists of 1 values"),
         ({"dataframe_split": {"columns": ["pH", "pH"], "data": []}}, "names a column twice"),
