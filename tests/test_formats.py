@@ -101,6 +101,10 @@ def test_every_format_gives_the_same_predictions(app, samples, expected):
 def test_v2_request_id_comes_back_and_versions_path_works(app, samples):
     body = v2_bodies(samples)["v2 one tensor per feature"]
     assert post(app, body, "/v2/models/wine_quality/infer")[1]["id"] == "42"
+    # The contract (docs/reference/http.md): `id` is echoed when given as a string, absent otherwise.
+    for without in ({k: v for k, v in body.items() if k != "id"}, {**body, "id": 42}):
+        status, answer = post(app, without, "/v2/models/wine_quality/infer")
+        assert status == 200 and "id" not in answer
     status, _ = post(app, body, f"/v2/models/wine_quality/versions/{app.spec.version}/infer")
     assert status == 200
 

@@ -20,15 +20,17 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.local.events import MAX_BODY_BYTES, TOO_LARGE_BODY, HttpResponse, from_result, to_event
 
 Invoke = Callable[[dict], Any]
@@ -127,18 +129,77 @@ def path_of_target(raw_target: str) -> str:
     return raw_target
 
 
+#: Characters of a function's error trace shown under an access line.
+MAX_ERROR_CHARS = 300
+
+
+class ListenError(LambdaMLServeError):
+    """The server cannot listen on the address it was given."""
+
+
 class _ClientGone(Exception):
     """The client hung up before its body was complete."""
+
+
+class AccessLog:
+    """One readable line per request for a person at a terminal: method, path, status, rows, latency.
+
+    It is also the log stream of the functions that run in this process: it keeps the ``rows`` (and
+    the error) of each request's JSON record, by request id, for the request's access line, instead
+    of printing the record. Lines that are not such a record (a library's warning) pass through.
+    Functions in a container write their records elsewhere: their access lines show ``-`` rows.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                request_id = record["request_id"]
+            except (ValueError, TypeError, KeyError):
+                if line.strip():
+                    self._print(line)
+                continue
+            with self._lock:
+                self._records[request_id] = record
+        return len(text)
+
+    def flush(self) -> None:
+        (self.stream or sys.stderr).flush()
+
+    def request(self, method: str, path: str, status: int, request_id: str, latency_ms: float) -> None:
+        """Print the access line of one answered request."""
+        with self._lock:
+            record = self._records.pop(request_id, {})
+        rows = record.get("rows", "-")
+        self._print(f"{method} {path} {status} {rows} row{'' if rows == 1 else 's'} {latency_ms:.1f} ms")
+        if record.get("error"):
+            error = " ".join(str(record["error"]).split())
+            if len(error) > MAX_ERROR_CHARS:
+                error = error[: MAX_ERROR_CHARS - 3] + "..."
+            self._print(f"  {error}")
+
+    def _print(self, line: str) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
 
 
 class FunctionUrlApp:
     """The ASGI app: read the whole body (at most 6 MB), build the event, run it on a free environment."""
 
-    def __init__(self, environments: Sequence[Invoke], cors: Cors | None = None) -> None:
+    def __init__(
+        self, environments: Sequence[Invoke], cors: Cors | None = None, access_log: AccessLog | None = None
+    ) -> None:
         if not environments:
             raise ValueError("at least one environment is needed")
         self.environments = list(environments)
         self.cors = cors
+        self.access_log = access_log
         self._executor = ThreadPoolExecutor(len(self.environments), thread_name_prefix="environment")
         self._idle: asyncio.Queue[Invoke] | None = None
 
@@ -163,7 +224,12 @@ class FunctionUrlApp:
                     target += "?" + scope["query_string"].decode("latin-1")
                 client = scope.get("client") or ("127.0.0.1", 0)
                 event = to_event(method, target, headers, body, source_ip=client[0])
+                started = time.perf_counter()
                 response = await self._invoke(event)
+                if self.access_log is not None:
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    request_id = event["requestContext"]["requestId"]
+                    self.access_log.request(method, scope["path"], response.status, request_id, latency_ms)
         if self.cors is not None and not (method == "OPTIONS" and "access-control-request-method" in lookup):
             # As a Function URL with CORS does: its own headers replace any the function sent.
             added = self.cors.headers_for(origin)
@@ -230,6 +296,31 @@ def _encode(response: HttpResponse) -> list[tuple[bytes, bytes]]:
     return [*headers, (b"content-length", str(len(response.body)).encode())]
 
 
+def access_log_for(log_format: str, stream: TextIO) -> AccessLog | None:
+    """The access log for ``--log-format``: ``text``, ``json`` (the functions' raw JSON lines), or
+    ``auto``: text on a terminal, JSON otherwise (what a log collector or a pipe expects)."""
+    if log_format == "json" or (log_format == "auto" and not stream.isatty()):
+        return None
+    return AccessLog(stream)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, or ListenError saying why not (busy port, unknown host)."""
+    if not 0 <= port <= 65535:
+        raise ListenError(f"cannot listen on port {port}: a port is 0 to 65535 (0 picks a free one)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}; choose another --host or --port") from None
+    sock.listen(BACKLOG)
+    return sock
+
+
 class FunctionUrlServer:
     """Serve environments on ``host:port`` (loopback by default); port 0 picks a free port.
 
@@ -243,18 +334,12 @@ class FunctionUrlServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         cors: Cors | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
-        self.app = FunctionUrlApp([environments] if callable(environments) else environments, cors)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.socket.bind((host, port))
-        except OSError:
-            self.socket.close()
-            raise
-        self.socket.listen(BACKLOG)
+        """Bind ``host:port`` at once; raises ListenError (one line) when that is impossible."""
+        self.socket = listen(host, port)
         self.server_address = self.socket.getsockname()
+        self.app = FunctionUrlApp([environments] if callable(environments) else environments, cors, access_log)
         config = uvicorn.Config(
             self.app,
             http=FunctionUrlProtocol,

@@ -85,9 +85,13 @@ def load_predictor(
     try:
         predictor = registry.backend(backend or spec.backend).load(path, options=spec.extra)
     except Exception as exc:
+        # A backend's own ModelLoadError names the file and what it is not; anything else is cut to
+        # its first line, so a library's multi-line dump stays out of a one-line error.
+        reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+        reason = next((line.strip() for line in reason.splitlines() if line.strip()), type(exc).__name__)[:500]
         raise ModelLoadError(
-            f"{model.plugin}: model {spec.name!r} failed to load {path} with backend "
-            f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
+            f"{model.plugin}: model {spec.name!r} failed to load {path} with backend {backend or spec.backend!r}: "
+            f"{reason}"
         ) from exc
     check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
     return predictor
