@@ -265,9 +265,22 @@ def seed_image(work: Path, engine: Engine, leftovers: Leftovers) -> Image:
 
 
 def vendor_seed(target: Path) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-               "--target", str(target), "--only-binary=:all:", "--implementation", "cp",
-               "--python-version", PYTHON]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON,
+    ]
     for tag in SEED_PLATFORMS:
         command += ["--platform", tag]
     result = subprocess.run([*command, *SEED_PACKAGES], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
@@ -291,11 +304,16 @@ def compiled_support() -> str | None:
 
 def url_event(body: str, request_id: str) -> bytes:
     """A Function URL (payload 2.0) POST event, encoded for RIE's invoke endpoint."""
-    return json.dumps({
-        "version": "2.0", "rawPath": "/", "headers": {"content-type": "application/json"},
-        "requestContext": {"requestId": request_id, "http": {"method": "POST", "path": "/"}},
-        "body": body, "isBase64Encoded": False,
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "version": "2.0",
+            "rawPath": "/",
+            "headers": {"content-type": "application/json"},
+            "requestContext": {"requestId": request_id, "http": {"method": "POST", "path": "/"}},
+            "body": body,
+            "isBase64Encoded": False,
+        }
+    ).encode()
 
 
 class Invoker:
@@ -354,8 +372,19 @@ def cold_start(image: Image, payload: bytes, name: str, leftovers: Leftovers) ->
     port, api_port = free_port(), free_port()
     leftovers.containers.append(name)
     started = time.perf_counter()
-    docker("run", "-d", "--name", name, "--network", "host", "-e", f"LMS_RIE_ADDRESS=127.0.0.1:{port}",
-           "-e", f"LMS_RIE_RUNTIME_API_ADDRESS=127.0.0.1:{api_port}", image.tag)  # fmt: skip
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-e",
+        f"LMS_RIE_ADDRESS=127.0.0.1:{port}",
+        "-e",
+        f"LMS_RIE_RUNTIME_API_ADDRESS=127.0.0.1:{api_port}",
+        image.tag,
+    )
     ran = time.perf_counter()
     try:
         answer = first_answer(port, payload, started + FIRST_ANSWER_TIMEOUT, name)
@@ -457,24 +486,34 @@ def ratio(a: float, b: float) -> str:
 
 def render_sizes(images: list[Image], base: int) -> list[str]:
     seed = next(i for i in images if i.name == SEED)
-    lines = ["### Image size above the base", "",
-             f"`docker image inspect` size minus the base's ({STANDIN}: {mb(base)}); target <= {TARGET_MB} MB.", "",
-             "| image | above the base | whole image | target | seed-style / this |",
-             "| --- | ---: | ---: | --- | ---: |"]  # fmt: skip
+    lines = [
+        "### Image size above the base",
+        "",
+        f"`docker image inspect` size minus the base's ({STANDIN}: {mb(base)}); target <= {TARGET_MB} MB.",
+        "",
+        "| image | above the base | whole image | target | seed-style / this |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
     for image in images:
         above = image.size - base
         verdict = "n/a (baseline)" if image.name == SEED else ("met" if above <= TARGET_MB * 1e6 else "MISSED")
-        lines.append(f"| {image.name} | {mb(above)} | {mb(image.size)} | {verdict} | "
-                     f"{ratio(seed.size - base, above)} |")  # fmt: skip
+        lines.append(
+            f"| {image.name} | {mb(above)} | {mb(image.size)} | {verdict} | {ratio(seed.size - base, above)} |"
+        )
     return lines
 
 
 def render_builds(images: list[Image]) -> list[str]:
-    lines = ["### Build time", "",
-             "Cold: a fresh render (the framework vendors its packages with pip) or `pip install --target` "
-             "(seed-style), then `docker build --no-cache`. Warm: the same context built again with the layer "
-             "cache, then a re-render into the same folder built with the cache. Classic builder.", "",
-             "| image | step | time | note |", "| --- | --- | ---: | --- |"]  # fmt: skip
+    lines = [
+        "### Build time",
+        "",
+        "Cold: a fresh render (the framework vendors its packages with pip) or `pip install --target` "
+        "(seed-style), then `docker build --no-cache`. Warm: the same context built again with the layer "
+        "cache, then a re-render into the same folder built with the cache. Classic builder.",
+        "",
+        "| image | step | time | note |",
+        "| --- | --- | ---: | --- |",
+    ]
     for image in images:
         cold = sum(s for label, (s, _) in image.builds.items() if label.startswith("cold"))
         for label, (seconds, note) in image.builds.items():
@@ -486,12 +525,16 @@ def render_builds(images: list[Image]) -> list[str]:
 def render_cold(images: list[Image], cold: dict[str, list[ColdStart]]) -> list[str]:
     runs = len(next(iter(cold.values())))
     seed = statistics.median(c.total for c in cold[SEED])
-    lines = ["### Cold start through RIE", "",
-             f"`docker run` to the first answer to a Function URL event with samples.json; {runs} fresh containers "
-             "per image, taking turns. RIE runs the function's init when the first invoke arrives.", "",
-             "| image | start to first answer, median | min to max | `docker run -d` returned | RIE init "
-             "(`INIT REPORT`) | first invoke `Duration` | REPORT `Init Duration` | seed-style / this |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "### Cold start through RIE",
+        "",
+        f"`docker run` to the first answer to a Function URL event with samples.json; {runs} fresh containers "
+        "per image, taking turns. RIE runs the function's init when the first invoke arrives.",
+        "",
+        "| image | start to first answer, median | min to max | `docker run -d` returned | RIE init "
+        "(`INIT REPORT`) | first invoke `Duration` | REPORT `Init Duration` | seed-style / this |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for image in images:
         runs_ = cold[image.name]
         totals = [c.total for c in runs_]
@@ -510,13 +553,17 @@ def render_cold(images: list[Image], cold: dict[str, list[ColdStart]]) -> list[s
 
 
 def render_warm(images: list[Image], warm: dict[str, Warm]) -> list[str]:
-    lines = ["### Warm invoke latency through RIE", "",
-             "Client: POST to RIE's invoke URL on 127.0.0.1 over one keep-alive connection, event to response. "
-             "RIE `Duration`: from its REPORT lines. Handler: the framework's `latency_ms` log line (request "
-             f"path only). {WARMUP} untimed requests before each batch size.", "",
-             "| image | rows | requests | client median | client p99 | RIE `Duration` median | handler median "
-             "| client median, seed-style / this |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "### Warm invoke latency through RIE",
+        "",
+        "Client: POST to RIE's invoke URL on 127.0.0.1 over one keep-alive connection, event to response. "
+        "RIE `Duration`: from its REPORT lines. Handler: the framework's `latency_ms` log line (request "
+        f"path only). {WARMUP} untimed requests before each batch size.",
+        "",
+        "| image | rows | requests | client median | client p99 | RIE `Duration` median | handler median "
+        "| client median, seed-style / this |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for size, count in WARM.items():
         seed = statistics.median(warm[SEED].client[size])
         for image in images:
@@ -524,9 +571,11 @@ def render_warm(images: list[Image], warm: dict[str, Warm]) -> list[str]:
             client = w.client[size]
             rie = median_ms(w.rie.get(size, []))
             handler = f"{statistics.median(w.handler[size]):,.3f} ms" if w.handler.get(size) else "n/a"
-            lines.append(f"| {image.name} | {size:,} | {count} | {ms(statistics.median(client))} | "
-                         f"{ms(percentile(client, 0.99))} | {rie} | {handler} | "
-                         f"{ratio(seed, statistics.median(client))} |")  # fmt: skip
+            lines.append(
+                f"| {image.name} | {size:,} | {count} | {ms(statistics.median(client))} | "
+                f"{ms(percentile(client, 0.99))} | {rie} | {handler} | "
+                f"{ratio(seed, statistics.median(client))} |"
+            )
     lines += ["", "p99 of 10 requests is their maximum. The seed-style handler logs no latency of its own."]
     return lines
 
@@ -540,14 +589,26 @@ def agreement(cold: dict[str, list[ColdStart]]) -> str:
     return f"Predictions for samples.json (largest difference from seed-style {worst:.2g}): {listed}."
 
 
-def render(images: list[Image], base: int, cold: dict[str, list[ColdStart]], warm: dict[str, Warm],
-           context: dict[str, str]) -> str:  # fmt: skip
-    lines = [f"## Container images: {MODEL}, {ARCH}, Python {PYTHON}", "",
-             f"Machine: {context['machine']}. Docker {context['docker']}. Load average (1 min) "
-             f"{context['load']}; other work may share the machine. Base image: {STANDIN}, a stand-in for "
-             f"public.ecr.aws/lambda/python:{PYTHON} with the real RIE. Whole run: {context['elapsed']}.", "",
-             *render_sizes(images, base), "", *render_builds(images), "", *render_cold(images, cold), "",
-             agreement(cold), "", *render_warm(images, warm)]  # fmt: skip
+def render(
+    images: list[Image], base: int, cold: dict[str, list[ColdStart]], warm: dict[str, Warm], context: dict[str, str]
+) -> str:
+    lines = [
+        f"## Container images: {MODEL}, {ARCH}, Python {PYTHON}",
+        "",
+        f"Machine: {context['machine']}. Docker {context['docker']}. Load average (1 min) "
+        f"{context['load']}; other work may share the machine. Base image: {STANDIN}, a stand-in for "
+        f"public.ecr.aws/lambda/python:{PYTHON} with the real RIE. Whole run: {context['elapsed']}.",
+        "",
+        *render_sizes(images, base),
+        "",
+        *render_builds(images),
+        "",
+        *render_cold(images, cold),
+        "",
+        agreement(cold),
+        "",
+        *render_warm(images, warm),
+    ]
     if context.get("compiled"):
         lines += ["", f"Compiled backend not measured: {context['compiled']}."]
     return "\n".join(lines) + "\n"
@@ -566,8 +627,10 @@ def check_engine() -> Engine:
 
 
 def build_all(work: Path, engine: Engine, leftovers: Leftovers) -> tuple[list[Image], str | None]:
-    images = [seed_image(work, engine, leftovers),
-              framework_image("lambda-ml-serve (xgboost backend)", None, work, engine, leftovers)]  # fmt: skip
+    images = [
+        seed_image(work, engine, leftovers),
+        framework_image("lambda-ml-serve (xgboost backend)", None, work, engine, leftovers),
+    ]
     missing = compiled_support()
     if missing is None:
         try:

@@ -62,39 +62,12 @@ def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2))
 
 
-@main.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_models(as_json: bool) -> None:
-    """List installed models, their plugins, and broken plugins."""
-    registry = _registry()
-    rows = [
-        {
-            "model": m.spec.name,
-            "version": m.spec.version,
-            "backend": m.spec.backend,
-            "plugin": m.plugin.name,
-            "distribution": f"{m.plugin.distribution} {m.plugin.version}",
-            "status": "ok",
-        }
-        for m in registry.models.values()
-    ]
-    rows += [
-        {
-            "model": f.model or "-",
-            "version": "-",
-            "backend": "-",
-            "plugin": f.plugin.name,
-            "distribution": f"{f.plugin.distribution} {f.plugin.version}",
-            "status": f"broken: {f.message}",
-        }
-        for f in registry.failures
-    ]
-    if as_json:
-        _echo_json(rows)
-        return
-    if not rows:
-        click.echo("No models installed. Install a model plugin, e.g. pip install ./models/wine_quality")
-        return
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _echo_table(rows: list[dict[str, str]]) -> None:
+    """Rows of strings as aligned columns under upper-case headers; the last column is not padded."""
     columns = list(rows[0])
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
     click.echo("  ".join(c.upper().ljust(widths.get(c, 0)) for c in columns).rstrip())
@@ -102,26 +75,30 @@ def list_models(as_json: bool) -> None:
         click.echo("  ".join(row[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
 
 
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_models(as_json: bool) -> None:
+    """List installed models, their plugins, and broken plugins."""
+    from lambda_ml_serve.plugins import describe_models
+
+    rows = describe_models(_registry())
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No models installed. Install a model plugin, e.g. pip install ./models/wine_quality")
+        return
+    _echo_table(rows)
+
+
 @main.command()
 @click.argument("model")
 @_artifact_option
 def info(model: str, artifact: Path | None) -> None:
     """Load MODEL and show its metadata, metrics and requirements."""
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.local.run import model_info
 
-    registry = _registry()
-    registered = registry.model(model)
-    app = App.load(model, registry=registry, artifact=artifact)
-    spec = registered.spec
-    backend = registry.backend(spec.backend)
-    meta = {k: v for k, v in app.metadata.items() if k not in ("input_schema", "example")}
-    meta.update(
-        plugin=registered.plugin.name,
-        distribution=f"{registered.plugin.distribution} {registered.plugin.version}",
-        artifact=str(artifact.absolute() if artifact else spec.artifact_path),
-        requirements=[*backend.requirements, *spec.requirements],
-    )
-    _echo_json(meta)
+    _echo_json(model_info(_registry(), model, artifact))
 
 
 @main.command()
@@ -136,9 +113,9 @@ def schema(model: str) -> None:
 @click.argument("model")
 def openapi(model: str) -> None:
     """Print MODEL's OpenAPI 3.1 document (what GET /openapi.json answers)."""
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.local.run import openapi_document
 
-    _echo_json(App.load(model, registry=_registry(), log_stream=sys.stderr).openapi)
+    _echo_json(openapi_document(_registry(), model))
 
 
 @main.command()
@@ -149,20 +126,13 @@ def openapi(model: str) -> None:
 @_artifact_option
 def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) -> None:
     """Call MODEL's real handler in-process with a Function URL event built from --data."""
-    from lambda_ml_serve.local.events import to_event
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.local.run import error_line
+    from lambda_ml_serve.local.run import invoke as invoke_model
 
-    body = _read_data(data)
-    app = App.load(model, registry=_registry(), log_stream=sys.stderr, artifact=artifact)
-    event = to_event("POST", path, [("content-type", "application/json")], body)
-    response = app(event)
-    if full:
-        _echo_json(response)
-    else:
-        _echo_json(json.loads(response["body"]))
-    if response["statusCode"] >= 400:
-        error = json.loads(response["body"])["error"]
-        raise click.ClickException(f"{response['statusCode']} {error['type']}: {error['message']}")
+    response = invoke_model(_registry(), model, _read_data(data), path, artifact)
+    _echo_json(response if full else json.loads(response["body"]))
+    if error := error_line(response):
+        raise click.ClickException(error)
 
 
 @main.command()
@@ -211,45 +181,23 @@ def serve(
     Runtime Interface Emulator, so the HTTP contract can be checked against the real image. The
     function's log lines go to the console.
     """
-    import signal
-    from contextlib import ExitStack, suppress
-
-    from lambda_ml_serve.local.server import Cors, FunctionUrlServer, access_log_for, listen
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
+    from lambda_ml_serve.local.run import serve as serve_model
 
     if image and artifact:
         raise click.UsageError("--artifact and --image exclude each other: the image serves the file it was built with")
-    signal.signal(signal.SIGTERM, stop)
-    access_log = access_log_for(log_format, sys.stderr)
-    listen(host, port).close()  # a busy port or an unknown host fails before the model loads
-    with ExitStack() as stack:
-        if image:
-            from lambda_ml_serve.local.container import RieContainer
-
-            env = {"LAMBDA_ML_SERVE_MODEL": model, "LAMBDA_ML_SERVE_DOCS": "1"}
-            environments = [
-                stack.enter_context(RieContainer(image, env=env, log_stream=sys.stderr)).invoke
-                for _ in range(concurrency)
-            ]
-        else:
-            from lambda_ml_serve.runtime.app import App
-
-            registry = _registry()
-            environments = [
-                App.load(model, registry=registry, log_stream=access_log or sys.stderr, docs=True, artifact=artifact)
-                for _ in range(concurrency)
-            ]
-        cors = Cors(cors_origins) if cors_origins else None
-        server = FunctionUrlServer(environments, host, port, cors=cors, access_log=access_log)
-        stack.callback(server.close)
-        where = f"image {image}" if image else "in-process"
-        click.echo(
-            f"Serving {model} ({where}, {concurrency} environment(s)) on {server.url} (Ctrl+C to stop)", err=True
-        )
-        with suppress(KeyboardInterrupt):
-            server.serve_forever()
+    registry = _registry()
+    serve_model(
+        registry,
+        model,
+        host=host,
+        port=port,
+        image=image,
+        concurrency=concurrency,
+        artifact=artifact,
+        log_format=log_format,
+        cors_origins=cors_origins,
+        announce=_echo_err,
+    )
 
 
 @main.command()
@@ -302,67 +250,27 @@ def build(
     On a terminal each step (checking, preparing or compiling the artifact, the parity gate, pip,
     writing, docker build) shows with a spinner and its time; otherwise only the result is printed.
     """
-    import shlex
+    from lambda_ml_serve.bundling.build import build as build_model
 
-    from lambda_ml_serve.bundling.context import default_output, render_build_context
-    from lambda_ml_serve.bundling.steps import showing_steps
-
-    registry = _registry()
-    backend_name = backend or registry.model(model).spec.backend
-    output = output or default_output(model, arch, backend_name, package)
-    if package == "zip":
-        from lambda_ml_serve.bundling.deployment_zip import build_zip, describe
-
-        image_only = {"--base-image": base_image, "--build-base-image": build_base_image, "--tag": tag}
-        # --no-docker is accepted: a zip is built without Docker anyway.
-        given = [option for option, value in image_only.items() if value]
-        if given:
-            raise click.ClickException(
-                f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only to --package image"
-            )
-        with showing_steps(sys.stderr):
-            built = build_zip(
-                model,
-                output,
-                arch=arch,
-                python=python_version,
-                backend=backend,
-                registry=registry,
-                force=force,
-                response=response,
-                docs=docs,
-                artifact=artifact,
-            )
-        click.echo(f"Wrote {describe(built)}")
-        return
-
-    from lambda_ml_serve.bundling.docker import build_image, find_engine
-
-    with showing_steps(sys.stderr):
-        ctx = render_build_context(
-            model,
-            output,
-            arch=arch,
-            python=python_version,
-            base_image=base_image,
-            force=force,
-            registry=registry,
-            backend=backend,
-            build_base_image=build_base_image,
-            response=response,
-            docs=docs,
-            artifact=artifact,
-        )
-    command = shlex.join(ctx.docker_build_command(tag))
-    click.echo(f"Rendered the build context in {ctx.path}")
-    if no_docker or find_engine() is None:
-        if not no_docker:
-            click.echo("No Docker engine answers (DOCKER_HOST or the default socket); build the image with:")
-        click.echo(command)
-        return
-    with showing_steps(sys.stderr):
-        build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
-    click.echo(f"Built {tag or ctx.default_tag} for {ctx.platform}")
+    build_model(
+        _registry(),
+        model,
+        output,
+        package=package,
+        arch=arch,
+        python=python_version,
+        base_image=base_image,
+        build_base_image=build_base_image,
+        tag=tag,
+        no_docker=no_docker,
+        force=force,
+        backend=backend,
+        response=response,
+        docs=docs,
+        artifact=artifact,
+        say=click.echo,
+        progress=_echo_err,
+    )
 
 
 @main.command()
@@ -375,36 +283,10 @@ def build(
 )
 def train(model: str, data: Path, output: Path | None) -> None:
     """Train MODEL with its plugin's trainer (needs the plugin's training extras)."""
-    import importlib
+    from lambda_ml_serve.training import train as train_model
 
-    spec = _registry().model(model).spec
-    if spec.trainer is None:
-        raise click.ClickException(f"model {model!r} does not ship a trainer")
-    if not data.is_file():
-        raise click.ClickException(f"--data {data}: no such file; give the path of a CSV file to train on")
-    module_name, _, func_name = spec.trainer.partition(":")
-    try:
-        trainer = getattr(importlib.import_module(module_name), func_name)
-    except ImportError as exc:
-        raise click.ClickException(
-            f"the trainer for {model!r} needs packages that are missing ({exc.name}); "
-            "install the plugin's 'train' extra"
-        ) from None
-    try:
-        card = trainer(data=data, output_dir=output or spec.artifact_path.parent)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        # A trainer's own checks (missing columns, a wrong target) raise these with the fix in the
-        # message; anything deeper is still one line, and the trace is for the plugin's author.
-        raise click.ClickException(f"training {model!r} on {data} failed: {_one_line(exc)}") from None
+    card = train_model(_registry(), model, data, output)
     _echo_json(card.get("metrics", card))
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one bounded line (pandas and scikit-learn messages span several)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, KeyError):
-        text = f"missing column or key {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @main.command()

@@ -219,3 +219,29 @@ def check_model(model: RegisteredModel, registry: Registry) -> str | None:
 def get_registry() -> Registry:
     """The process-wide registry, built on first use."""
     return build_registry()
+
+
+def describe_models(registry: Registry) -> list[dict[str, str]]:
+    """One row per installed model and per broken plugin: what ``lambda-ml-serve list`` prints."""
+    rows = [
+        {
+            "model": m.spec.name,
+            "version": m.spec.version,
+            "backend": m.spec.backend,
+            "plugin": m.plugin.name,
+            "distribution": f"{m.plugin.distribution} {m.plugin.version}",
+            "status": "ok",
+        }
+        for m in registry.models.values()
+    ]
+    return rows + [
+        {
+            "model": f.model or "-",
+            "version": "-",
+            "backend": "-",
+            "plugin": f.plugin.name,
+            "distribution": f"{f.plugin.distribution} {f.plugin.version}",
+            "status": f"broken: {f.message}",
+        }
+        for f in registry.failures
+    ]

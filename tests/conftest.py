@@ -3,20 +3,38 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: ``lambda-ml-serve`` run by this interpreter: a subprocess sees the code under test (PYTHONPATH is inherited).
+CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 SHARED = Path(os.environ.get("LAMBDA_ML_SERVE_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
 LEGACY_MODELS = {
     "1.5.2": DATA / "xgboost_wine_quality__ML-Algorithms.json",
     "1.6.2": DATA / "xgboost_wine_quality__lambda-with-ML-container.json",
 }
+
+
+def cli(words: str, *args: str | Path) -> list[str]:
+    """The command line ``lambda-ml-serve WORDS ARGS...``: ``words`` split at spaces, each of ``args`` kept whole."""
+    return [*CLI, *words.split(), *map(str, args)]
+
+
+def run_python(*args: str | Path, stdin: Any, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``python ARGS...`` (a snippet and its arguments) with ``stdin`` sent as JSON; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], input=json.dumps(stdin), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def shared_file(path: Path) -> Path:
@@ -60,8 +78,9 @@ def post_when_up(proc: subprocess.Popen, port: int, body: bytes, timeout: float 
     Fails with the server's stderr if it exits first; returns the 200 answer's headers and body.
     """
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body,
-                                     headers={"content-type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=body, headers={"content-type": "application/json"}
+    )
     while True:
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

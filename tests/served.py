@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -13,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from conftest import cli
 
 
 def free_port() -> int:
@@ -22,14 +23,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(model: str = "wine_quality", timeout: float = 90, *options: str, port: int | None = None) -> Iterator[str]:
-    """Run ``serve`` (with ``options``) until the block ends; yields its base URL once it answers GET /."""
+def serving(
+    model: str = "wine_quality", *options: str | Path, timeout: float = 90, port: int | None = None
+) -> Iterator[str]:
+    """Run ``serve MODEL OPTIONS...`` until the block ends; yields its base URL once it answers GET /."""
     port = port or free_port()
-    cli = Path(sys.executable).with_name("lambda-ml-serve")
     # A file, not a pipe: one log line per request would fill a pipe nobody reads and stall the server.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [str(cli), "serve", model, "--port", str(port), *options],
+            cli("serve", model, "--port", port, *options),
             stdout=subprocess.DEVNULL,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -44,6 +46,13 @@ def serving(model: str = "wine_quality", timeout: float = 90, *options: str, por
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def post(url: str, body: bytes) -> tuple[dict[str, str], bytes]:
+    """POST a JSON body; the answer's headers and body (an error status raises HTTPError)."""
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(response.headers), response.read()
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log, deadline: float) -> None:

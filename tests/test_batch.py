@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,14 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import DATA, shared_file
+from conftest import DATA, cli, shared_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from served import serving
 
 from lambda_ml_serve.batch import BatchFileError, BatchRejectedError, RejectLimit, Retry, score_file
 from lambda_ml_serve.runtime.items import score_rows
-
-CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +141,7 @@ def test_interrupted_run_leaves_no_output_and_resumes_to_the_same_result(tmp_pat
 
     out = tmp_path / "scores.csv"
     parts = tmp_path / "scores.csv.partial"
-    command = [*CLI, "batch", "wine_quality", str(big), "-o", str(out), "--chunk-rows", "1000"]
+    command = cli("batch wine_quality", big, "-o", out, "--chunk-rows", "1000")
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(list(parts.glob("*.out.jsonl"))) < 3:
@@ -193,7 +191,7 @@ def test_one_line_errors(tmp_path, wine_rows, args, message):
     write_csv(tmp_path / "in.csv", wine_rows[:5])
     (tmp_path / "in.txt").write_text("x")
     (tmp_path / "empty.csv").write_text("")
-    result = subprocess.run([*CLI, "batch", *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True)
+    result = subprocess.run(cli("batch", *(a.format(tmp=tmp_path) for a in args)), capture_output=True, text=True)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert __import__("re").search(message, result.stderr), result.stderr
@@ -306,23 +304,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def served():
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "wine_quality", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            break
-        except (OSError, urllib.error.URLError):
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    with serving() as url:
+        yield f"{url}/"
 
 
 def test_url_batch_loses_nothing_through_throttles_and_faults(tmp_path, served, planted):

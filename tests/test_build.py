@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import xgboost
 from click.testing import CliRunner
-from conftest import REPO, url_event
+from conftest import REPO, run_python, url_event
 from packaging.utils import canonicalize_name
 
 import lambda_ml_serve
@@ -99,8 +99,11 @@ def test_context_holds_the_serving_packages_for_the_target(build_contexts, arch,
     assert len(xgboost_files) == 2 and all(XGBOOST_FILES.fullmatch(f) for f in xgboost_files), xgboost_files
     assert {elf_machine(ctx.site_packages / f) for f in xgboost_files} == {ELF_MACHINE[arch]}
     # Stripped: no test suites, bytecode or pip leftovers.
-    leftovers = [p for p in ctx.site_packages.rglob("*")
-                 if p.name in ("tests", "__pycache__", "direct_url.json") or p.suffix == ".pyc"]  # fmt: skip
+    leftovers = [
+        p
+        for p in ctx.site_packages.rglob("*")
+        if p.name in ("tests", "__pycache__", "direct_url.json") or p.suffix == ".pyc"
+    ]
     assert leftovers == []
     assert not (ctx.site_packages / "lambda_ml_serve" / "templates").exists()  # tooling, and partly not Python
 
@@ -117,8 +120,12 @@ def test_requirements_and_build_info_record_what_is_installed(build_contexts, ar
     # xgboost-cpu ships its libraries only, so it has no metadata in site-packages; it is pinned all the same.
     host_xgboost = f"xgboost-cpu=={xgboost.__version__}"
     assert set(pins) == {f"{canonicalize_name(name)}=={version}" for name, version in dist_infos} | {host_xgboost}
-    assert {pin.split("==")[0] for pin in pins} >= {"xgboost-cpu", "pydantic", "lambda-ml-serve",
-                                                      "lambda-ml-serve-wine-quality"}  # fmt: skip
+    assert {pin.split("==")[0] for pin in pins} >= {
+        "xgboost-cpu",
+        "pydantic",
+        "lambda-ml-serve",
+        "lambda-ml-serve-wine-quality",
+    }
     assert "# xgboost-cpu: only xgboost/lib/libxgboost.so, xgboost_cpu.libs/libgomp-" in "\n".join(lines)
 
     info = json.loads((ctx.path / "build-info.json").read_text())
@@ -197,8 +204,12 @@ def test_templates_ship_in_the_wheel(tmp_path):
     assert {p.name for p in packaged.iterdir()} >= {"Dockerfile.j2", "dockerignore.j2"}
     assert (REPO / "templates" / "docker" / "Dockerfile.j2").resolve() == Path(str(packaged / "Dockerfile.j2"))
     # A regular install from the wheel loads them the way rendering does.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(tmp_path),
-                    str(REPO)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("lambda_ml_serve-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
@@ -209,11 +220,14 @@ def test_templates_ship_in_the_wheel(tmp_path):
         "print(lambda_ml_serve.__file__, loader.get_source(jinja2.Environment(), 'Dockerfile.j2')[1])"
     )
     jinja_home = str(Path(jinja2.__file__).parents[1])
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(site), jinja_home],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(site), jinja_home], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(site / "lambda_ml_serve/__init__.py"),
-                                     str(site / "lambda_ml_serve/templates/docker/Dockerfile.j2")]  # fmt: skip
+    assert result.stdout.split() == [
+        str(site / "lambda_ml_serve/__init__.py"),
+        str(site / "lambda_ml_serve/templates/docker/Dockerfile.j2"),
+    ]
 
 
 SERVE = textwrap.dedent(
@@ -237,14 +251,14 @@ SERVE = textwrap.dedent(
 def test_serving_path_runs_from_the_context_alone(serving_context, samples_body, wine_app):
     """The image's serving path, on this host: only the context's site-packages, the UBJ artifact, the image's env."""
     ctx = serving_context
-    env = {"LAMBDA_ML_SERVE_MODEL": ctx.model, "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin,
-           "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact), "LANG": "C.UTF-8"}  # fmt: skip
+    env = {
+        "LAMBDA_ML_SERVE_MODEL": ctx.model,
+        "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin,
+        "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact),
+        "LANG": "C.UTF-8",
+    }
     event = url_event(samples_body)
-    result = subprocess.run(
-        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages)],
-        input=json.dumps(event), env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = run_python("-B", "-I", "-S", "-c", SERVE, ctx.site_packages, stdin=event, env=env)
     out = json.loads(result.stdout)
     response = out["response"]
     assert response["statusCode"] == 200
@@ -267,10 +281,23 @@ def test_serving_path_runs_from_the_context_alone(serving_context, samples_body,
 def test_bytecode_stage_compiles_the_site_packages(serving_context, tmp_path):
     """The Dockerfile's compileall, run by this host's interpreter of the same version."""
     result = subprocess.run(
-        [sys.executable, "-X", f"pycache_prefix={tmp_path}", "-m", "compileall", "-q", "-j", "0",
-         "--invalidation-mode", "unchecked-hash", str(serving_context.site_packages)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-X",
+            f"pycache_prefix={tmp_path}",
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(serving_context.site_packages),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Every module of the context, and no fewer than the framework, the plugin and pydantic hold.
     sources = list(serving_context.site_packages.rglob("*.py"))
@@ -317,8 +344,9 @@ def test_foreign_folder_is_refused_then_replaced_with_force(tmp_path):
     assert [p.name for p in output.iterdir()] == ["notes.txt"] and (output / "notes.txt").read_text() == "keep me"
 
     # --force without --no-docker: no engine answers, so it renders and prints the command.
-    forced = run_build("wine_quality", "--force", "--output", str(output), "--tag", "wine:test",
-                       env={"DOCKER_HOST": DEAD_DOCKER_HOST})  # fmt: skip
+    forced = run_build(
+        "wine_quality", "--force", "--output", str(output), "--tag", "wine:test", env={"DOCKER_HOST": DEAD_DOCKER_HOST}
+    )
     assert forced.exit_code == 0, forced.output
     assert not (output / "notes.txt").exists() and (output / "build-info.json").is_file()
     assert f"Rendered the build context in {output}" in forced.output
@@ -496,11 +524,20 @@ def test_refuses_to_replace_the_current_folder(tmp_path, monkeypatch):
 
 def test_no_engine_is_reported_not_hung(tmp_path, monkeypatch):
     ctx = BuildContext(
-        path=tmp_path, dockerfile=tmp_path / "Dockerfile", model="m", version="1", plugin="m", arch="arm64",
-        platform="linux/arm64", python="3.12", backend="xgboost", base_image="b", default_tag="m:1",
+        path=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        model="m",
+        version="1",
+        plugin="m",
+        arch="arm64",
+        platform="linux/arm64",
+        python="3.12",
+        backend="xgboost",
+        base_image="b",
+        default_tag="m:1",
         artifact=tmp_path / "a",
         requirements=(),
-    )  # fmt: skip
+    )
     monkeypatch.setenv("DOCKER_HOST", DEAD_DOCKER_HOST)
     assert find_engine() is None
     expected = f"no Docker engine answers at {DEAD_DOCKER_HOST} .*: docker build --platform linux/arm64 -t m:1 "
@@ -600,14 +637,14 @@ def test_compiled_context_carries_no_numerical_stack(compiled_context):
 @pytest.mark.slow
 def test_compiled_serving_path_runs_from_the_context_alone(compiled_context, samples_body, wine_app):
     ctx = compiled_context
-    env = {"LAMBDA_ML_SERVE_MODEL": ctx.model, "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin,
-           "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact), "LAMBDA_ML_SERVE_BACKEND": "compiled",
-           "LANG": "C.UTF-8"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-B", "-I", "-S", "-c", SERVE, str(ctx.site_packages)],
-        input=json.dumps(url_event(samples_body)), env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    env = {
+        "LAMBDA_ML_SERVE_MODEL": ctx.model,
+        "LAMBDA_ML_SERVE_PLUGINS": ctx.plugin,
+        "LAMBDA_ML_SERVE_ARTIFACT": str(ctx.artifact),
+        "LAMBDA_ML_SERVE_BACKEND": "compiled",
+        "LANG": "C.UTF-8",
+    }
+    result = run_python("-B", "-I", "-S", "-c", SERVE, ctx.site_packages, stdin=url_event(samples_body), env=env)
     out = json.loads(result.stdout)
     got = json.loads(out["response"]["body"])["predictions"]
     expected = json.loads(wine_app(url_event(samples_body))["body"])["predictions"]

@@ -834,8 +834,17 @@ def test_example_app_synthesises_with_the_cdk_cli(tmp_path, context_root, wine_x
     }
     for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         env.pop(name, None)
-    command = [str(CDK_CLI), "synth", "--no-notices", "--no-version-reporting", "--quiet", "--output", str(out),
-               "--context", f"{lms_cdk.CONTEXT_ROOT_KEY}={context_root}"]  # fmt: skip
+    command = [
+        str(CDK_CLI),
+        "synth",
+        "--no-notices",
+        "--no-version-reporting",
+        "--quiet",
+        "--output",
+        str(out),
+        "--context",
+        f"{lms_cdk.CONTEXT_ROOT_KEY}={context_root}",
+    ]
     result = subprocess.run(command, cwd=CDK_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"cdk synth failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 

@@ -7,14 +7,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
-from conftest import post_when_up
-
-from lambda_ml_serve.local.container import free_port
-
-CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
+from conftest import CLI, cli
+from served import post, serving
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -123,17 +119,10 @@ def test_missing_data_file_is_one_line():
 
 
 def test_serve_answers_like_a_function_url(samples_body, wine_app):
-    port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "wine_quality", "--port", str(port)],
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    try:
-        headers, body = post_when_up(proc, port, samples_body)
-        assert json.loads(body) == wine_app({"instances": json.loads(samples_body)})
-        assert headers["x-request-id"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stderr.close()
+    with serving() as url:
+        headers, body = post(f"{url}/", samples_body)
+    assert json.loads(body) == wine_app({"instances": json.loads(samples_body)})
+    assert headers["x-request-id"]
 
 
 def test_serve_refuses_a_busy_port():
@@ -223,17 +212,31 @@ def local_url(wine_app):
 
 
 def test_predict_against_the_local_function_url(local_url, samples_body, wine_app, tmp_path):
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
-           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     expected = wine_app({"instances": json.loads(samples_body)})
     for flags in (["--no-sign"], ["--region", "eu-west-1"]):
-        result = subprocess.run([*CLI, "predict", local_url, "--data", "-", *flags], input=samples_body,
-                                capture_output=True, timeout=60, env=env)  # fmt: skip
+        result = subprocess.run(
+            cli("predict", local_url, "--data", "-", *flags),
+            input=samples_body,
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == expected
     bad_row = json.dumps(dict(json.loads(samples_body)[0], pH=99)).encode()
-    bad = subprocess.run([*CLI, "predict", local_url, "--data", "-", "--no-sign"], input=bad_row,
-                         capture_output=True, timeout=60, env=env)  # fmt: skip
+    bad = subprocess.run(
+        cli("predict", local_url, "--data", "-", "--no-sign"),
+        input=bad_row,
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
     assert bad.returncode == 1
     message = bad.stderr.decode().strip()
     assert message.startswith("Error: 422") and "field 'pH'" in message and "Traceback" not in message

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import DATA, post_when_up, url_event
+from conftest import DATA, cli, post_when_up, url_event
 from test_node_client import run_node
 
 from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, render_build_context
@@ -107,8 +106,8 @@ def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, sampl
 
     before = running()
     port = free_port()
-    cli = [sys.executable, "-m", "lambda_ml_serve.cli", "serve", "wine_quality", "--image", image, "--port", str(port)]
-    proc = subprocess.Popen([*cli, "--concurrency", "2"], stderr=subprocess.PIPE, text=True)
+    command = cli("serve wine_quality --image", image, "--port", port)
+    proc = subprocess.Popen([*command, "--concurrency", "2"], stderr=subprocess.PIPE, text=True)
     try:
         headers, body = post_when_up(proc, port, samples_body)
         assert len(running() - before) == 2  # two execution environments, one container each
@@ -153,19 +152,12 @@ def test_compiled_image_answers_like_xgboost(standin, tmp_path, wine_app, sample
 
 def test_unreachable_default_base_names_base_image(engine, tmp_path):
     """README command 1 with an engine but no registry: the error says how to name a base that is there."""
-    command = [
-        sys.executable,
-        "-m",
-        "lambda_ml_serve.cli",
-        "build",
-        "wine_quality",
-        "--backend",
-        "compiled",
-        "--output",
-        str(tmp_path / "ctx"),
+    command = cli(
+        "build wine_quality --backend compiled --output",
+        tmp_path / "ctx",
         "--tag",
         f"lambda-ml-serve-test/unbuilt:{os.getpid()}",
-    ]
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import url_event
+from conftest import cli, url_event
 
 from lambda_ml_serve.local.container import RieContainer
 
@@ -37,17 +36,8 @@ STATUSES = [
 def arm64_function(request, standin, arm64_standin, tmp_path_factory):
     backend = request.param
     tag = f"lambda-ml-serve-test/wine_quality:arm64-{backend}"
-    command = [
-        sys.executable,
-        "-m",
-        "lambda_ml_serve.cli",
-        "build",
-        "wine_quality",
-        "--arch",
-        "arm64",
-        "--python",
-        "3.11",
-        "--backend",
+    command = cli(
+        "build wine_quality --arch arm64 --python 3.11 --backend",
         backend,
         "--base-image",
         arm64_standin,
@@ -56,8 +46,8 @@ def arm64_function(request, standin, arm64_standin, tmp_path_factory):
         "--tag",
         tag,
         "--output",
-        str(tmp_path_factory.mktemp("arm64") / backend),
-    ]
+        tmp_path_factory.mktemp("arm64") / backend,
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Built {tag} for linux/arm64" in result.stdout

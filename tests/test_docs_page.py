@@ -1,7 +1,7 @@
 """GET /docs in a real browser: headless Chromium loads the page from ``serve`` and sends the example.
 
-Needs Debian's ``chromium`` and ``chromium-driver``; without them the test skips, except under ``CI``,
-where it fails. ``LAMBDA_ML_SERVE_SCREENSHOT=docs/docs-page.png`` also writes the README's screenshot.
+Needs Debian's ``chromium`` and ``chromium-driver`` (see ``browser_fixtures``).
+``LAMBDA_ML_SERVE_SCREENSHOT=docs/docs-page.png`` also writes the screenshot of the HTTP reference page.
 """
 
 from __future__ import annotations
@@ -10,46 +10,12 @@ import io
 import json
 import os
 import shutil
-from pathlib import Path
 
-import pytest
 from served import serving
 
 from lambda_ml_serve.runtime.app import App
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1100,1900",
-)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        message = f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+pytest_plugins = ["browser_fixtures"]
 
 
 def test_docs_page_sends_the_example_and_shows_field_errors(browser, tmp_path):

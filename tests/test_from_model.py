@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import LEGACY_MODELS, shared_file
+from conftest import CLI, LEGACY_MODELS, shared_file
+from conftest import cli as cli_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +64,7 @@ def cli(*args: str | Path) -> str:
 def run(site: Path, *args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run(
-        [sys.executable, "-m", "lambda_ml_serve.cli", *map(str, args)],
+        [*CLI, *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
@@ -283,7 +284,7 @@ def test_recorded_predictions_are_the_librarys_own(generated):
 
 def test_the_original_model_answers_samples_exactly_as_the_original_service(generated, site, samples_body):
     result = subprocess.run(
-        [sys.executable, "-m", "lambda_ml_serve.cli", "invoke", "fm_original_bare", "--data", "-"],
+        cli_line("invoke fm_original_bare --data -"),
         input=samples_body.decode(),
         capture_output=True,
         text=True,

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import url_event
+from conftest import run_python, url_event
 
 from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve.runtime.manifest import MANIFEST_NAME, Manifest, find_manifest
@@ -56,16 +54,8 @@ def run_handler(folder: Path, events: list[tuple[str, dict]]) -> dict[str, tuple
         "LAMBDA_ML_SERVE_PLUGINS": "wine_quality",
         "LANG": "C.UTF-8",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", INIT_AND_ANSWER],
-        input=json.dumps(events),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return {name: (response, modules) for name, response, modules in json.loads(result.stdout)}
+    answers = json.loads(run_python("-c", INIT_AND_ANSWER, stdin=events, env=env).stdout)
+    return {name: (response, modules) for name, response, modules in answers}
 
 
 def test_valid_requests_never_import_the_full_path(manifest_dir, samples_body, wine_app):

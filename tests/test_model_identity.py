@@ -7,18 +7,15 @@ import hashlib
 import io
 import json
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import LEGACY_MODELS, post_when_up, shared_file, url_event
+from conftest import CLI, LEGACY_MODELS, cli, shared_file, url_event
+from served import post, serving
 
 from lambda_ml_serve.cli import main
-from lambda_ml_serve.local.container import free_port
 from lambda_ml_serve.runtime.app import App
 from lambda_ml_serve.runtime.settings import SHA256_ENV
-
-CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 
 
 def sha256(path) -> str:
@@ -55,7 +52,7 @@ def test_the_image_recorded_digest_is_used_and_not_recomputed(monkeypatch, origi
 
 def test_invoke_and_info_serve_another_model_file(original, samples_body):
     invoked = subprocess.run(
-        [*CLI, "invoke", "wine_quality", "--data", "-", "--artifact", str(original), "--full"],
+        cli("invoke wine_quality --data - --artifact", original, "--full"),
         input=samples_body,
         capture_output=True,
         timeout=120,
@@ -64,27 +61,16 @@ def test_invoke_and_info_serve_another_model_file(original, samples_body):
     response = json.loads(invoked.stdout)
     assert json.loads(response["body"])["predictions"] == [6.573914051055908, 4.869720935821533]
     assert response["headers"]["x-model-sha256"] == sha256(original)
-    shown = subprocess.run(
-        [*CLI, "info", "wine_quality", "--artifact", str(original)], capture_output=True, timeout=120
-    )
+    shown = subprocess.run(cli("info wine_quality --artifact", original), capture_output=True, timeout=120)
     info = json.loads(shown.stdout)
     assert (info["artifact"], info["model_sha256"]) == (str(original), sha256(original))
 
 
 def test_serve_with_another_model_file(original, samples_body):
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "wine_quality", "--port", str(port), "--artifact", str(original)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        headers, body = post_when_up(proc, port, samples_body)
-        assert json.loads(body)["predictions"] == [6.573914051055908, 4.869720935821533]
-        assert headers["x-model-sha256"] == sha256(original)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving("wine_quality", "--artifact", original) as url:
+        headers, body = post(f"{url}/", samples_body)
+    assert json.loads(body)["predictions"] == [6.573914051055908, 4.869720935821533]
+    assert headers["x-model-sha256"] == sha256(original)
 
 
 def test_build_records_the_given_model_file(original, tmp_path):
@@ -127,7 +113,7 @@ def test_train_mistakes_are_one_line(tmp_path, content, message):
     if content is not None:
         path.write_text(content)
     result = subprocess.run(
-        [*CLI, "train", "wine_quality", "--data", str(path), "--output", str(tmp_path / "out")],
+        cli("train wine_quality --data", path, "--output", tmp_path / "out"),
         capture_output=True,
         text=True,
         timeout=300,

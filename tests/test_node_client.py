@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
-from conftest import DATA, REPO, post_when_up
+from conftest import DATA, REPO
+from served import serving
 from test_client import expected_authorization, signed_header_names
 
-from lambda_ml_serve.local.container import free_port
 from lambda_ml_serve.local.server import FunctionUrlServer
 
 NODE_DIR = REPO / "tests" / "node"
@@ -48,14 +47,8 @@ def run_node(url: str, body_file, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_node_client_gets_the_predictions_from_serve(wine_app, samples_body):
-    cli = [sys.executable, "-m", "lambda_ml_serve.cli", "serve", "wine_quality", "--port", str(port := free_port())]
-    proc = subprocess.Popen(cli, stderr=subprocess.PIPE, text=True)
-    try:
-        post_when_up(proc, port, samples_body)
-        result = run_node(f"http://127.0.0.1:{port}/", DATA / "samples.json")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving() as url:
+        result = run_node(f"{url}/", DATA / "samples.json")
     assert result.returncode == 0, result.stderr
     expected = wine_app({"instances": json.loads(samples_body)})["predictions"]
     assert json.loads(result.stdout)["predictions"] == expected

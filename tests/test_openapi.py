@@ -103,10 +103,22 @@ def test_generated_client_round_trips_the_example(document, tmp_path, monkeypatc
     models_file = tmp_path / "wine_client.py"
     codegen = Path(sys.executable).with_name("datamodel-codegen")
     subprocess.run(
-        [str(codegen), "--input", str(spec_file), "--input-file-type", "openapi", "--output", str(models_file),
-         "--output-model-type", "pydantic_v2.BaseModel", "--formatters", "ruff-format"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(codegen),
+            "--input",
+            str(spec_file),
+            "--input-file-type",
+            "openapi",
+            "--output",
+            str(models_file),
+            "--output-model-type",
+            "pydantic_v2.BaseModel",
+            "--formatters",
+            "ruff-format",
+        ],
+        check=True,
+        capture_output=True,
+    )
     loaded = importlib.util.spec_from_file_location("wine_client", models_file)
     client = importlib.util.module_from_spec(loaded)
     monkeypatch.setitem(sys.modules, "wine_client", client)  # pydantic resolves its annotations there

@@ -50,8 +50,7 @@ def register_models(register):
 """
 
 
-def model_plugin(name: str, *, model: str | None = None, backend: str = "xgboost",
-                 schema: str = "Row") -> str:  # fmt: skip
+def model_plugin(name: str, *, model: str | None = None, backend: str = "xgboost", schema: str = "Row") -> str:
     return f"NAME = {model or name!r}\nBACKEND = {backend!r}\n" + MODEL.replace("schema=SCHEMA", f"schema={schema}")
 
 
@@ -144,5 +143,4 @@ def test_invalid_model_names_are_refused():
     from lambda_ml_serve.spec import ModelSpec
 
     with pytest.raises(ValueError, match="not valid"):
-        ModelSpec(name="Wine Quality", version="1", backend="xgboost", package="x",
-                  artifact="m.json", schema=BaseModel)  # fmt: skip
+        ModelSpec(name="Wine Quality", version="1", backend="xgboost", package="x", artifact="m.json", schema=BaseModel)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import CLI, REPO
 
 from lambda_ml_serve.plugins import build_registry
 from lambda_ml_serve.runtime.app import App
@@ -31,12 +31,12 @@ from lambda_ml_serve.scaffold import (
 )
 from lambda_ml_serve.spec import ModelSpec
 
-CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 TEMPLATE = REPO / "templates" / "model-plugin"
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+def run(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CLI, *map(str, args)], input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
@@ -77,24 +77,50 @@ def check_predictions(predictions: list, rows: int, task: str) -> None:
             assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.fixture(scope="module", params=[("xgboost", "regression"), ("sklearn", "classification")],
-                ids=lambda p: "-".join(p))  # fmt: skip
+@pytest.fixture(
+    scope="module", params=[("xgboost", "regression"), ("sklearn", "classification")], ids=lambda p: "-".join(p)
+)
 def installed(request, tmp_path_factory) -> Installed:
     backend, task = request.param
     model = f"scaffolded_{backend}_{task}"
     root = tmp_path_factory.mktemp(f"new-{backend}")
-    result = run("new", "--model-name", model, "--backend", backend, "--task", task, "--author", "Test Author",
-                 "--description", f'A "{task}" model; C:\\temp is not a TOML escape', "--output-dir", root,
-                 "--no-input")  # fmt: skip
+    result = run(
+        "new",
+        "--model-name",
+        model,
+        "--backend",
+        backend,
+        "--task",
+        task,
+        "--author",
+        "Test Author",
+        "--description",
+        f'A "{task}" model; C:\\temp is not a TOML escape',
+        "--output-dir",
+        root,
+        "--no-input",
+    )
     assert result.returncode == 0, result.stderr
     project = root / f"lambda-ml-serve-{model.replace('_', '-')}"
     assert f"Created {project}" in result.stdout
     site = root / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check",
-         "--target", str(site), str(project)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return Installed(model, backend, task, project, site)
 
@@ -129,8 +155,12 @@ def test_the_generated_tests_pass_and_train_a_missing_model(installed):
         path.unlink()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=installed.project, env=installed.env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=installed.project,
+        env=installed.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"\b\d+ passed\b", result.stdout) and " skipped" not in result.stdout
     assert all(path.is_file() for path in artifacts)
@@ -151,8 +181,9 @@ def test_build_renders_a_hadolint_clean_dockerfile(installed, tmp_path):
     assert result.returncode == 0, result.stderr
     dockerfile = output / "Dockerfile"
     assert f"LAMBDA_ML_SERVE_MODEL={installed.model}" in dockerfile.read_text()
-    lint = subprocess.run([shutil.which("hadolint") or "hadolint", str(dockerfile)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    lint = subprocess.run(
+        [shutil.which("hadolint") or "hadolint", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     if installed.backend == "sklearn":
         # The pickle's scikit-learn release is the one the image gets.
@@ -187,18 +218,32 @@ def test_new_prompts_for_every_value(tmp_path, load_generated):
     project = tmp_path / "lambda-ml-serve-prompted-model"
     app = load_generated(project, "prompted_model")
     assert app.spec.backend == "xgboost"
-    check_predictions(app({"instances": list(app.spec.example)})["predictions"], len(app.spec.example),
-                      "classification")  # fmt: skip
+    check_predictions(
+        app({"instances": list(app.spec.example)})["predictions"], len(app.spec.example), "classification"
+    )
 
 
 def test_plain_cookiecutter_works_too(tmp_path, load_generated):
     home = tmp_path / "home"  # cookiecutter records its answers under the home folder
     home.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "--no-input", "--output-dir", str(tmp_path / "out"),
-         "model_name=plain_model", "backend=sklearn", "task=regression"],
-        capture_output=True, text=True, env={**os.environ, "HOME": str(home)}, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            str(TEMPLATE),
+            "--no-input",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "model_name=plain_model",
+            "backend=sklearn",
+            "task=regression",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(home)},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     app = load_generated(tmp_path / "out" / "lambda-ml-serve-plain-model", "plain_model")
     assert app.spec.backend == "sklearn" and app.spec.requirements  # pinned to the training release
@@ -207,10 +252,21 @@ def test_plain_cookiecutter_works_too(tmp_path, load_generated):
 
 def test_plain_cookiecutter_refuses_a_bad_name_in_its_hook(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", str(TEMPLATE), "--no-input", "--output-dir", str(tmp_path / "out"),
-         "model_name=Bad-Name"],
-        capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)}, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            str(TEMPLATE),
+            "--no-input",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "model_name=Bad-Name",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "model_name 'Bad-Name' is not valid" in result.stderr
     assert not any((tmp_path / "out").iterdir())
@@ -235,11 +291,14 @@ def test_the_name_rule_is_modelspecs(name):
     assert bool(MODEL_NAME.match(name)) is accepted
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"backend": "onnx"}, "backend 'onnx' is not one of xgboost, sklearn"),
-    ({"task": "ranking"}, "task 'ranking' is not one of regression, classification"),
-    ({"version": "one"}, "version 'one' is not a valid version"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"backend": "onnx"}, "backend 'onnx' is not one of xgboost, sklearn"),
+        ({"task": "ranking"}, "task 'ranking' is not one of regression, classification"),
+        ({"version": "one"}, "version 'one' is not a valid version"),
+    ],
+)
 def test_invalid_choices_are_refused(values, message, tmp_path):
     with pytest.raises(InvalidValueError, match=re.escape(message)):
         create_plugin({"model_name": "fine_name", **values}, output_dir=tmp_path, no_input=True, taken=())
@@ -281,8 +340,16 @@ def test_the_template_is_found_and_new_has_help():
     assert template_dir().resolve() == TEMPLATE.resolve()
     result = run("new", "--help")
     assert result.returncode == 0
-    for flag in ("--model-name", "--backend", "--task", "--description", "--author", "--output-dir", "--no-input",
-                 "--force"):  # fmt: skip
+    for flag in (
+        "--model-name",
+        "--backend",
+        "--task",
+        "--description",
+        "--author",
+        "--output-dir",
+        "--no-input",
+        "--force",
+    ):
         assert flag in result.stdout
 
 

@@ -27,7 +27,7 @@ fetch("{url}/invocations", {{method: "POST", headers: {{"content-type": "applica
 
 @pytest.fixture(scope="module")
 def served() -> str:
-    with serving("wine_quality", 90, "--cors", "http://127.0.0.1:1234", "--cors", "http://localhost:5678") as url:
+    with serving("wine_quality", "--cors", "http://127.0.0.1:1234", "--cors", "http://localhost:5678") as url:
         yield url
 
 
@@ -152,7 +152,7 @@ def test_a_page_on_another_origin_calls_serve_from_chromium(browser, samples, ex
     origin = f"http://127.0.0.1:{page_port}"
     site = page_server(ORIGIN_PAGE.format(url=f"http://127.0.0.1:{serve_port}", rows=json.dumps(samples)), page_port)
     try:
-        with serving("wine_quality", 90, *(("--cors", origin) if cors else ()), port=serve_port):
+        with serving("wine_quality", *(("--cors", origin) if cors else ()), port=serve_port):
             browser.get(origin + "/")
             out = WebDriverWait(browser, 30).until(
                 lambda driver: (text := driver.find_element(By.ID, "out").text) != "waiting" and text

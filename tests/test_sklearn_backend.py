@@ -72,8 +72,15 @@ def serve(tmp_path, monkeypatch):
         (tmp_path / package / "__init__.py").write_text("")
         joblib.dump(estimator, tmp_path / package / "model.joblib")
         created.append(package)
-        spec = ModelSpec(name=name, version="1.0.0", backend="sklearn", package=package,
-                         artifact="model.joblib", schema=schema, extra=extra or {})  # fmt: skip
+        spec = ModelSpec(
+            name=name,
+            version="1.0.0",
+            backend="sklearn",
+            package=package,
+            artifact="model.joblib",
+            schema=schema,
+            extra=extra or {},
+        )
         return App.load(name, registry=build_registry([OneModel(spec)]))
 
     yield serve

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import url_event
+from conftest import cli, url_event
 
 from lambda_ml_serve.bundling.context import DEFAULT_PYTHON, PYTHONS, check_target, default_output
 from lambda_ml_serve.bundling.deployment_zip import HANDLER
@@ -48,7 +47,7 @@ def test_one_output_per_model_backend_and_arch():
 
 @pytest.mark.slow
 def test_python_314_renders_with_its_base_and_wheels(tmp_path):
-    command = [sys.executable, "-m", "lambda_ml_serve.cli", "build", "wine_quality", "--python", "3.14", "--no-docker"]
+    command = cli("build wine_quality --python 3.14 --no-docker")
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     context = tmp_path / ".lambda-ml-serve" / "wine_quality-xgboost-x86_64"
@@ -66,19 +65,9 @@ def test_python_314_renders_with_its_base_and_wheels(tmp_path):
 @pytest.mark.slow
 def test_python_313_image_and_zip_answer_on_the_313_standin(standin_313, tmp_path, wine_app, samples_body):
     tag = f"lambda-ml-serve-test/wine_quality:py313-{os.getpid()}"
-    cli = [
-        sys.executable,
-        "-m",
-        "lambda_ml_serve.cli",
-        "build",
-        "wine_quality",
-        "--python",
-        "3.13",
-        "--backend",
-        "compiled",
-    ]
+    command = cli("build wine_quality --python 3.13 --backend compiled")
     image = subprocess.run(
-        [*cli, "--base-image", standin_313, "--tag", tag, "--output", str(tmp_path / "ctx")],
+        [*command, "--base-image", standin_313, "--tag", tag, "--output", str(tmp_path / "ctx")],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -86,7 +75,7 @@ def test_python_313_image_and_zip_answer_on_the_313_standin(standin_313, tmp_pat
     assert image.returncode == 0, image.stderr[-3000:]
     archive = tmp_path / "wine.zip"
     packaged = subprocess.run(
-        [*cli, "--package", "zip", "--output", str(archive)], capture_output=True, text=True, timeout=1200
+        [*command, "--package", "zip", "--output", str(archive)], capture_output=True, text=True, timeout=1200
     )
     assert packaged.returncode == 0, packaged.stderr[-3000:]
     with zipfile.ZipFile(archive) as zipped:

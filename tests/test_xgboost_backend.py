@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from array import array
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LEGACY_MODELS, REPO, shared_file, url_event
+from conftest import LEGACY_MODELS, REPO, run_python, shared_file, url_event
 
 from lambda_ml_serve.backends.xgboost import XGBoostBackend
 from lambda_ml_serve.backends.xgboost.prepare import InplacePredictor, ParityError, check_parity
@@ -129,15 +127,6 @@ def test_serving_imports_neither_numpy_scipy_nor_xgboost(samples_body):
         "LAMBDA_ML_SERVE_MODEL": "wine_quality",
         "LAMBDA_ML_SERVE_ARTIFACT": str(shared_file(LEGACY_MODELS["1.6.2"])),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", SERVE_LEAN],
-        input=json.dumps(url_event(samples_body)),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = json.loads(run_python("-c", SERVE_LEAN, stdin=url_event(samples_body), env=env).stdout)
     assert out["heavy"] == []
     assert json.loads(out["body"])["predictions"] == ORIGINAL_ANSWER

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import url_event
+from conftest import cli, url_event
 
 from lambda_ml_serve.bundling import deployment_zip
 from lambda_ml_serve.bundling.deployment_zip import HANDLER, HANDLER_MODULE, MAX_UNZIPPED_BYTES, build_zip
@@ -31,19 +30,7 @@ NEVER_IN_ZIP = ("pandas/", "sklearn/", "boto3/", "botocore/", "pip/", "setuptool
 def wine_zip(tmp_path_factory) -> tuple[Path, str]:
     """The zip, written by the command as a user runs it; and what the command printed."""
     out = tmp_path_factory.mktemp("zip") / "wine.zip"
-    command = [
-        sys.executable,
-        "-m",
-        "lambda_ml_serve.cli",
-        "build",
-        "wine_quality",
-        "--package",
-        "zip",
-        "--python",
-        PYTHON,
-        "--output",
-        str(out),
-    ]
+    command = cli("build wine_quality --package zip --python", PYTHON, "--output", out)
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -100,19 +87,7 @@ def test_a_foreign_file_is_not_replaced_without_force(tmp_path):
 
 
 def test_image_only_options_are_refused_with_zip(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "lambda_ml_serve.cli",
-        "build",
-        "wine_quality",
-        "--package",
-        "zip",
-        "--tag",
-        "x:1",
-        "--output",
-        str(tmp_path / "w.zip"),
-    ]
+    command = cli("build wine_quality --package zip --tag x:1 --output", tmp_path / "w.zip")
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: --tag: applies only to --package image"

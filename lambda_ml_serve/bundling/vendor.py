@@ -71,8 +71,18 @@ def install_target(
     ``constraints`` (``name==version``) hold every package that is installed, even as a dependency, to
     that version; ``no_deps`` installs the requirements alone.
     """
-    args = ["install", "--target", str(target), "--only-binary=:all:", "--no-compile",
-            "--implementation", "cp", "--python-version", python, "--upgrade"]  # fmt: skip
+    args = [
+        "install",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--no-compile",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
+        "--upgrade",
+    ]
     for tag in platform_tags(arch):
         args += ["--platform", tag]
     for folder in find_links:

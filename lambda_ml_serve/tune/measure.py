@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambda_ml_serve.errors import LambdaMLServeError
+from lambda_ml_serve.tune import worker
 from lambda_ml_serve.tune.cgroups import PERIOD_US, Cgroup, Limits
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -313,7 +314,7 @@ def measure_image(
     from lambda_ml_serve.local.container import ContainerError, FunctionError, RieContainer
 
     result = SizeResult(memory_mb=limits.memory_mb, arch=target.arch, emulated=target.emulated)
-    events = {rows: _event(body) for rows, body in bodies.items()}
+    events = {rows: worker.event(body) for rows, body in bodies.items()}
     first = events[min(events)]
     run_args = docker_limits(limits)
     peaks: list[int] = []
@@ -373,17 +374,6 @@ def _container_failed(result: SizeResult, fn: object, exc: Exception) -> SizeRes
     if getattr(fn, "oom_killed", lambda: False)():
         return _failed(result, "oom", f"killed for exceeding {result.memory_mb} MB")
     return _failed(result, "error", f"{type(exc).__name__}: {str(exc)[:300]}")
-
-
-def _event(body: str) -> dict:
-    return {
-        "version": "2.0",
-        "rawPath": "/",
-        "requestContext": {"requestId": "tune", "http": {"method": "POST", "path": "/"}},
-        "headers": {"content-type": "application/json"},
-        "body": body,
-        "isBase64Encoded": False,
-    }
 
 
 def _check(response: object) -> None:

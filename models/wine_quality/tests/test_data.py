@@ -91,8 +91,7 @@ def test_cli_writes_csv_and_load_dataset_encodes_colour(data, uci_files, tmp_pat
     # Same column order and number formatting as the shared wine_concat.csv.
     assert rows[0] == [*UCI_HEADER, "color"]
     assert len(rows) == 1 + 6
-    assert rows[1] == ["7.4", "0.7", "0.0", "1.9", "0.076", "11.0", "34.0", "0.9978", "3.51",
-                       "0.56", "9.4", "5", "red"]  # fmt: skip
+    assert rows[1] == ["7.4", "0.7", "0.0", "1.9", "0.076", "11.0", "34.0", "0.9978", "3.51", "0.56", "9.4", "5", "red"]
 
     X, y = data.load_dataset(out)
     assert tuple(X.columns) == data.FEATURES
@@ -139,8 +138,9 @@ def test_failed_write_leaves_nothing_behind(data, uci_files, tmp_path, monkeypat
 
 
 def test_uci_file_missing_column_is_a_clear_error(data, tmp_path):
-    red = write_uci(tmp_path / "red.csv", [r[:-2] + r[-1:] for r in RED_ROWS],
-                    header=[h for h in UCI_HEADER if h != "alcohol"])  # fmt: skip
+    red = write_uci(
+        tmp_path / "red.csv", [r[:-2] + r[-1:] for r in RED_ROWS], header=[h for h in UCI_HEADER if h != "alcohol"]
+    )
     white = write_uci(tmp_path / "white.csv", WHITE_ROWS)
     with pytest.raises(ValueError, match=r"red\.csv.*missing column.*'alcohol'.*expected columns"):
         data.concat_uci(red, white)
