@@ -409,6 +409,11 @@ def predict(url: str, data: str, region: str | None, assume_role: str | None, no
     type=click.IntRange(min=1),
     help="With --url: tries per request on throttling (429), 5xx and timeouts.",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Add each row's exact SHAP contributions as columns (shap:<field>, shap:expected_value, shap:margin).",
+)
 def batch(
     args: tuple[str, ...],
     output: Path,
@@ -427,6 +432,7 @@ def batch(
     assume_role: str | None,
     no_sign: bool,
     retries: int,
+    explain: bool,
 ) -> None:
     """Score a CSV, JSON Lines or Parquet file of any size with MODEL (or --url), chunk by chunk.
 
@@ -460,6 +466,7 @@ def batch(
         retry=Retry(attempts=retries),
         client_options=client_options,
         progress=Progress(),
+        explain=explain,
         max_rejected=max_rejected,
     )
     click.echo(f"Scored {input_path}: {summary.line()}", err=True)

@@ -100,6 +100,39 @@ class Batch:
     n_features: int
 
 
+#: How an explanation's margin becomes the prediction: the model's link (inverse link) function.
+LINKS = ("identity", "logistic", "softmax", "exp")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Exact SHAP values of a batch: per row and per output, the expected value and one contribution
+    per field, in the model's margin (before the link function), so that for every row and output
+    ``base_values[r][k] + sum(contributions[r][k]) == margin``.
+
+    A single-output model (a regressor, a binary classifier's positive class) has one output; a
+    multi-class model one per class, in the order of ``outputs``.
+    """
+
+    #: rows x outputs.
+    base_values: list[list[float]]
+    #: rows x outputs x fields.
+    contributions: list[list[list[float]]]
+    #: The fields the contributions belong to when they are not the schema's features in order
+    #: (e.g. a pipeline's input fields, with one-hot columns summed back to their source).
+    fields: Sequence[str] | None = None
+    #: How the margin becomes the prediction (one of ``LINKS``).
+    link: str = "identity"
+    #: What each output is (class labels) when there are several.
+    outputs: Sequence[Any] | None = None
+    #: Anything a client should know about how the contributions were computed.
+    note: str | None = None
+
+
+class ExplainUnavailable(Exception):
+    """The backend cannot explain this model; the message says what to do instead (answered as 501)."""
+
+
 @dataclass(frozen=True)
 class ServingLibrary:
     """The library a backend predicts with, which the image must carry at the version the build checked.
@@ -126,6 +159,9 @@ class Predictor(Protocol):
     def predict(self, batch: Batch) -> list[Any]:
         """One JSON-serialisable prediction per row."""
         ...
+
+    # Optional: ``explain(batch) -> Explanation`` (exact SHAP values); a predictor without it answers
+    # explanation requests with 501.
 
 
 class Backend(Protocol):

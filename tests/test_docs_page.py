@@ -67,3 +67,37 @@ def test_docs_page_sends_the_example_and_shows_field_errors(browser, tmp_path):
         # Everything the page loaded came from serve itself.
         resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert resources and all(r.startswith(url) for r in resources)
+
+
+def test_docs_page_charts_the_example_contributions_beside_the_prediction(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    app = App.load("wine_quality", log_stream=io.StringIO())
+    explained = app.explain({"instances": app.examples["instances"]["instances"]})
+    wait = WebDriverWait(browser, 30)
+
+    with serving() as url:
+        browser.get(f"{url}/docs")
+        browser.find_element(By.ID, "explain").click()
+        first = wait.until(ec.visibility_of_element_located((By.ID, "explanation-0")))
+        assert browser.find_element(By.ID, "status").text.startswith("200: predictions and explanations")
+        verdict = first.find_element(By.CLASS_NAME, "verdict").text
+        assert f"{explained['predictions'][0]:.4g}"[:4] in verdict and "expected value" in verdict
+        bars = first.find_elements(By.CLASS_NAME, "bar")
+        contributions = explained["explanations"][0]["contributions"]
+        # One bar per field, largest first; the widest fills half the track, each side of the zero line.
+        assert [b.get_attribute("data-field") for b in bars] == sorted(
+            contributions, key=lambda f: -abs(contributions[f])
+        )
+        widths = [b.find_element(By.TAG_NAME, "i").size["width"] for b in bars]
+        assert widths == sorted(widths, reverse=True) and widths[0] > 0
+        sign = {b.get_attribute("data-field"): b.find_element(By.TAG_NAME, "i").get_attribute("class") for b in bars}
+        assert all(sign[f] == ("up" if v >= 0 else "down") for f, v in contributions.items())
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".explained")) == len(explained["explanations"])
+        browser.save_screenshot(str(tmp_path / "explain.png"))
+        if target := os.environ.get("LAMBDA_ML_SERVE_EXPLAIN_SCREENSHOT"):
+            shutil.copyfile(tmp_path / "explain.png", target)
+        resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert resources and all(r.startswith(url) for r in resources)

@@ -51,17 +51,22 @@ def score_file(
     client_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     max_rejected: str | int | float | None = None,
+    explain: bool = False,
 ) -> Summary:
     """Score ``input_path`` with the installed ``model`` (in-process) or a deployed ``url``.
 
     The run fails (:class:`BatchRejectedError`, no output written) when the input has no rows, when
     every row is rejected, or when more rows are rejected than ``max_rejected`` allows (a count, or a
     share of the rows: ``0.05`` or ``5%``).
+
+    ``explain``: write each row's explanation as extra columns (scored in this process only).
     """
     if (model is None) == (url is None):
         raise BatchFileError("name a model to score in this process, or --url for a deployed one (not both)")
     if chunk_rows < 1 or workers < 1:
         raise BatchFileError("--chunk-rows and --workers must be at least 1")
+    if explain and url is not None:
+        raise BatchFileError("--explain scores with the model in this process: name the model instead of --url")
     if input_path.is_dir():
         raise BatchFileError(f"input {input_path} is a folder; give one file (.csv, .jsonl or .parquet) to score")
     if not input_path.is_file():
@@ -83,17 +88,18 @@ def score_file(
         output_format=out_fmt,
         errors=errors,
         errors_format=err_fmt,
-        scored_by=url or str(model),
+        scored_by=(url or str(model)) + (" (explained)" if explain else ""),
         chunk_rows=chunk_rows,
         id_column=id_column,
         ignore_columns=tuple(ignore_columns),
+        explain=explain,
     )
     unused = None
     if url is not None:
         score = UrlScorer(url, retry=retry, **(client_options or {}))
         executor = executor_for(workers, False, None, ())
     else:
-        local = _local_model(model, artifact, backend, chunk_rows)
+        local = _local_model(model, artifact, backend, chunk_rows, explain)
         unused = _unused_columns(local.model)
         # One worker scores in this process; more are processes, each loading the model once.
         score = local.load() if workers == 1 else score_in_worker
@@ -111,11 +117,13 @@ def score_file(
         )
 
 
-def _local_model(model: str, artifact: Path | None, backend: str | None, chunk_rows: int) -> LocalModel:
+def _local_model(
+    model: str, artifact: Path | None, backend: str | None, chunk_rows: int, explain: bool = False
+) -> LocalModel:
     from lambda_ml_serve.plugins import get_registry
 
     spec = get_registry().model(model).spec  # an unknown model fails here, naming the installed ones
-    return LocalModel(model, artifact, backend, max_rows=max(chunk_rows, spec.max_rows))
+    return LocalModel(model, artifact, backend, max_rows=max(chunk_rows, spec.max_rows), explain=explain)
 
 
 def _unused_columns(model: str) -> Any:

@@ -43,6 +43,8 @@ class BatchJob:
     chunk_rows: int = 1_000
     id_column: str | None = None
     ignore_columns: tuple[str, ...] = ()
+    #: Each scored row is a dict of its prediction and explanation columns (``batch --explain``).
+    explain: bool = False
 
     @property
     def parts(self) -> Path:
@@ -339,7 +341,10 @@ def _join_parts(job: BatchJob, chunks: int, summary: Summary, limit: RejectLimit
 
     def outputs() -> Iterator[list[Any]]:
         for number, row_id, prediction in _part_lines(job, chunks, ".out.jsonl"):
-            yield [row_id if job.id_column else number, prediction]
+            if job.explain:
+                yield [row_id if job.id_column else number, *prediction.values()]
+            else:
+                yield [row_id if job.id_column else number, prediction]
 
     error_columns = ["row", key, "field", "message"] if job.id_column else ["row", "field", "message"]
     tmp_out = job.output.with_name(f".{job.output.name}.tmp")
@@ -353,7 +358,12 @@ def _join_parts(job: BatchJob, chunks: int, summary: Summary, limit: RejectLimit
         summary.rows = summary.scored + summary.rejected
         failure = limit.failure(summary.rows, summary.rejected)
         if failure is None:
-            write_table(tmp_out, job.output_format, [key, PREDICTION_COLUMN], outputs())
+            columns = [key, PREDICTION_COLUMN]
+            if job.explain:
+                # The explanation columns are those of the first scored row (every row has the same).
+                first = next(_part_lines(job, chunks, ".out.jsonl"), None)
+                columns += list(first[2])[1:] if first is not None else []
+            write_table(tmp_out, job.output_format, columns, outputs())
         if has_errors:
             os.replace(tmp_err, job.errors)
         else:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ class LocalModel:
     artifact: Path | None = None
     backend: str | None = None
     max_rows: int = 10_000
+    #: Score each row with its explanation: a dict of the prediction and ``shap:`` columns.
+    explain: bool = False
 
     def load(self) -> Callable[[list[Any]], ScoredRows]:
         import io
@@ -40,7 +43,31 @@ class LocalModel:
         app = App.load(
             self.model, artifact=self.artifact, backend=self.backend, max_rows=self.max_rows, log_stream=io.StringIO()
         )
+        if self.explain:
+            return lambda rows: score_rows(partial(explained_rows, app), rows)
         return lambda rows: score_rows(lambda part: app.predict(part)["predictions"], rows)
+
+
+def explained_rows(app: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    """Each row's prediction and explanation as flat columns: ``shap:<field>`` (``shap:<class>:<field>``
+    per class), ``shap:expected_value`` and ``shap:margin``; in slices of the explanation row limit."""
+    scored: list[dict[str, Any]] = []
+    for start in range(0, len(rows), app.explain_max_rows):
+        answer = app.explain(rows[start : start + app.explain_max_rows])
+        outputs = answer["explanation"].get("outputs")
+        for prediction, row in zip(answer["predictions"], answer["explanations"], strict=True):
+            columns: dict[str, Any] = {"prediction": prediction}
+            per_output = (
+                [row]
+                if not isinstance(row["margin"], list)
+                else [{key: row[key][k] for key in row} for k in range(len(row["margin"]))]
+            )
+            for k, part in enumerate(per_output):
+                prefix = "shap:" if len(per_output) == 1 else f"shap:{outputs[k] if outputs else k}:"
+                columns |= {f"{prefix}{name}": value for name, value in part["contributions"].items()}
+                columns |= {f"{prefix}expected_value": part["expected_value"], f"{prefix}margin": part["margin"]}
+            scored.append(columns)
+    return scored
 
 
 _worker_score: Callable[[list[Any]], ScoredRows] | None = None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
+from lambda_ml_serve.runtime import explain as explaining
 from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.fast import FastPath
@@ -145,6 +146,8 @@ class App:
         #: The sha256 of the model file served (the plugin's, or the one given instead of it).
         self.model_sha256 = model_sha256 or (file_sha256(spec.artifact_path) if isinstance(spec, ModelSpec) else None)
         self.max_rows = max_rows or self.manifest.max_rows
+        #: Explanation requests carry at most this many rows (413 beyond).
+        self.explain_max_rows = explaining.max_rows(self.max_rows)
         self.response = check_response(response or self.manifest.response)
         self.docs = docs
         self.request_path = self.manifest.request_path
@@ -162,6 +165,7 @@ class App:
         self._routes = {
             "/": {"GET": self._get_metadata, "POST": self._post_predict},
             "/predict": {"POST": self._post_predict},
+            explaining.EXPLAIN_PATH: {"POST": self._post_explain},
             INVOCATIONS: {"POST": self._post_invocations},
             **{path: {"GET": self._get_ping} for path in PING_PATHS},
             "/openapi.json": {"GET": self._get_openapi},
@@ -245,7 +249,20 @@ class App:
             "input_schema": spec.schema.model_json_schema(by_alias=True),
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
+            "explain": self.explain_metadata,
         } | ({"classes": classes} if (classes := getattr(self.predictor, "classes", None)) is not None else {})
+
+    @property
+    def explain_metadata(self) -> dict[str, Any]:
+        """Whether this model explains its predictions, where, and which backends can."""
+        return {
+            # A predictor may have ``explain`` and still not explain this model (``explains`` False).
+            "available": callable(getattr(self.predictor, "explain", None))
+            and bool(getattr(self.predictor, "explains", True)),
+            "route": f"POST {explaining.EXPLAIN_PATH} (or ?explain=true; v2: parameters.explain)",
+            "max_rows": self.explain_max_rows,
+            "backends": list(explaining.EXPLAINING_BACKENDS),
+        }
 
     @cached_property
     def examples(self) -> dict[str, Any]:
@@ -267,6 +284,8 @@ class App:
             max_rows=self.max_rows,
             response=self.response,
             docs=self.docs,
+            explain_max_rows=self.explain_max_rows,
+            example_explanation=self.explain(examples["instances"]) if self.explain_metadata["available"] else None,
         )
 
     @cached_property
@@ -283,7 +302,8 @@ class App:
         rows, error_log = 0, None
         try:
             # The fast path answers what it fully accepts; anything else, errors included, takes the full path.
-            batch = self.fast.batch_of(event) if self.fast else None
+            # Explanations take the full path: their cost is the explanation, not the decoding.
+            batch = self.fast.batch_of(event) if self.fast and not explaining.requested(event) else None
             if batch is not None:
                 answer, rows = Answer(200, self._answer(self.predictor.predict(batch)), {}), batch.n_rows
             else:
@@ -412,6 +432,9 @@ class App:
         return Answer(200, body, {}), len(answer["results"])
 
     def _post_predict(self, request: Request) -> tuple[Answer, int]:
+        options = explaining.options_from_query(request.query, len(self.spec.feature_names), explain_path=False)
+        if options is not None:
+            return self._explain_answer(self._parse_body(request.body()), options)
         if request.media_type in formats.CSV_TYPES:
             return self._rows_answer(self._csv_rows(request), self._answer)
         body = request.body()
@@ -460,6 +483,42 @@ class App:
     def _get_ping(self, request: Request) -> tuple[Answer, int]:
         # The model loaded at init, so a function that answers is healthy.
         return Answer(200, {"status": "ok"}, {}), 0
+
+    def _post_explain(self, request: Request) -> tuple[Answer, int]:
+        options = explaining.options_from_query(request.query, len(self.spec.feature_names), explain_path=True)
+        assert options is not None
+        return self._explain_answer(self._parse_body(request.body()), options)
+
+    def explain(self, payload: Any, options: explaining.ExplainOptions | None = None) -> dict[str, Any]:
+        """The answer to an explanation request: the predictions' answer with each row's explanation."""
+        try:
+            rows = formats.rows_of(payload, self.spec.feature_names)
+        except ApiError as exc:
+            if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
+                raise ApiError("bad_request", TOO_DEEP) from None
+            raise
+        _, predictions, explained = self._explained(rows, options or explaining.ExplainOptions())
+        answer = self._answer(predictions)
+        if not isinstance(answer, dict):  # the bare-array response: an explanation is always an object
+            answer = {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
+        return answer | explained
+
+    def _explained(self, rows: list[Any], options: explaining.ExplainOptions) -> tuple[Any, list[Any], dict[str, Any]]:
+        explaining.check_rows(len(rows), self.explain_max_rows)
+        try:
+            batch = self.validator.to_batch(rows)
+        except ApiError as exc:
+            exc.rows = len(rows)
+            raise
+        explanation = explaining.explain_batch(self.predictor, batch, self.backend)
+        predictions = self.predictor.predict(batch)
+        classes = getattr(self, "classes", None) or getattr(self.predictor, "classes", None)
+        explained = explaining.explanation_answer(explanation, self.spec.feature_names, classes, options)
+        return batch, predictions, explained
+
+    def _explain_answer(self, payload: Any, options: explaining.ExplainOptions) -> tuple[Answer, int]:
+        answer = self.explain(payload, options)
+        return Answer(200, answer, {}), len(answer["explanations"])
 
     def _get_metadata(self, request: Request) -> tuple[Answer, int]:
         return Answer(200, self.metadata, {}), 0
@@ -525,9 +584,19 @@ class App:
         if not isinstance(payload, dict):
             raise ApiError("validation_error", v2.INFER_SHAPE)
         v2.attach_binary(payload, data)
-        predictions = self.predictions(v2.rows_of_infer(payload, self.spec.feature_names))
+        options = explaining.options_from_parameters(payload.get("parameters"), len(self.spec.feature_names))
+        rows = v2.rows_of_infer(payload, self.spec.feature_names)
+        explained = None
+        if options is not None:
+            if options.top is not None:
+                raise ApiError("bad_request", "parameters.top is not taken by v2: its tensors carry every contribution")
+            _, predictions, explained = self._explained(rows, options)
+        else:
+            predictions = self.predictions(rows)
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id)
+        if explained is not None:
+            answer["outputs"] += v2.explanation_outputs(explained)
         if v2.wants_binary(payload):
             binary, header_length = v2.binary_response(answer)
             headers = {v2.HEADER_LENGTH: str(header_length)}

@@ -28,6 +28,14 @@ textarea { width: 100%; height: 16em; font: 13px/1.4 ui-monospace, monospace; bo
 button { font-size: 15px; padding: .45em 1.4em; margin: .6em .6em .6em 0; cursor: pointer; }
 #status.ok { color: #11703c; } #status.bad { color: #a4161a; } #status { font-weight: 600; }
 pre { background: #f3f5f8; padding: .8em; overflow: auto; }
+.explained { display: grid; grid-template-columns: 11em 1fr; gap: 1em; margin: 1em 0; padding-top: .6em;
+  border-top: 1px solid #dde2e8; }
+.verdict b { display: block; font-size: 150%; } .verdict span { display: block; color: #5b6573; font-size: 90%; }
+.bar { display: grid; grid-template-columns: 12em 1fr 6em; align-items: center; gap: .5em; font-size: 13px; }
+.track { position: relative; height: 14px; background: #f3f5f8; }
+.track i { position: absolute; top: 0; height: 14px; } .track .up { background: #c0392b; left: 50%; }
+.track .down { background: #2e6fbf; right: 50%; } .track::after { content: ""; position: absolute; left: 50%;
+  top: -2px; bottom: -2px; border-left: 1px solid #5b6573; }
 </style>
 </head>
 <body>
@@ -44,7 +52,7 @@ $fields
 <h2>Try it</h2>
 <label>Request format <select id="format">$options</select></label>
 <textarea id="body" spellcheck="false" aria-label="request body"></textarea>
-<button id="send" type="button">Predict</button><span id="status" role="status"></span>
+<button id="send" type="button">Predict</button>$explain_button<span id="status" role="status"></span>
 <div id="answer"></div>
 <script type="application/json" id="examples">$examples</script>
 <script>
@@ -58,20 +66,58 @@ show();
 function cell(row, text, tag) {
   const td = document.createElement(tag || "td"); td.textContent = text; row.appendChild(td);
 }
-document.getElementById("send").addEventListener("click", async () => {
+const number = v => typeof v === "number" ? Number(v.toPrecision(4)).toString() : JSON.stringify(v);
+/* One row: its prediction beside a bar per contribution (right and red raise the margin, left and blue lower it). */
+function explained(index, prediction, row, header) {
+  const box = document.createElement("div"); box.className = "explained"; box.id = "explanation-" + index;
+  const verdict = document.createElement("div"); verdict.className = "verdict";
+  const several = Array.isArray(row.margin);
+  verdict.innerHTML = "<span>row " + index + "</span><b></b><span></span>";
+  verdict.children[1].textContent = number(prediction);
+  verdict.children[2].textContent = "expected value " + (several ? row.expected_value.map(number).join(", ")
+    : number(row.expected_value)) + "; margin " + (several ? row.margin.map(number).join(", ") : number(row.margin));
+  box.appendChild(verdict);
+  const charts = document.createElement("div");
+  const parts = several ? row.contributions : [row.contributions];
+  parts.forEach((contributions, k) => {
+    if (several) { const title = document.createElement("div"); title.className = "muted";
+      title.textContent = "class " + (header.outputs ? header.outputs[k] : k); charts.appendChild(title); }
+    const entries = Object.entries(contributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+    const widest = Math.max(...entries.map(e => Math.abs(e[1])), 1e-12);
+    for (const [field, value] of entries) {
+      const bar = document.createElement("div"); bar.className = "bar"; bar.dataset.field = field;
+      const name = document.createElement("span"); name.textContent = field;
+      const track = document.createElement("span"); track.className = "track";
+      const fill = document.createElement("i"); fill.className = value >= 0 ? "up" : "down";
+      fill.style.width = (50 * Math.abs(value) / widest) + "%"; track.appendChild(fill);
+      const text = document.createElement("span"); text.textContent = (value >= 0 ? "+" : "") + number(value);
+      bar.append(name, track, text); charts.appendChild(bar);
+    }
+  });
+  box.appendChild(charts);
+  return box;
+}
+async function send(route) {
   status.textContent = "sending…"; status.className = ""; answer.replaceChildren();
   let response, payload;
   try {
     const headers = {"content-type": "application/json"};
-    response = await fetch("predict", {method: "POST", headers: headers, body: body.value});
+    response = await fetch(route, {method: "POST", headers: headers, body: body.value});
     payload = await response.json();
   } catch (err) {
     status.textContent = "no answer: " + err; status.className = "bad"; return;
   }
   const pre = document.createElement("pre");
   if (response.ok) {
-    status.textContent = response.status + ": predictions"; status.className = "ok";
     const predictions = Array.isArray(payload) ? payload : payload.predictions;
+    if (route === "explain") {
+      status.textContent = response.status + ": predictions and explanations (" + payload.explanation.link +
+        " link; contributions to the margin)"; status.className = "ok";
+      const header = payload.explanation;
+      payload.explanations.forEach((row, i) => answer.appendChild(explained(i, predictions[i], row, header)));
+      return;
+    }
+    status.textContent = response.status + ": predictions"; status.className = "ok";
     pre.id = "predictions"; pre.textContent = JSON.stringify(predictions, null, 2); answer.appendChild(pre);
     return;
   }
@@ -88,7 +134,10 @@ document.getElementById("send").addEventListener("click", async () => {
     }
     answer.appendChild(table);
   }
-});
+}
+document.getElementById("send").addEventListener("click", () => send("predict"));
+const explainButton = document.getElementById("explain");
+if (explainButton) explainButton.addEventListener("click", () => send("explain"));
 </script>
 </body>
 </html>
@@ -145,6 +194,7 @@ def docs_page(model: ModelView) -> str:
         max_rows=meta["max_rows"],
         metrics=_metrics(meta["metrics"]),
         fields=fields,
+        explain_button='<button id="explain" type="button">Explain</button>' if meta["explain"]["available"] else "",
         options=options.replace('value="instances"', 'value="instances" selected', 1),
         # "</" cannot end the script element early once escaped as "<\\/".
         examples=json.dumps(examples).replace("</", "<\\/"),

@@ -24,6 +24,7 @@ STATUS = {
     "unsupported_media_type": 415,
     "validation_error": 422,
     "internal_error": 500,
+    "not_implemented": 501,
 }
 #: No error body is larger (bytes of the JSON body); a Function URL answer may be 6 MB at most.
 MAX_ERROR_BYTES = 16 * 1024

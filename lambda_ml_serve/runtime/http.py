@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from lambda_ml_serve.runtime import codings, encoding
 from lambda_ml_serve.runtime.errors import ApiError
@@ -44,6 +45,8 @@ class Request:
     base64: bool = False
     #: The request's headers, names in lowercase, repeated headers joined with commas.
     headers: dict[str, str] = field(default_factory=dict)
+    #: The query string's parameters (the last value of a repeated one).
+    query: dict[str, str] = field(default_factory=dict)
 
     @property
     def http(self) -> bool:
@@ -140,6 +143,7 @@ def parse_event(event: Any, request_id: str) -> Request:
         multi_value=source == ALB and isinstance(event.get("multiValueHeaders"), dict),
         raw_body=event.get("body"),
         base64=bool(event.get("isBase64Encoded")),
+        query=query_of(event),
         headers=headers_of(event, source),
     )
 
@@ -157,6 +161,19 @@ def headers_of(event: dict[str, Any], source: str) -> dict[str, str]:
     if not isinstance(headers, dict):
         return {}
     return {str(k).lower(): str(v) for k, v in headers.items() if v is not None}
+
+
+def query_of(event: Any) -> dict[str, str]:
+    """An HTTP event's query parameters (the last value of a repeated one)."""
+    if not isinstance(event, dict):
+        return {}
+    raw = event.get("rawQueryString")
+    if isinstance(raw, str) and raw:
+        return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+    params = event.get("queryStringParameters")
+    if isinstance(params, dict):
+        return {str(k): v.rsplit(",", 1)[-1] for k, v in params.items() if isinstance(v, str)}
+    return {}
 
 
 def dumps(payload: Any) -> str:

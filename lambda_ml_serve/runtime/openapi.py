@@ -25,6 +25,7 @@ ERROR_TEXT = {
     "unsupported_media_type": "A Content-Encoding other than gzip or deflate.",
     "validation_error": "Invalid rows: every bad field of every row, or a body in no known format.",
     "internal_error": "A fault of the service; the message quotes the request id.",
+    "not_implemented": "The backend cannot explain this model (onnx); the message names the backends that can.",
 }
 FORMAT_TEXT = {
     "rows": "A list of rows",
@@ -166,6 +167,53 @@ def _components(model: ModelView) -> dict[str, Any]:
                 "properties": {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions},
             }
         ),
+        "ExplanationHeader": {
+            "type": "object",
+            "description": "What the numbers are: exact path-dependent TreeSHAP values in the model's margin "
+            "(before the link function); fields name the contributions, outputs the classes of a multi-class model",
+            "required": ["method", "space", "link", "fields"],
+            "properties": {
+                "method": {"type": "string"},
+                "space": {"const": "margin"},
+                "link": {"type": "string", "enum": ["identity", "logistic", "softmax", "exp"]},
+                "fields": {"type": "array", "items": {"type": "string"}},
+                "outputs": {"type": "array", "description": "the class of each output (several outputs)"},
+                "top": {"type": "integer"},
+                "note": {"type": "string"},
+                "additivity": {"type": "string"},
+            },
+        },
+        "RowExplanation": {
+            "type": "object",
+            "description": "expected_value + sum(contributions) (+ rest) == margin; a list per class for "
+            "several outputs",
+            "required": ["margin", "expected_value", "contributions"],
+            "properties": {
+                "margin": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+                "expected_value": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+                "contributions": {
+                    "anyOf": [
+                        {"type": "object", "additionalProperties": {"type": "number"}},
+                        {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+                    ]
+                },
+                "rest": {
+                    "description": "the sum of the contributions top= left out",
+                    "anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}],
+                },
+            },
+        },
+        "ExplainResponse": {
+            "type": "object",
+            "required": ["model", "version", "predictions", "explanation", "explanations"],
+            "properties": {
+                "model": {"type": "string"},
+                "version": {"type": "string"},
+                "predictions": predictions,
+                "explanation": _ref("ExplanationHeader"),
+                "explanations": {"type": "array", "items": _ref("RowExplanation"), "maxItems": model.explain_max_rows},
+            },
+        },
         "ErrorDetail": {
             "type": "object",
             "required": ["row", "field", "message"],
@@ -197,7 +245,16 @@ def _components(model: ModelView) -> dict[str, Any]:
             "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "explain": {
+                            "type": "boolean",
+                            "description": "true: add the outputs margin, expected_value and contributions "
+                            "([rows, fields], or [rows, classes, fields]; the fields in its parameters)",
+                        }
+                    },
+                },
                 "inputs": {"type": "array", "items": _ref("V2Tensor"), "minItems": 1},
                 "outputs": {"type": "array", "items": {"type": "object"}},
             },
@@ -241,6 +298,43 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
             **_errors((*BODY_ERRORS, "internal_error"), "Error"),
         },
     }
+    explain_query = [
+        {
+            "name": "explain",
+            "in": "query",
+            "required": False,
+            "description": "true: answer each row's explanation too (as POST /explain does)",
+            "schema": {"type": "boolean"},
+        },
+        {
+            "name": "top",
+            "in": "query",
+            "required": False,
+            "description": "with explanations: keep the K largest contributions by magnitude (the others' sum is rest)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": len(spec.feature_names)},
+        },
+    ]
+    explain_errors = ("bad_request", "payload_too_large", "validation_error", "not_implemented", "internal_error")
+    explain_op = {
+        "summary": "Explain",
+        "operationId": "explain",
+        "description": (
+            "The predictions and, per row, exact TreeSHAP contributions: the expected value and one contribution "
+            "per field, summing to the model's margin (per class for a multi-class model). At most "
+            f"{model.explain_max_rows} rows per request (413 beyond); a backend that cannot explain answers 501."
+        ),
+        "parameters": explain_query[1:],
+        "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
+        "responses": {
+            "200": {
+                "description": "Predictions and explanations",
+                "content": _json(_ref("ExplainResponse"), model.example_explanation),
+            },
+            **_errors(explain_errors, "Error"),
+        },
+    }
+    predict_op["parameters"] = explain_query
+    predict_op["responses"] |= _errors(("not_implemented",), "Error")
     csv = {"text/csv": {"schema": {"type": "string"}, "example": _csv(examples["rows"])}}
     predict_op["requestBody"]["content"] |= csv
     invocations = {
@@ -257,7 +351,7 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
         },
     }
     ping = {"get": {"summary": "Health (MLflow, SageMaker)", "responses": {"200": {"description": "Healthy"}}}}
-    v2_errors = _errors(BODY_ERRORS, "V2Error")
+    v2_errors = _errors((*BODY_ERRORS, "not_implemented"), "V2Error")
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
     paths = {
         "/": {
@@ -268,6 +362,7 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
             "post": predict_op | {"operationId": "predict_root"},
         },
         "/predict": {"post": predict_op | {"operationId": "predict"}},
+        "/explain": {"post": explain_op},
         "/invocations": {"post": invocations},
         "/ping": ping,
         "/health": copy.deepcopy(ping),

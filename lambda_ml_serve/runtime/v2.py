@@ -259,6 +259,32 @@ def infer_response(name: str, version: str, predictions: list[Any], request_id: 
     return response
 
 
+def explanation_outputs(explained: dict[str, Any]) -> list[dict[str, Any]]:
+    """An explanation as v2 output tensors: ``margin``, ``expected_value`` (``[n]`` or ``[n, classes]``)
+    and ``contributions`` (``[n, fields]`` or ``[n, classes, fields]``), the fields named in its parameters."""
+    header, rows = explained["explanation"], explained["explanations"]
+    fields = header["fields"]
+    several = "outputs" in header and rows and isinstance(rows[0]["margin"], list)
+    parameters = {k: header[k] for k in ("method", "space", "link", "fields", "outputs", "note") if k in header}
+    n = len(rows)
+    if several:
+        k = len(rows[0]["margin"])
+        margin = [m for row in rows for m in row["margin"]]
+        base = [b for row in rows for b in row["expected_value"]]
+        values = [c[f] for row in rows for c in row["contributions"] for f in fields]
+        shapes = ([n, k], [n, k], [n, k, len(fields)])
+    else:
+        margin = [row["margin"] for row in rows]
+        base = [row["expected_value"] for row in rows]
+        values = [row["contributions"][f] for row in rows for f in fields]
+        shapes = ([n], [n], [n, len(fields)])
+    return [
+        {"name": "margin", "shape": shapes[0], "datatype": "FP64", "data": margin},
+        {"name": "expected_value", "shape": shapes[1], "datatype": "FP64", "data": base},
+        {"name": "contributions", "shape": shapes[2], "datatype": "FP64", "data": values, "parameters": parameters},
+    ]
+
+
 def model_metadata(name: str, version: str, platform: str, input_schema: dict[str, Any]) -> dict[str, Any]:
     """The v2 model metadata: one input tensor per feature, the predictions tensor out."""
     properties = input_schema.get("properties", {})

@@ -29,3 +29,7 @@ class ModelView:
     response: str
     #: Whether the function serves GET /docs.
     docs: bool
+    #: Rows per explanation request at most.
+    explain_max_rows: int = 0
+    #: The function's explanation of ``examples["instances"]``, or None when the model does not explain.
+    example_explanation: Any = None

@@ -79,6 +79,8 @@ class Tree:
     category_set: np.ndarray
     #: The first output (class) the tree's leaves add to.
     output: int
+    #: Each node's cover (the training rows, or their hessian sum, that reached it): TreeSHAP's weights.
+    cover: np.ndarray | None = None
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
@@ -518,6 +520,7 @@ def _ensemble(
                 value=value,
                 category_set=category_set,
                 output=max(int(class_ids[t]), 0),
+                cover=_cover(accessor),
             )
         )
         for j in np.unique(feature[numerical]):
@@ -551,6 +554,18 @@ def _ensemble(
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
     )
+
+
+def _cover(accessor: Any) -> np.ndarray | None:
+    """A tree's node covers as the source library's TreeSHAP weighs them: XGBoost's and scikit-learn's
+    hessian sums (sample weights), LightGBM's row counts."""
+    import numpy as np
+
+    for field in ("sum_hess", "data_count"):
+        present = accessor.get_field(f"{field}_present")
+        if len(present) and present.all():
+            return accessor.get_field(field).astype(np.float64)
+    return None
 
 
 def _tree_arrays(accessor: Any) -> dict[str, Any]:

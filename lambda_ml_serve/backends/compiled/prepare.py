@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lambda_ml_serve.backends.compiled import codegen, parity, toolchain
+from lambda_ml_serve.backends.compiled import codegen, parity, shap, toolchain
 from lambda_ml_serve.backends.compiled.ensemble import Ensemble, read_ensemble
 from lambda_ml_serve.backends.compiled.runtime import METADATA_FORMAT, PREPARED_NAME, CompiledPredictor
 from lambda_ml_serve.errors import CompileError
@@ -77,7 +77,8 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
         layout, reason = codegen.choose_layout(ensemble)
         metadata |= {"layout": layout, "layout_reason": reason}
         source = work / "model.c"
-        source.write_text(codegen.render(ensemble, layout, metadata), encoding="utf-8")
+        explain_source, metadata["explain"] = _explain_source(ensemble)
+        source.write_text(codegen.render(ensemble, layout, metadata) + explain_source, encoding="utf-8")
         library = work / PREPARED_NAME
         jobs = [(target_cc, source, library)]
         host_library = library
@@ -85,7 +86,13 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
             host_library = work / f"host-{PREPARED_NAME}"
             jobs.append((host_cc, source, host_library))
         toolchain.compile_all(jobs)
-        parity.check_parity(CompiledPredictor(host_library), ensemble, spec)
+        host_predictor = CompiledPredictor(host_library)
+        parity.check_parity(host_predictor, ensemble, spec)
+        if metadata["explain"] is not None:
+            names = spec.feature_names if spec is not None else ensemble.feature_names
+            names = names or [f"f{j}" for j in range(ensemble.num_feature)]
+            matrix, _ = parity.parity_rows(ensemble, spec)
+            shap.check_explain_parity(host_predictor, ensemble, artifact, matrix, names)
         final = out_dir / PREPARED_NAME
         os.replace(library, final)
     finally:
@@ -96,6 +103,23 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
         file=sys.stderr,
     )
     return final
+
+
+#: The link function of each kernel transform, as explanations name it.
+LINKS = {"identity": "identity", "sigmoid": "logistic", "exp": "exp", "softmax": "softmax"}
+
+
+def _explain_source(ensemble: Ensemble) -> tuple[str, dict[str, Any] | None]:
+    """The TreeSHAP C appended to the kernel and its metadata; none for trees without covers (said on stderr)."""
+    try:
+        source, info = shap.render(ensemble)
+    except CompileError as exc:
+        print(f"no explanations compiled: {exc}", file=sys.stderr)
+        return "", None
+    classes = ensemble.classes
+    if classes is not None and info["outputs"] == 1:
+        classes = classes[-1:]  # a binary classifier's single output is its positive class
+    return source, info | {"link": LINKS.get(ensemble.transform, ensemble.transform), "classes": classes}
 
 
 def _generator_versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import threading
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, ExplainUnavailable, Explanation
 
 PREPARED_NAME = "model.so"
+#: Serialises the one-time building of a library's TreeSHAP tables (ctypes calls release the GIL).
+_EXPLAIN_INIT = threading.Lock()
 #: Version of the JSON metadata embedded in the library; bumped when its meaning changes (3: class
 #: probabilities for every classifier, ``num_output`` sums per row, categorical splits).
 METADATA_FORMAT = 3
@@ -101,6 +104,14 @@ class CompiledPredictor:
         self._answer_size = array(self._answer_type).itemsize
         #: The labels of a classifier's probabilities, in their order (None for a regressor).
         self.classes: list[Any] | None = metadata.get("classes") if self._output == "probabilities" else None
+        explain = metadata.get("explain")
+        #: What lms_explain_batch answers (outputs, expected values), or None for a library built without it.
+        self.explain_info: dict[str, Any] | None = explain if explain and hasattr(lib, "lms_explain_batch") else None
+        self._explain_ready = False
+        if self.explain_info is not None:
+            lib.lms_explain_batch.argtypes = predict_fn.argtypes
+            lib.lms_explain_batch.restype = ctypes.c_int
+            lib.lms_explain_init.restype = ctypes.c_int
 
     def predict(self, batch: Batch) -> list[Any]:
         """One value per row (a regressor), or one probability row in ``classes`` order (a classifier)."""
@@ -134,6 +145,55 @@ class CompiledPredictor:
         if status != 0:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
         return out
+
+    @property
+    def explains(self) -> bool:
+        """Whether the library was built with its TreeSHAP code."""
+        return self.explain_info is not None
+
+    def explain_values(self, batch: Batch) -> array:
+        """The library's TreeSHAP values, flat: rows x outputs x (features + 1), the expected value last."""
+        if self.explain_info is None:
+            raise ExplainUnavailable(
+                "this compiled model was built without explanations; rebuild it with this version "
+                "(lambda-ml-serve build MODEL --backend compiled)"
+            )
+        values, n_rows = batch.values, batch.n_rows
+        if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
+            raise ValueError(
+                f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
+                f"the compiled model takes {self.num_feature} features per row"
+            )
+        lib = self._library
+        if not self._explain_ready:
+            # The leaf tables are built once, on the first explanation, not at cold start.
+            with _EXPLAIN_INIT:
+                if lib.lms_explain_init() != 0:
+                    raise MemoryError("lms_explain_init could not allocate its tables")
+                self._explain_ready = True
+        width = self.explain_info["outputs"] * (self.num_feature + 1)
+        out = array("d", bytes(8 * width * n_rows))
+        status = lib.lms_explain_batch(values.buffer_info()[0], n_rows, self.num_feature, out.buffer_info()[0])
+        if status != 0:
+            raise RuntimeError(f"lms_explain_batch failed with status {status}")
+        return out
+
+    def explain(self, batch: Batch) -> Explanation:
+        """Each row's expected value and feature contributions, in the margin (before the link function)."""
+        flat = self.explain_values(batch).tolist()
+        assert self.explain_info is not None
+        outputs, width = self.explain_info["outputs"], self.num_feature + 1
+        base, contributions = [], []
+        for r in range(batch.n_rows):
+            row = flat[r * outputs * width : (r + 1) * outputs * width]
+            base.append([row[c * width + width - 1] for c in range(outputs)])
+            contributions.append([row[c * width : c * width + width - 1] for c in range(outputs)])
+        return Explanation(
+            base,
+            contributions,
+            link=self.explain_info.get("link", "identity"),
+            outputs=self.explain_info.get("classes"),
+        )
 
 
 def read_metadata(library: Path) -> dict[str, Any]:

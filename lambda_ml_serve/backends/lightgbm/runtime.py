@@ -12,13 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, Explanation
 
 #: The OpenMP runtime lib_lightgbm.so links against; the build ships it beside the model because
 #: Lambda's base images do not have it.
 OPENMP_LIBRARY = "libgomp.so.1"
 #: The names LightGBM makes up for a model trained on a bare array: not feature names.
 DEFAULT_NAME = re.compile(r"^Column_\d+$")
+#: The link from each objective's raw score to its prediction (anything else: identity).
+LIGHTGBM_LINKS = {
+    "binary": "logistic",
+    "cross_entropy": "logistic",
+    "multiclass": "softmax",
+    "poisson": "exp",
+    "gamma": "exp",
+    "tweedie": "exp",
+}
 
 
 def preload_openmp(folder: Path) -> None:
@@ -39,9 +48,10 @@ def feature_names_of(booster: Any) -> list[str] | None:
 class LightGBMPredictor:
     """A LightGBM Booster answering one value per row (a list of class probabilities for multi-class)."""
 
-    def __init__(self, booster: Any) -> None:
+    def __init__(self, booster: Any, artifact: Path | None = None) -> None:
         import numpy as np
 
+        self._artifact = artifact
         self._np = np
         self._booster = booster
         self.feature_names: Sequence[str] | None = feature_names_of(booster)
@@ -51,6 +61,29 @@ class LightGBMPredictor:
         # num_threads=1: Lambda gives one or two vCPUs, and OpenMP's start-up costs more than it wins
         # on small batches.
         return self._booster.predict(matrix, num_threads=1).tolist()
+
+    def explain(self, batch: Batch) -> Explanation:
+        """LightGBM's exact TreeSHAP (``pred_contrib``): per row and class, the features' parts and the bias."""
+        np = self._np
+        matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+        width = batch.n_features + 1
+        values = np.asarray(self._booster.predict(matrix, pred_contrib=True, num_threads=1), dtype=np.float64)
+        values = values.reshape(batch.n_rows, -1, width)
+        return Explanation(values[:, :, -1].tolist(), values[:, :, :-1].tolist(), link=self.link)
+
+    @property
+    def link(self) -> str:
+        """How the raw score becomes the prediction, from the model's objective."""
+        objective = ""
+        if self._artifact is not None:
+            with open(self._artifact, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("objective="):
+                        objective = line.split("=", 1)[1].split()[0] if "=" in line else ""
+                        break
+                    if line.startswith("Tree="):
+                        break
+        return LIGHTGBM_LINKS.get(objective, "identity")
 
 
 def load(artifact: Path) -> LightGBMPredictor:
@@ -68,4 +101,4 @@ def load(artifact: Path) -> LightGBMPredictor:
         booster = lightgbm.Booster(model_file=str(artifact))
     except lightgbm.basic.LightGBMError as exc:
         raise ModelLoadError(f"{not_a_model}; LightGBM says: {' '.join(str(exc).split())[:300]}") from None
-    return LightGBMPredictor(booster)
+    return LightGBMPredictor(booster, artifact)

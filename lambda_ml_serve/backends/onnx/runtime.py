@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, ExplainUnavailable
 
 #: Model metadata keys written by ``prepare`` (and readable from any ONNX file that sets them).
 FEATURE_NAMES_KEY = "lambda_ml_serve.feature_names"
@@ -66,6 +66,16 @@ class OnnxPredictor:
         #: A column of a matrix output (e.g. the positive class of a binary classifier), or None.
         self._column: int | None = answer.get("column")
         self.classes: list[Any] | None = answer.get("classes")
+
+    #: ONNX models are not explained (see ``explain``).
+    explains = False
+
+    def explain(self, batch: Batch) -> Any:
+        """Refused: an ONNX graph keeps no node covers, which exact TreeSHAP weighs paths by."""
+        raise ExplainUnavailable(
+            "the onnx backend cannot explain predictions: an ONNX graph keeps no tree statistics (covers) that "
+            "exact TreeSHAP needs; serve the tree model with backend xgboost, lightgbm, sklearn or compiled"
+        )
 
     def predict(self, batch: Batch) -> list[Any]:
         np = self._np

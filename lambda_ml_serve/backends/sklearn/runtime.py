@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, Explanation
 
 #: How a pickle (protocol 2+) or a joblib file compressed with zlib, gzip, bz2, xz, lz4 or lzma begins.
 _PICKLE_STARTS = (b"\x80", b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"\x5d\x00\x00")
@@ -35,6 +35,29 @@ class SklearnPredictor:
         classes = getattr(estimator, "classes_", None) if predict_proba else None
         #: The class of each probability in a row, when answering probabilities.
         self.classes: list[Any] | None = None if classes is None else np.asarray(classes).tolist()
+        self._explainer: Any = None
+
+    def explain(self, batch: Batch) -> Explanation:
+        """Exact TreeSHAP of a tree model (or a Pipeline ending with one); see :mod:`.explain`."""
+        return self._explainer_of().explain(batch)
+
+    @property
+    def explains(self) -> bool:
+        """Whether the estimator is a tree model (or a pipeline ending with one) the backend explains."""
+        from lambda_ml_serve.spec import ExplainUnavailable
+
+        try:
+            self._explainer_of()
+        except ExplainUnavailable:
+            return False
+        return True
+
+    def _explainer_of(self) -> Any:
+        if self._explainer is None:
+            from lambda_ml_serve.backends.sklearn.explain import Explainer
+
+            self._explainer = Explainer(self.estimator)
+        return self._explainer
 
     def predict(self, batch: Batch) -> list[Any]:
         matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)

@@ -14,12 +14,12 @@ import json
 import sys
 from array import array
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, Explanation
 
 #: Where the wheel puts the library, relative to the folder that holds the ``xgboost`` package.
 LIBRARY_NAMES = {"linux": "libxgboost.so", "darwin": "libxgboost.dylib", "win32": "xgboost.dll"}
@@ -37,6 +37,26 @@ PREDICT_CONFIG = json.dumps(
         "cache_id": 0,
     }
 ).encode()
+
+#: SHAP contributions: ``type`` 2 of libxgboost's PredictionType (0 value, 1 margin, 2 contribution,
+#: 3 approximate contribution, 4 interaction, 5 approximate interaction, 6 leaf). In-place prediction
+#: answers types 0 and 1 only, so contributions go through a DMatrix (XGBoosterPredictFromDMatrix),
+#: as ``Booster.predict(pred_contribs=True)`` does.
+CONTRIBUTIONS_CONFIG = json.dumps(
+    {"type": 2, "training": False, "iteration_begin": 0, "iteration_end": 0, "strict_shape": False}
+).encode()
+DMATRIX_CONFIG = json.dumps({"missing": float("nan"), "nthread": 1}).encode()
+#: The link from each objective's margin to its prediction (anything else: identity).
+OBJECTIVE_LINKS = {
+    "binary:logistic": "logistic",
+    "reg:logistic": "logistic",
+    "multi:softprob": "softmax",
+    "multi:softmax": "softmax",
+    "count:poisson": "exp",
+    "reg:gamma": "exp",
+    "reg:tweedie": "exp",
+    "survival:cox": "exp",
+}
 
 _ulong = ctypes.c_uint64
 
@@ -74,11 +94,22 @@ def library() -> ctypes.CDLL:
         "XGBoosterLoadModel": [handle, ctypes.c_char_p],
         "XGBoosterSetParam": [handle, ctypes.c_char_p, ctypes.c_char_p],
         "XGBoosterGetNumFeature": [handle, ulong_p],
+        "XGBoosterSaveJsonConfig": [handle, ulong_p, ctypes.POINTER(ctypes.c_char_p)],
         "XGBoosterGetStrFeatureInfo": [
             handle,
             ctypes.c_char_p,
             ulong_p,
             ctypes.POINTER(ctypes.POINTER(ctypes.c_char_p)),
+        ],
+        "XGDMatrixCreateFromDense": [ctypes.c_char_p, ctypes.c_char_p, handle_p],
+        "XGDMatrixFree": [handle],
+        "XGBoosterPredictFromDMatrix": [
+            handle,
+            handle,
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.POINTER(_ulong)),
+            ulong_p,
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_float)),
         ],
         "XGBoosterPredictFromDense": [
             handle,
@@ -147,6 +178,34 @@ class XGBoostPredictor:
 
     def predict(self, batch: Batch) -> list[Any]:
         """One prediction per row: a float, or a list of floats for multi-output models."""
+        shape, values = self._predict(batch, PREDICT_CONFIG)
+        size = len(values)
+        if len(shape) < 2 or size == shape[0]:
+            return values
+        width = size // shape[0]
+        return [values[i : i + width] for i in range(0, size, width)]
+
+    def explain(self, batch: Batch) -> Explanation:
+        """libxgboost's exact TreeSHAP (``pred_contribs``): per row and output, the features' parts and the bias."""
+        _, values = self._predict(batch, CONTRIBUTIONS_CONFIG, dmatrix=True)
+        width = self.num_feature + 1
+        outputs = len(values) // (width * batch.n_rows) if batch.n_rows else 1
+        base, contributions = [], []
+        for r in range(batch.n_rows):
+            row = values[r * outputs * width : (r + 1) * outputs * width]
+            base.append([row[k * width + width - 1] for k in range(outputs)])
+            contributions.append([row[k * width : (k + 1) * width - 1] for k in range(outputs)])
+        return Explanation(base, contributions, link=self.link)
+
+    @cached_property
+    def link(self) -> str:
+        """How the margin becomes the prediction, from the booster's objective (read once)."""
+        length, text = _ulong(), ctypes.c_char_p()
+        _check(self._lib, self._lib.XGBoosterSaveJsonConfig(self._handle, ctypes.byref(length), ctypes.byref(text)))
+        objective = json.loads(ctypes.string_at(text, length.value))["learner"]["objective"]["name"]
+        return OBJECTIVE_LINKS.get(objective, "identity")
+
+    def _predict(self, batch: Batch, config: bytes, *, dmatrix: bool = False) -> tuple[list[int], list[float]]:
         n_rows, n_features = batch.n_rows, batch.n_features
         if n_features != self.num_feature or len(batch.values) != n_rows * n_features:
             raise ValueError(
@@ -160,18 +219,20 @@ class XGBoostPredictor:
         ).encode()
         lib = self._lib
         shape_p, dims, result = ctypes.POINTER(_ulong)(), _ulong(), ctypes.POINTER(ctypes.c_float)()
-        _check(
-            lib,
-            lib.XGBoosterPredictFromDense(
-                self._handle,
-                interface,
-                PREDICT_CONFIG,
-                None,
-                ctypes.byref(shape_p),
-                ctypes.byref(dims),
-                ctypes.byref(result),
-            ),
-        )
+        out_args = (ctypes.byref(shape_p), ctypes.byref(dims), ctypes.byref(result))
+        if dmatrix:
+            matrix = ctypes.c_void_p()
+            _check(lib, lib.XGDMatrixCreateFromDense(interface, DMATRIX_CONFIG, ctypes.byref(matrix)))
+            try:
+                _check(lib, lib.XGBoosterPredictFromDMatrix(self._handle, matrix, config, *out_args))
+                return self._copy(shape_p, dims, result)
+            finally:
+                lib.XGDMatrixFree(matrix)
+        _check(lib, lib.XGBoosterPredictFromDense(self._handle, interface, config, None, *out_args))
+        return self._copy(shape_p, dims, result)
+
+    @staticmethod
+    def _copy(shape_p: Any, dims: Any, result: Any) -> tuple[list[int], list[float]]:
         shape = [shape_p[i] for i in range(dims.value)]
         size = 1
         for extent in shape:
@@ -179,11 +240,7 @@ class XGBoostPredictor:
         # The result buffer belongs to the booster (per thread) until its next call: copy it now.
         out = array("f")
         out.frombytes(ctypes.string_at(result, 4 * size))
-        values = out.tolist()
-        if len(shape) < 2 or size == shape[0]:
-            return values
-        width = size // shape[0]
-        return [values[i : i + width] for i in range(0, size, width)]
+        return shape, out.tolist()
 
     def close(self) -> None:
         """Free the booster (also done when the predictor is garbage-collected)."""
