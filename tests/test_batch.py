@@ -378,8 +378,8 @@ def test_progress_lines_without_a_terminal(tmp_path, wine_rows):
 # -- honest exits: a run that scored nothing, or rejected too much, fails ----------------------
 
 
-def run_batch_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "batch", *args], capture_output=True, text=True, timeout=300)
+def run_batch_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cli("batch", *args), capture_output=True, text=True, timeout=300)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
