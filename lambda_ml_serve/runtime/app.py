@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
-from lambda_ml_serve.runtime import formats, v2
+from lambda_ml_serve.runtime import classifier, formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.fast import FastPath
 from lambda_ml_serve.runtime.formats import MAX_DEPTH, nested_deeper_than
@@ -86,6 +86,7 @@ def load_predictor(
             f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
         ) from exc
     check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
+    check_classes(predictor, spec.classes, f"{model.plugin}: model {spec.name!r}")
     return predictor
 
 
@@ -104,6 +105,18 @@ def check_features(predictor: Predictor, features: Sequence[str], who: str) -> N
             f"{who}: schema fields do not match the artifact's "
             f"features ({what}); the artifact expects {list(stored)}. Reorder or rename the "
             "schema fields (or their aliases) to match."
+        )
+
+
+def check_classes(predictor: Predictor, classes: Sequence[Any] | None, who: str) -> None:
+    """A classifier's labels must be the ones its predictor knows (when it knows any), in its order."""
+    known = getattr(predictor, "classes", None)
+    if classes is None or known is None:
+        return
+    if [repr(c) for c in known] != [repr(c) for c in classes]:
+        raise ModelLoadError(
+            f"{who}: ModelSpec.classes {list(classes)} are not the model's own classes {list(known)} (same "
+            "labels, same types, same order); set classes to the model's"
         )
 
 
@@ -148,6 +161,8 @@ class App:
         self.model_sha256 = model_sha256 or (file_sha256(spec.artifact_path) if isinstance(spec, ModelSpec) else None)
         self.max_rows = max_rows or self.manifest.max_rows
         self.response = check_response(response or self.manifest.response)
+        #: A classifier's labels: answers carry a label and the class probabilities per row.
+        self.classes = self.manifest.classes
         self.docs = docs
         self.request_path = self.manifest.request_path
         plan = self.request_path.plan
@@ -236,7 +251,10 @@ class App:
             "input_schema": spec.schema.model_json_schema(by_alias=True),
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
-        } | ({"classes": classes} if (classes := getattr(self.predictor, "classes", None)) is not None else {})
+        } | ({"classes": list(classes)} if (classes := self._classes_known()) is not None else {})
+
+    def _classes_known(self) -> Sequence[Any] | None:
+        return self.classes if self.classes is not None else getattr(self.predictor, "classes", None)
 
     @cached_property
     def examples(self) -> dict[str, Any]:
@@ -341,9 +359,25 @@ class App:
             raise
 
     def _answer(self, predictions: list[Any]) -> Any:
+        if self.classes is not None:
+            answer = classifier.answer(predictions, self.classes)
+            if self.response == "predictions":
+                return answer[classifier.PREDICTIONS]
+            return {"model": self.manifest.model, "version": self.manifest.version, **answer}
         if self.response == "predictions":
             return predictions
         return {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
+
+    def _item_predictions(self, rows: list[Any]) -> list[Any]:
+        """Batch items: a classifier's item answers its label and probabilities."""
+        predictions = self.predictions(rows)
+        if self.classes is None:
+            return predictions
+        answer = classifier.answer(predictions, self.classes)
+        return [
+            {"label": label, classifier.PROBABILITIES: row}
+            for label, row in zip(answer[classifier.PREDICTIONS], answer[classifier.PROBABILITIES], strict=True)
+        ]
 
     def _predict_answer(self, payload: Any) -> tuple[Answer, int]:
         answer = self.predict(payload)
@@ -352,7 +386,7 @@ class App:
 
     def _score_batch(self, payload: Any) -> tuple[Answer, int]:
         """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
-        answer = answer_batch(self.predictions, payload, self.max_rows)
+        answer = answer_batch(self._item_predictions, payload, self.max_rows)
         body = {"model": self.manifest.model, "version": self.manifest.version} | answer
         return Answer(200, body, {}), len(answer["results"])
 
@@ -398,14 +432,16 @@ class App:
         return {"GET": self._v2_metadata}
 
     def _v2_metadata(self, request: Request) -> tuple[Answer, int]:
-        meta = v2.model_metadata(self.spec.name, self.spec.version, self.backend, self.metadata["input_schema"])
+        meta = v2.model_metadata(
+            self.spec.name, self.spec.version, self.backend, self.metadata["input_schema"], self.classes
+        )
         return Answer(200, meta, {}), 0
 
     def _v2_infer(self, request: Request) -> tuple[Answer, int]:
         payload = self._parse_body(request.body())
         predictions = self.predictions(v2.rows_of_infer(payload, self.spec.feature_names))
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
-        answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id)
+        answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id, self.classes)
         return Answer(200, answer, {}), len(predictions)
 
 

@@ -48,6 +48,8 @@ class Manifest:
     artifact: Path | None = None
     #: The model's answer shape (``ModelSpec.response``); ``LAMBDA_ML_SERVE_RESPONSE`` may still override it.
     response: str = "object"
+    #: A classifier's labels (``ModelSpec.classes``): answers carry labels and probabilities.
+    classes: tuple[Any, ...] | None = None
 
     @classmethod
     def of(cls, spec: ModelSpec, backend_name: str, backend: Backend | None = None, artifact: Path | None = None):
@@ -64,6 +66,7 @@ class Manifest:
             options=dict(spec.extra),
             artifact=artifact,
             response=spec.response,
+            classes=None if spec.classes is None else tuple(spec.classes),
         )
 
     def write(self, path: Path) -> None:
@@ -82,6 +85,7 @@ class Manifest:
             "artifact": self.artifact.name,
             "request_path": self.request_path.to_json(),
             "response": self.response,
+            "classes": None if self.classes is None else list(self.classes),
         }
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -105,11 +109,12 @@ class Manifest:
             options=data["options"],
             artifact=path.parent / data["artifact"],
             response=data.get("response", "object"),
+            classes=None if data.get("classes") is None else tuple(data["classes"]),
         )
 
     def load_predictor(self) -> Predictor:
         """Load the artifact with the backend class the manifest names, and check its features."""
-        from lambda_ml_serve.runtime.app import check_features
+        from lambda_ml_serve.runtime.app import check_classes, check_features
 
         module, _, name = (self.backend_class or "").partition(":")
         try:
@@ -121,6 +126,7 @@ class Manifest:
                 f"({self.backend_class}): {type(exc).__name__}: {exc}"
             ) from exc
         check_features(predictor, self.features, f"model {self.model!r}")
+        check_classes(predictor, self.classes, f"model {self.model!r}")
         return predictor
 
     def load_spec(self) -> ModelSpec:

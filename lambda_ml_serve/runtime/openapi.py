@@ -61,13 +61,15 @@ def _components(app: App) -> dict[str, Any]:
     values = {
         "type": "array",
         "description": f"One row as {n} values in feature order: {', '.join(spec.feature_names)}",
-        "items": {"type": ["number", "boolean"]},
+        "items": {"type": ["number", "boolean", "string", "null"]},
         "minItems": n,
         "maxItems": n,
     }
     row_or_values = {"anyOf": [_ref("Row"), _ref("RowValues")]}
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": app.validator.max_rows}
     predictions = {"type": "array", "description": spec.output, "items": {}}
+    if app.classes is not None:
+        predictions = {"type": "array", "description": "each row's label", "items": {"enum": list(app.classes)}}
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
@@ -144,15 +146,7 @@ def _components(app: App) -> dict[str, Any]:
                 )
             ]
         },
-        "PredictResponse": (
-            predictions
-            if app.response == "predictions"
-            else {
-                "type": "object",
-                "required": ["model", "version", "predictions"],
-                "properties": {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions},
-            }
-        ),
+        "PredictResponse": predictions if app.response == "predictions" else _response(app, predictions),
         "ErrorDetail": {
             "type": "object",
             "required": ["row", "field", "message"],
@@ -207,6 +201,23 @@ def _components(app: App) -> dict[str, Any]:
         },
     }
     return {"schemas": schemas}
+
+
+def _response(app: App, predictions: dict[str, Any]) -> dict[str, Any]:
+    """The answer object; a classifier's adds the class probabilities and the classes, named once."""
+    properties = {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions}
+    if app.classes is None:
+        return {"type": "object", "required": list(properties), "properties": properties}
+    n = len(app.classes)
+    properties |= {
+        "probabilities": {
+            "type": "array",
+            "description": "each row's class probabilities, in the order of `classes`",
+            "items": {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n},
+        },
+        "classes": {"type": "array", "const": list(app.classes), "description": "the labels, in probability order"},
+    }
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
 def openapi_document(app: App) -> dict[str, Any]:
