@@ -498,7 +498,7 @@ def batch(
 @click.option("--target", help="With --data: the column to score the model against, for the model card.")
 @click.option(
     "--classes",
-    help="With --from-model: a classifier's labels in class-index order, comma-separated (else from --target's column).",
+    help="With --from-model: a classifier's labels in class order, comma-separated (default: --target's values).",
 )
 @click.option("--backend", help="xgboost or sklearn.")
 @click.option("--task", help="regression or classification.")

@@ -5,6 +5,7 @@ One reader per format. Each reads only the model's own metadata; nothing here lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -206,7 +207,7 @@ def _xgboost_categories(booster: Any, count: int) -> list[list[str]]:
         offsets, values = enc.get("offsets") or [], enc.get("values") or []
         if offsets and all(isinstance(v, int) for v in values):
             raw = bytes(values)
-            found[i] = [raw[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:], strict=False)]
+            found[i] = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
     return found
 
 
