@@ -301,7 +301,9 @@ def assert_answers_like_the_library(case: Case, answer: dict, rows: list[dict]) 
 
 def close(got: Any, want: Any, tolerance: float = 1e-5) -> bool:
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(close(g, w) for g, w in zip(got, want))
+        return (
+            isinstance(got, list) and len(got) == len(want) and all(close(g, w) for g, w in zip(got, want, strict=True))
+        )
     return math.isclose(got, want, rel_tol=tolerance, abs_tol=tolerance)
 
 
@@ -430,6 +432,6 @@ def test_the_documents_show_categories_and_the_classifier_answer(apps):
     assert pipeline.metadata["classes"] == GRADES
     xgb = apps["xgb_cat"].metadata["input_schema"]["properties"]["color"]
     assert xgb["anyOf"][0]["enum"] == COLOURS
-    v2 = apps["xgb_multi"]._v2_metadata(None)[0].body
+    v2 = json.loads(apps["xgb_multi"](url_event(None, method="GET", path="/v2/models/tab_xgb_multi"))["body"])
     assert [o["name"] for o in v2["outputs"]] == ["predictions", "probabilities"]
     assert v2["outputs"][1]["parameters"]["classes"] == GRADES
