@@ -10,7 +10,8 @@ from pathlib import Path
 
 from lambda_ml_serve.backends.xgboost.prepare import InplacePredictor
 from lambda_ml_serve.plugins import get_registry
-from lambda_ml_serve.runtime.app import ARTIFACT_ENV, MODEL_ENV, App
+from lambda_ml_serve.runtime.app import App
+from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, MODEL_ENV
 
 app = App(get_registry().model(os.environ[MODEL_ENV]).spec, InplacePredictor(Path(os.environ[ARTIFACT_ENV])))
 

@@ -25,7 +25,8 @@ from lambda_ml_serve.backends.compiled.parity import ParityError
 from lambda_ml_serve.backends.compiled.runtime import TARGETS
 from lambda_ml_serve.errors import CompileError, ModelLoadError
 from lambda_ml_serve.plugins import get_registry
-from lambda_ml_serve.runtime.app import BACKEND_ENV, App
+from lambda_ml_serve.runtime.app import App
+from lambda_ml_serve.runtime.settings import BACKEND_ENV
 from lambda_ml_serve.spec import Batch
 
 #: What the serving image must never import for this backend.

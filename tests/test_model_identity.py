@@ -15,7 +15,8 @@ from conftest import LEGACY_MODELS, post_when_up, shared_file, url_event
 
 from lambda_ml_serve.cli import main
 from lambda_ml_serve.local.container import free_port
-from lambda_ml_serve.runtime.app import SHA256_ENV, App
+from lambda_ml_serve.runtime.app import App
+from lambda_ml_serve.runtime.settings import SHA256_ENV
 
 CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
 

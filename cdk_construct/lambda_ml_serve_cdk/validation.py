@@ -15,7 +15,7 @@ from aws_cdk import aws_lambda as lambda_
 from lambda_ml_serve.bundling.context import PYTHONS
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import ALLOW_ENV, RegisteredModel, Registry
-from lambda_ml_serve.runtime.app import ARTIFACT_ENV, DOCS_ENV, MAX_ROWS_ENV, MODEL_ENV, RESPONSE_ENV
+from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, DOCS_ENV, MAX_ROWS_ENV, MODEL_ENV, RESPONSE_ENV
 from lambda_ml_serve.spec import RESPONSES
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 

@@ -28,28 +28,29 @@ from lambda_ml_serve.runtime.formats import MAX_DEPTH, nested_deeper_than
 from lambda_ml_serve.runtime.http import Answer, Request, parse_event, request_id_of, respond
 from lambda_ml_serve.runtime.items import answer_batch, is_batch_event
 from lambda_ml_serve.runtime.manifest import Manifest, find_manifest
+from lambda_ml_serve.runtime.settings import (
+    ARTIFACT_ENV,
+    BACKEND_ENV,
+    DOCS_ENV,
+    MAX_ROWS_ENV,
+    MODEL_ENV,
+    RESPONSE_ENV,
+    SHA256_ENV,
+    check_classes,
+    check_features,
+    check_response,
+)
 from lambda_ml_serve.runtime.telemetry import RequestLog
-from lambda_ml_serve.spec import RESPONSES, ModelSpec, Predictor
+from lambda_ml_serve.runtime.view import ModelView
+from lambda_ml_serve.spec import ModelSpec, Predictor
 
 if TYPE_CHECKING:
     from lambda_ml_serve.plugins import RegisteredModel, Registry
     from lambda_ml_serve.runtime.validation import RowValidator
 
-MODEL_ENV = "LAMBDA_ML_SERVE_MODEL"
-#: Set by `build` to the prepared artifact (e.g. UBJ) inside the image.
-ARTIFACT_ENV = "LAMBDA_ML_SERVE_ARTIFACT"
-MAX_ROWS_ENV = "LAMBDA_ML_SERVE_MAX_ROWS"
-#: Set by `build` when the image serves the artifact with another backend than the spec's (e.g. compiled).
-BACKEND_ENV = "LAMBDA_ML_SERVE_BACKEND"
-#: Set by `build` to the sha256 of the model file it was given, so the image never hashes at init.
-SHA256_ENV = "LAMBDA_ML_SERVE_MODEL_SHA256"
 #: Every answer names the model file that answered it.
 SHA256_HEADER = "x-model-sha256"
 PREDICT_PATHS = frozenset({"/", "/predict"})
-#: Set by `build --response` (or the CDK prop): "predictions" answers the bare array.
-RESPONSE_ENV = "LAMBDA_ML_SERVE_RESPONSE"
-#: Set by `build --docs` (or the CDK prop) to "1": the function serves GET /docs.
-DOCS_ENV = "LAMBDA_ML_SERVE_DOCS"
 HTML = "text/html; charset=utf-8"
 #: The page's script and style are inline and it may only call this origin: nothing is fetched from elsewhere.
 DOCS_HEADERS = {
@@ -88,36 +89,6 @@ def load_predictor(
     check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
     check_classes(predictor, spec.classes, f"{model.plugin}: model {spec.name!r}")
     return predictor
-
-
-def check_features(predictor: Predictor, features: Sequence[str], who: str) -> None:
-    """The artifact's stored feature names (if any) must be the schema's, in order."""
-    stored = predictor.feature_names
-    if stored is not None and tuple(stored) != tuple(features):
-        missing = [f for f in stored if f not in features]
-        unknown = [f for f in features if f not in stored]
-        what = (
-            f"schema lacks {missing} and has {unknown} that the model does not know"
-            if missing or unknown
-            else "same names, different order"
-        )
-        raise ModelLoadError(
-            f"{who}: schema fields do not match the artifact's "
-            f"features ({what}); the artifact expects {list(stored)}. Reorder or rename the "
-            "schema fields (or their aliases) to match."
-        )
-
-
-def check_classes(predictor: Predictor, classes: Sequence[Any] | None, who: str) -> None:
-    """A classifier's labels must be the ones its predictor knows (when it knows any), in its order."""
-    known = getattr(predictor, "classes", None)
-    if classes is None or known is None:
-        return
-    if [repr(c) for c in known] != [repr(c) for c in classes]:
-        raise ModelLoadError(
-            f"{who}: ModelSpec.classes {list(classes)} are not the model's own classes {list(known)} (same "
-            "labels, same types, same order); set classes to the model's"
-        )
 
 
 def file_sha256(path: Path) -> str | None:
@@ -265,11 +236,26 @@ class App:
         return formats.examples(rows, self.spec.feature_names)
 
     @cached_property
+    def view(self) -> ModelView:
+        """What the docs page and the OpenAPI document read about the model."""
+        examples = self.examples
+        return ModelView(
+            spec=self.spec,
+            metadata=self.metadata,
+            examples=examples,
+            example_answer=self.predict(examples["instances"]),
+            max_rows=self.max_rows,
+            response=self.response,
+            docs=self.docs,
+            classes=self.classes,
+        )
+
+    @cached_property
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this model's routes (GET /openapi.json)."""
         from lambda_ml_serve.runtime.openapi import openapi_document
 
-        return openapi_document(self)
+        return openapi_document(self.view)
 
     def __call__(self, event: Any, context: Any = None) -> Any:
         started = time.perf_counter()
@@ -404,7 +390,7 @@ class App:
             raise ApiError("not_found", f"the docs page is off; set {DOCS_ENV}=1 (build --docs) to serve it")
         from lambda_ml_serve.runtime.docs import docs_page
 
-        return Answer(200, docs_page(self), DOCS_HEADERS, content_type=HTML), 0
+        return Answer(200, docs_page(self.view), DOCS_HEADERS, content_type=HTML), 0
 
     def _v2_server(self, request: Request) -> tuple[Answer, int]:
         from lambda_ml_serve import __version__
@@ -443,10 +429,3 @@ class App:
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id, self.classes)
         return Answer(200, answer, {}), len(predictions)
-
-
-def check_response(response: str) -> str:
-    """The response shape option: ``object`` (the default) or ``predictions`` (the bare array)."""
-    if response not in RESPONSES:
-        raise ModelLoadError(f"{RESPONSE_ENV}: response must be one of {', '.join(RESPONSES)}; got {response!r}")
-    return response

@@ -8,7 +8,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.runtime.view import ModelView
 
 BOUNDS = (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
 
@@ -133,9 +133,9 @@ def _metrics(metrics: dict[str, Any]) -> str:
     return f'<table id="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
 
 
-def docs_page(app: App) -> str:
+def docs_page(model: ModelView) -> str:
     """The page's HTML: model card, input fields with their bounds, and a form prefilled with the example."""
-    meta = app.metadata
+    meta = model.metadata
     schema = meta["input_schema"]
     required = set(schema.get("required", ()))
     fields = "\n".join(
@@ -144,7 +144,7 @@ def docs_page(app: App) -> str:
         f"<td>{escape(prop.get('description', ''))}</td></tr>"
         for name, prop in schema.get("properties", {}).items()
     )
-    examples = app.examples
+    examples = model.examples
     options = "".join(f'<option value="{escape(key)}">{escape(key)}</option>' for key in examples)
     return PAGE.substitute(
         name=escape(meta["model"]),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.runtime.fast import RequestPath, derive
+from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, BACKEND_ENV, MODEL_ENV, check_classes, check_features
 
 if TYPE_CHECKING:
     from lambda_ml_serve.spec import Backend, ModelSpec, Predictor
@@ -114,8 +115,6 @@ class Manifest:
 
     def load_predictor(self) -> Predictor:
         """Load the artifact with the backend class the manifest names, and check its features."""
-        from lambda_ml_serve.runtime.app import check_classes, check_features
-
         module, _, name = (self.backend_class or "").partition(":")
         try:
             backend = getattr(importlib.import_module(module), name)()
@@ -142,8 +141,6 @@ def find_manifest(environ: Mapping[str, str] = os.environ) -> Manifest | None:
     A model, artifact or backend chosen in the environment other than the manifest's means the image
     is asked to serve something else, so the registry loads that instead.
     """
-    from lambda_ml_serve.runtime.app import ARTIFACT_ENV, BACKEND_ENV, MODEL_ENV
-
     artifact = environ.get(ARTIFACT_ENV)
     if not artifact:
         return None

@@ -12,7 +12,7 @@ from lambda_ml_serve.runtime.errors import STATUS
 from lambda_ml_serve.runtime.v2 import DATATYPES
 
 if TYPE_CHECKING:
-    from lambda_ml_serve.runtime.app import App
+    from lambda_ml_serve.runtime.view import ModelView
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -53,8 +53,8 @@ def _errors(types: tuple[str, ...], schema: str) -> dict[str, Any]:
     return {str(STATUS[t]): {"description": ERROR_TEXT[t], "content": _json(_ref(schema))} for t in types}
 
 
-def _components(app: App) -> dict[str, Any]:
-    spec = app.spec
+def _components(model: ModelView) -> dict[str, Any]:
+    spec = model.spec
     row = spec.schema.model_json_schema(by_alias=True, ref_template=REF)
     schemas: dict[str, Any] = row.pop("$defs", {})
     n = len(spec.feature_names)
@@ -66,10 +66,10 @@ def _components(app: App) -> dict[str, Any]:
         "maxItems": n,
     }
     row_or_values = {"anyOf": [_ref("Row"), _ref("RowValues")]}
-    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": app.validator.max_rows}
+    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": model.max_rows}
     predictions = {"type": "array", "description": spec.output, "items": {}}
-    if app.classes is not None:
-        predictions = {"type": "array", "description": "each row's label", "items": {"enum": list(app.classes)}}
+    if model.classes is not None:
+        predictions = {"type": "array", "description": "each row's label", "items": {"enum": list(model.classes)}}
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
@@ -146,7 +146,7 @@ def _components(app: App) -> dict[str, Any]:
                 )
             ]
         },
-        "PredictResponse": predictions if app.response == "predictions" else _response(app, predictions),
+        "PredictResponse": predictions if model.response == "predictions" else _response(model, predictions),
         "ErrorDetail": {
             "type": "object",
             "required": ["row", "field", "message"],
@@ -203,28 +203,28 @@ def _components(app: App) -> dict[str, Any]:
     return {"schemas": schemas}
 
 
-def _response(app: App, predictions: dict[str, Any]) -> dict[str, Any]:
+def _response(model: ModelView, predictions: dict[str, Any]) -> dict[str, Any]:
     """The answer object; a classifier's adds the class probabilities and the classes, named once."""
     properties = {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions}
-    if app.classes is None:
+    if model.classes is None:
         return {"type": "object", "required": list(properties), "properties": properties}
-    n = len(app.classes)
+    n = len(model.classes)
     properties |= {
         "probabilities": {
             "type": "array",
             "description": "each row's class probabilities, in the order of `classes`",
             "items": {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n},
         },
-        "classes": {"type": "array", "const": list(app.classes), "description": "the labels, in probability order"},
+        "classes": {"type": "array", "const": list(model.classes), "description": "the labels, in probability order"},
     }
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
-def openapi_document(app: App) -> dict[str, Any]:
-    """OpenAPI 3.1 for the app's routes; the examples are answered by the model itself."""
-    spec = app.spec
-    examples = app.examples
-    answer = app.predict(examples["instances"])
+def openapi_document(model: ModelView) -> dict[str, Any]:
+    """OpenAPI 3.1 for the function's routes; the examples are answered by the model itself."""
+    spec = model.spec
+    examples = model.examples
+    answer = model.example_answer
     request_examples = {key: {"summary": FORMAT_TEXT[key], "value": value} for key, value in examples.items()}
     tensors = [
         {"name": feature, "shape": [len(examples["rows"])], "datatype": "FP32", "data": list(column)}
@@ -279,7 +279,7 @@ def openapi_document(app: App) -> dict[str, Any]:
             }
         },
     }
-    if app.docs:
+    if model.docs:
         paths["/docs"] = {
             "get": {
                 "summary": "A page to try the model",
@@ -297,5 +297,5 @@ def openapi_document(app: App) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": f"{spec.name} (lambda-ml-serve)", "version": spec.version, "description": spec.description},
         "paths": paths,
-        "components": _components(app),
+        "components": _components(model),
     }
