@@ -469,3 +469,48 @@ def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key
     response = compiled(url_event(json.dumps(rows)))
     assert response["statusCode"] == 200, response["body"]
     assert_answers_like_the_library(case, json.loads(response["body"]), rows)
+
+
+# -- MLflow model directories that cannot be served are refused in one line, nothing written ---------
+
+
+@pytest.mark.parametrize(
+    ("mlmodel", "message"),
+    [
+        (None, "without an MLmodel file"),
+        ("flavors:\n  python_function:\n    loader_module: custom\n", "is not served"),
+        ("flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n", "'skops'"),
+        ("flavors:\n  xgboost:\n    data: ../model.ubj\n", "is not in"),
+        ("flavors: [\n", "not a readable MLmodel file"),
+        (
+            'flavors:\n  lightgbm:\n    data: model.lgb\nsignature:\n  inputs: \'[{"type": "tensor"}]\'\n',
+            "tensor signature",
+        ),
+    ],
+)
+def test_mlflow_directories_that_cannot_be_served_are_refused_in_one_line(tmp_path, mlmodel, message):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.lgb").write_text("tree\nversion=v4\n")
+    if mlmodel is not None:
+        (model_dir / "MLmodel").write_text(mlmodel)
+    out = tmp_path / "out"
+    args = ["new", "--from-model", model_dir, "--model-name", "refused", "--output-dir", out, "--no-input"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=200) | st.builds(lambda s: "flavors:\n  " + s, st.text(max_size=120)))
+def test_any_mlmodel_text_is_read_or_refused_in_one_line(tmp_path_factory, text):
+    from lambda_ml_serve.from_model.mlmodel import read_mlmodel
+    from lambda_ml_serve.modelfiles import ModelFileError
+
+    model_dir = tmp_path_factory.mktemp("mlmodel")
+    (model_dir / "MLmodel").write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        read_mlmodel(model_dir)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc) and str(model_dir) in str(exc)

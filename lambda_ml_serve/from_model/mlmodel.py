@@ -58,7 +58,7 @@ def read_mlmodel(directory: Path) -> MlflowModel:
         )
     try:
         meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError, OSError) as exc:
         raise ModelFileError(
             f"{path} is not a readable MLmodel file ({type(exc).__name__}); save the model again"
         ) from None
@@ -72,18 +72,19 @@ def read_mlmodel(directory: Path) -> MlflowModel:
             f"{path}: flavour {named} is not served; lambda-ml-serve serves the xgboost, lightgbm, sklearn and onnx "
             "flavours (a python_function model runs arbitrary code)"
         )
-    entry = flavours[flavour] or {}
+    entry = flavours[flavour] if isinstance(flavours[flavour], dict) else {}
     if flavour == "sklearn" and entry.get("serialization_format", "cloudpickle") not in ("pickle", "cloudpickle"):
         raise ModelFileError(
             f"{path}: the sklearn model is saved as {entry.get('serialization_format')!r}; save it with "
             "serialization_format='cloudpickle' or 'pickle'"
         )
     name = entry.get(FLAVOURS[flavour]) or entry.get("data")
-    artifact = (Path(directory) / str(name)) if name else None
+    artifact = (Path(directory) / name) if isinstance(name, str) and name else None
     if artifact is None or not artifact.is_file() or artifact.parent.resolve() != Path(directory).resolve():
         raise ModelFileError(f"{path}: the {flavour} flavour's model file {name!r} is not in {directory}")
     model = MlflowModel(Path(directory), flavour, artifact)
-    model.columns = _signature(path, (meta.get("signature") or {}).get("inputs"))
+    signature = meta.get("signature")
+    model.columns = _signature(path, signature.get("inputs") if isinstance(signature, dict) else None)
     model.example = _example(Path(directory), meta.get("saved_input_example_info"))
     return model
 
@@ -95,6 +96,8 @@ def _signature(path: Path, inputs: Any) -> list[SignatureColumn]:
         specs = json.loads(inputs) if isinstance(inputs, str) else inputs
     except ValueError:
         raise ModelFileError(f"{path}: its signature's inputs are not JSON; save the model again") from None
+    if not isinstance(specs, list):
+        raise ModelFileError(f"{path}: its signature's inputs are not a list of columns; save the model again")
     columns = []
     for spec in specs:
         if not isinstance(spec, dict) or "name" not in spec:
@@ -114,10 +117,14 @@ def _signature(path: Path, inputs: Any) -> list[SignatureColumn]:
 
 def _example(directory: Path, info: Any) -> list[dict[str, Any]]:
     """The saved input example as rows (pandas split or records orient)."""
-    if not isinstance(info, dict) or not info.get("artifact_path"):
+    name = info.get("artifact_path") if isinstance(info, dict) else None
+    if not isinstance(name, str) or not name:
         return []
+    example = directory / name
+    if example.resolve().parent != directory.resolve():
+        return []  # only a file of the model directory itself
     try:
-        data = json.loads((directory / str(info["artifact_path"])).read_text(encoding="utf-8"))
+        data = json.loads(example.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     data = data.get("dataframe_split", data.get("dataframe_records", data)) if isinstance(data, dict) else data
