@@ -227,7 +227,13 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
     answer = model.example_answer
     request_examples = {key: {"summary": FORMAT_TEXT[key], "value": value} for key, value in examples.items()}
     tensors = [
-        {"name": feature, "shape": [len(examples["rows"])], "datatype": "FP32", "data": list(column)}
+        {
+            "name": feature,
+            "shape": [len(examples["rows"])],
+            # A category column is sent as its strings.
+            "datatype": "BYTES" if any(isinstance(v, str) for v in column) else "FP32",
+            "data": list(column),
+        }
         for feature, column in examples["columns"].items()
     ]
     predict_op = {
