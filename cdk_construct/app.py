@@ -12,6 +12,8 @@ Context values (``cdk deploy -c name=value``):
   package       ``image`` (default) or ``zip`` (the managed pythonX.Y runtime)
   snap_start    ``true`` for SnapStart (needs ``package=zip`` and Python 3.12+)
   python        the Python version (default 3.12)
+  tune          a ``lambda-ml-serve tune`` report (tune.json): deploy the memory size it recommends
+                (it must have measured this model and backend; default: 1,769 MB)
 
 cdk-nag's AWS Solutions and Serverless checks run on every synth; a finding that is not acknowledged
 with a written reason (``Validations.of(construct).acknowledge(...)``) fails ``cdk synth`` and ``cdk
@@ -93,6 +95,12 @@ def build(app: cdk.App) -> ModelServingStack:
         "snap_start": str(app.node.try_get_context("snap_start")).lower() == "true",
         "python_version": str(app.node.try_get_context("python") or "3.12"),
     }
+    tune = app.node.try_get_context("tune")
+    if tune:
+        from lambda_ml_serve.plugins import get_registry
+
+        backend = function_props["backend"] or get_registry().model(model).spec.backend
+        function_props["memory_size"] = ModelFunction.tuned(tune, model=model, backend=backend)
     stack = ModelServingStack(
         app,
         f"lambda-ml-serve-{model.replace('_', '-')}",

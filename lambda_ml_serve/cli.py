@@ -586,5 +586,60 @@ def _new_from_model(
     click.echo(f"Created {project}\nNext:\n  pip install '{project}'\n  lambda-ml-serve list")
 
 
+@main.command()
+@click.argument("model")
+@click.option("--backend", help="Serve with this backend instead of the model's own (e.g. compiled).")
+@click.option("--memory", default="128,256,512,1024,1769,3008", show_default=True, help="Memory sizes (MB).")
+@click.option("--arch", help="x86_64, arm64 or both (default: this host's; another is only measured emulated).")
+@click.option("--rows", default="1,100,10000", show_default=True, help="Rows per request; the first one decides.")
+@click.option("--image", metavar="TAG", help="Measure this built image behind RIE (Docker's --cpus and --memory).")
+@click.option("--target-p99", "target_p99", type=click.FloatRange(min=0, min_open=True), help="p99 target (ms).")
+@click.option("--cold-starts", default=3, show_default=True, type=int, help="Cold starts measured per size.")
+@click.option("--requests", default=30, show_default=True, type=int, help="Timed requests per size and batch size.")
+@click.option(
+    "--cold-start-rate", default=0.01, show_default=True, type=float, help="Share of requests that start cold."
+)
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder (default: tune-MODEL-BACKEND)."
+)
+@click.option("--rerender", is_flag=True, help="Render the build context again instead of reusing it.")
+def tune(
+    model: str,
+    backend: str | None,
+    memory: str,
+    arch: str | None,
+    rows: str,
+    image: str | None,
+    target_p99: float | None,
+    cold_starts: int,
+    requests: int,
+    cold_start_rate: float,
+    output: Path | None,
+    rerender: bool,
+) -> None:
+    """Measure MODEL under each memory size's CPU share and memory limit; price a million predictions.
+
+    Writes tune.json (use it with ModelFunction.tuned), tune.png and tune.svg.
+    """
+    try:
+        from lambda_ml_serve.tune.session import run
+    except ImportError as exc:
+        raise click.ClickException(f"tune needs {exc.name}: pip install 'lambda-ml-serve[tune]'") from None
+    run(
+        model,
+        backend=backend,
+        memory=memory,
+        arch=arch,
+        rows=rows,
+        image=image,
+        target_p99_ms=target_p99,
+        cold_starts=cold_starts,
+        requests=requests,
+        cold_start_rate=cold_start_rate,
+        output=output,
+        rerender=rerender,
+    )
+
+
 if __name__ == "__main__":
     main()

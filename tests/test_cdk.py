@@ -19,6 +19,8 @@ from types import ModuleType
 
 import pytest
 from conftest import LEGACY_MODELS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambda_ml_serve.bundling.context import PLATFORMS, BuildContext
 from lambda_ml_serve.bundling.vendor import VendorError
@@ -425,6 +427,89 @@ def test_repeated_synths_reuse_the_render_and_keep_the_image_hash(new_app, wine_
     assert image_uris[1] == image_uris[2]
     assert contexts[1].reused and contexts[2].reused
     assert all(c.path == wine_x86.path for c in contexts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory size `lambda-ml-serve tune` recommends
+
+
+def tune_report(path: Path, *, recommended: int | None = 512, model: str = "wine_quality") -> Path:
+    """A tune report as `lambda-ml-serve tune` writes it, from measured figures given as data."""
+    from lambda_ml_serve.tune.measure import SizeResult
+    from lambda_ml_serve.tune.report import Settings, build_report, write_json
+
+    sizes = (128, 512) if recommended is None else (recommended,)
+    results = [
+        SizeResult(128, "x86_64", status="oom", detail="killed for exceeding 128 MB"),
+        *(SizeResult(m, "x86_64", cold_ms=[300.0], warm_ms={1: [2.0, 2.5]}) for m in sizes if m != 128),
+    ]
+    if recommended is None:
+        results = results[:1]
+    report = build_report(
+        model=model,
+        backend="xgboost",
+        label=f"{model} (xgboost)",
+        target={"kind": "process", "image": None, "context": None},
+        settings=Settings(sizes, ("x86_64",), (1,), 2, 1, 0.01),
+        results=results,
+        limiter="cgroup v1",
+        host_info={"cpu": "Test CPU", "cpus": 2, "arch": "x86_64", "kernel": "6", "python": "3.11"},
+    )
+    return write_json(report, path)
+
+
+@pytest.mark.slow
+def test_the_function_gets_the_tuned_memory_size(new_stack, wine_x86, tmp_path):
+    report = tune_report(tmp_path / "tune.json", recommended=640)
+    stack = new_stack()
+    ModelFunction(stack, "Model", memory_size=ModelFunction.tuned(report, model="wine_quality", backend="xgboost"))
+    function = only(assertions.Template.from_stack(stack), "AWS::Lambda::Function")["Properties"]
+    assert function["MemorySize"] == 640
+
+
+@pytest.mark.slow
+def test_example_app_deploys_the_tuned_size(new_app, wine_x86, tmp_path):
+    report = tune_report(tmp_path / "tune.json", recommended=896)
+    stack = load_example_app().build(new_app(tune=str(report)))
+    function = only(assertions.Template.from_stack(stack), "AWS::Lambda::Function")["Properties"]
+    assert function["MemorySize"] == 896
+    other = tune_report(tmp_path / "compiled.json", recommended=896)
+    other.write_text(other.read_text().replace('"backend": "xgboost"', '"backend": "compiled"'))
+    with pytest.raises(ModelFunctionError, match=r"tuned backend 'compiled', not 'xgboost'"):
+        load_example_app().build(new_app(tune=str(other)))
+
+
+def test_tuned_reads_the_recommendation(tmp_path):
+    assert ModelFunction.tuned(tune_report(tmp_path / "tune.json", recommended=1024)) == 1024
+    assert ModelFunction.tuned(str(tune_report(tmp_path / "t.json", recommended=512)), model="wine_quality") == 512
+
+
+@pytest.mark.parametrize(
+    ("write", "check", "message"),
+    [
+        (None, {}, r"prop 'memory_size': tune report .*missing.json does not exist; run `lambda-ml-serve tune"),
+        ("not json", {}, r"cannot read tune report .* \(not JSON\)"),
+        ('{"kind": "something else"}', {}, r"is not a lambda-ml-serve tune report"),
+        (
+            '{"kind": "lambda-ml-serve-tune", "schema_version": 9}',
+            {},
+            r"tune schema version 9, this construct reads version 1",
+        ),
+        ("REPORT", {"model": "iris"}, r"tuned model 'wine_quality', not 'iris'"),
+        ("REPORT", {"backend": "compiled"}, r"tuned backend 'xgboost', not 'compiled'"),
+        ("NONE", {}, r"recommends no size \(none fitted, or none met the p99 target\); give memory_size"),
+    ],
+)
+def test_tuned_refuses_what_is_not_a_recommendation(tmp_path, write, check, message):
+    path = tmp_path / ("missing.json" if write is None else "tune.json")
+    if write == "REPORT":
+        tune_report(path)
+    elif write == "NONE":
+        tune_report(path, recommended=None)
+    elif write is not None:
+        path.write_text(write)
+    with pytest.raises(ModelFunctionError, match=message):
+        ModelFunction.tuned(path, **check)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,3 +937,35 @@ def test_batch_scoring_bad_props_are_named(new_stack, wine_x86, props, message):
     model = ModelFunction(stack, "Model")
     with pytest.raises(ModelFunctionError, match=message):
         lms_cdk.BatchScoring(stack, "Scoring", model_function=model, **props)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+        max_leaves=20,
+    ),
+    st.sampled_from(["report", "recommended", "memory"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_tuned_reads_any_json_to_a_size_or_one_error(value, where):
+    import tempfile
+
+    from lambda_ml_serve_cdk.tuning import tuned_memory_size
+
+    # Hostile values at every level: the whole file, the recommendation, its memory size.
+    report = {"kind": "lambda-ml-serve-tune", "schema_version": 1, "model": "m", "backend": "b"}
+    document = {
+        "report": value,
+        "recommended": {**report, "recommended": value},
+        "memory": {**report, "recommended": {"memory_mb": value}},
+    }[where]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tune.json"
+        path.write_text(json.dumps(document))
+        try:
+            size = tuned_memory_size(path)
+        except ModelFunctionError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 500
+            return
+    assert isinstance(size, int) and not isinstance(size, bool) and 128 <= size <= 10_240

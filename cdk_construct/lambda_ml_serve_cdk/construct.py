@@ -22,6 +22,7 @@ from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve_cdk import validation
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
+from lambda_ml_serve_cdk.tuning import tuned_memory_size
 
 #: CDK context key naming the folder that holds rendered build contexts (one subfolder per model
 #: and architecture); e.g. ``cdk synth -c lambda-ml-serve:contextRoot=/var/cache/lms``.
@@ -68,7 +69,8 @@ class ModelFunction(Construct):
     :param auth_type: ``FunctionUrlAuthType.AWS_IAM`` (default) or ``NONE`` for a public URL (the
         synth then warns).
     :param cors: CORS settings of the Function URL, for calls from browsers.
-    :param memory_size: MB, 128-10240; the default 1769 buys one full vCPU.
+    :param memory_size: MB, 128-10240; the default 1769 buys one full vCPU. ``ModelFunction.tuned("tune.json")``
+        gives the size ``lambda-ml-serve tune`` recommends.
     :param timeout: at most 15 minutes; default 30 seconds.
     :param reserved_concurrent_executions: cap (and reservation) of concurrent executions.
     :param provisioned_concurrency: environments kept initialised, removing cold starts; creates the
@@ -379,6 +381,15 @@ class ModelFunction(Construct):
             )
         except (LambdaMLServeError, VendorError) as exc:
             raise ModelFunctionError(f"model {model!r}: could not build its deployment zip {zip_path}: {exc}") from exc
+
+    @staticmethod
+    def tuned(path: str | Path, *, model: str | None = None, backend: str | None = None) -> int:
+        """The memory size (MB) a ``lambda-ml-serve tune`` report recommends: ``memory_size=ModelFunction.tuned(...)``.
+
+        Give ``model`` (and ``backend``) to check the report measured what this function serves.
+        :raises ModelFunctionError: the file is not a tune report with a recommendation, or measured another model.
+        """
+        return tuned_memory_size(path, model=model, backend=backend)
 
     def grant_invoke_url(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``grantee`` (a role, user, ...) to call the Function URL with signed requests."""

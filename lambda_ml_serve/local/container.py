@@ -14,6 +14,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from lambda_ml_serve.errors import LambdaMLServeError
@@ -40,7 +42,8 @@ class RieContainer:
 
     ``volumes`` maps host folders to container paths (mounted read-only, e.g. an unpacked zip as
     ``/var/task``); ``handler`` replaces the image's CMD; ``log_stream`` receives the container's
-    output (the function's JSON log lines, RIE's own lines) while it runs, up to its last line.
+    output (the function's JSON log lines, RIE's own lines) while it runs, up to its last line;
+    ``run_args`` are further ``docker run`` flags (e.g. ``--cpus``, ``--memory``).
     """
 
     def __init__(
@@ -52,12 +55,14 @@ class RieContainer:
         volumes: dict[str, str] | None = None,
         handler: str | None = None,
         log_stream: TextIO | None = None,
+        run_args: Sequence[str] = (),
     ) -> None:
         self.image = image
         self.env = env or {}
         self.volumes = volumes or {}
         self.handler = handler
         self.log_stream = log_stream
+        self.run_args = list(run_args)
         self._follower: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self._api_port = free_port()
@@ -90,7 +95,9 @@ class RieContainer:
         for source, target in self.volumes.items():
             env_args += ["--volume", f"{source}:{target}:ro"]
         command = [self.handler] if self.handler else []
-        self.container_id = self._docker_run("run", "-d", "--network", "host", *env_args, self.image, *command)
+        self.container_id = self._docker_run(
+            "run", "-d", "--network", "host", *self.run_args, *env_args, self.image, *command
+        )
         if self.log_stream is not None:
             self._follower = subprocess.Popen(
                 [self._docker, "logs", "--follow", self.container_id],
@@ -129,6 +136,44 @@ class RieContainer:
             [self._docker, "logs", self.container_id], capture_output=True, text=True, env=self._proc_env, timeout=30
         )
         return (result.stdout + result.stderr)[-2000:]
+
+    def inspect(self) -> dict[str, Any]:
+        """``docker inspect`` of the running (or exited, not yet removed) container."""
+        if self.container_id is None:
+            return {}
+        return json.loads(self._docker_run("inspect", self.container_id))[0]
+
+    def limits(self) -> dict[str, float]:
+        """The CPU and memory limits Docker applied (vCPUs, bytes), from ``docker inspect``."""
+        host = self.inspect().get("HostConfig", {})
+        return {"cpus": host.get("NanoCpus", 0) / 1e9, "memory_bytes": host.get("Memory", 0)}
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed a process of the container for exceeding its memory limit."""
+        return bool(self.inspect().get("State", {}).get("OOMKilled"))
+
+    def peak_memory(self) -> int | None:
+        """The container cgroup's peak memory in bytes, when its cgroup is readable from here."""
+        pid = self.inspect().get("State", {}).get("Pid")
+        if not pid:
+            return None
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if controllers == "memory":  # cgroup v1
+                candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.max_usage_in_bytes"
+            elif controllers == "":  # cgroup v2
+                candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.peak"
+            else:
+                continue
+            try:
+                return int(candidate.read_text())
+            except (OSError, ValueError):
+                continue
+        return None
 
     def stop(self) -> None:
         if self.container_id is not None:
