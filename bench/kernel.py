@@ -6,7 +6,7 @@ For the wine plugin's model (553 trees, depth 5) and the original project's XGBo
 (427 trees, depth 4) from ../shared/data, at 1, 10, 100, 1,000 and 10,000 rows of wine_concat.csv
 (cycled past its 5,320 rows), it times:
 
-- kernel: the library `prepare` writes (the flat kernel, layout chosen at build), through the
+- kernel: the library `prepare` writes (the flat kernel, layout chosen from the trees' shapes), through the
   backend's predictor (a Python list out);
 - tl2cgen: the library the backend built before the kernel: treelite + tl2cgen's nested if/else C
   with the batch entry point of commit TL2CGEN_COMMIT (`git show`), -O1, called the same way;
@@ -174,7 +174,7 @@ def measure(label: str, artifact: Path, spec, rounds: int) -> dict:
         result = {
             "model": label,
             "layout": kernel.metadata["layout"],
-            "layout_ms": kernel.metadata["layout_ms"],
+            "layout_reason": kernel.metadata["layout_reason"],
             "bit_identical": bit_identical,
             "size_kib": {"kernel": kernel_lib.stat().st_size / 1024}
             | ({"tl2cgen": old[0].stat().st_size / 1024} if old else {}),
@@ -187,8 +187,7 @@ def measure(label: str, artifact: Path, spec, rounds: int) -> dict:
 def table(result: dict) -> str:
     names = [n for n in ("kernel", "tl2cgen", "xgboost") if f"{n}@1" in result["us"]]
     lines = [
-        f"{result['model']}: layout {result['layout']!r} (build timing {result['layout_ms']}), "
-        f"bit-identical to xgboost: {result['bit_identical']}",
+        f"{result['model']}: layout {result['layout_reason']}, bit-identical to xgboost: {result['bit_identical']}",
         "| rows | " + " | ".join(f"{n} (µs)" for n in names) + " | xgboost / kernel | tl2cgen / kernel |",
         "| ---: |" + " ---: |" * (len(names) + 2),
     ]

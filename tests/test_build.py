@@ -615,3 +615,28 @@ def test_renders_are_reproducible(serving_context, tmp_path):
     first, second = digests(serving_context.path), digests(again.path)
     assert sorted(first.keys() ^ second.keys()) == []
     assert [name for name in first if first[name] != second[name]] == []
+
+
+@pytest.mark.slow
+def test_compiled_builds_are_byte_identical(compiled_context, tmp_path):
+    """The same model gives the same context, file for file, the kernel library and build-info.json included."""
+    from build_fixtures import HOST_ARCH, HOST_PYTHON
+
+    output = tmp_path / "again"
+    args = ["wine_quality", "--backend", "compiled", "--arch", HOST_ARCH, "--python", HOST_PYTHON]
+    result = run_build(*args, "--no-docker", "--output", str(output))
+    assert result.exit_code == 0, result.output
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    first, second = digests(compiled_context.path), digests(output)
+    assert sorted(first.keys() ^ second.keys()) == []
+    assert [name for name in first if first[name] != second[name]] == []
+    prepared = json.loads((output / "build-info.json").read_text())["artifact"]["prepared"]
+    assert prepared["layout"] == "level" and prepared["layout_reason"].startswith("level: walking every tree")
+    assert "-frandom-seed=lambda-ml-serve" in prepared["flags"]

@@ -263,12 +263,20 @@ def test_linear_booster_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_multiclass_probabilities_are_refused(tmp_path):
-    artifact = _train_small(tmp_path, objective="multi:softprob", num_class=3, max_depth=2)
-    with pytest.raises(
-        CompileError, match=r"multi-class or multi-target model \(objective 'multi:softprob', num_class=3"
-    ):
-        CompiledBackend().prepare(artifact, tmp_path / "out", arch=HOST_ARCH)
+def test_multi_target_regression_is_refused(tmp_path):
+    require_toolchain()
+    import numpy as np
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 4)).astype(np.float32)
+    booster = xgboost.train(
+        {"multi_strategy": "one_output_per_tree"}, xgboost.DMatrix(features, label=features[:, :2]), num_boost_round=2
+    )
+    booster.save_model(str(tmp_path / "two.json"))
+    with pytest.raises(CompileError, match=r"multi-target model \(objective 'reg:squarederror', num_target=2\)"):
+        CompiledBackend().prepare(tmp_path / "two.json", tmp_path / "out", arch=HOST_ARCH)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_compiler_names_the_debian_package(tmp_path, wine_spec, monkeypatch):

@@ -440,12 +440,19 @@ def _fill(
             "source_sha256": values["model_sha256"],
             "bytes": artifact.stat().st_size,
             "sha256": _sha256(artifact),
+            # What the backend decided while preparing it (the compiled backend: its layout and why).
+            **_described(registry, context.backend, artifact),
         },
         "site_packages": {"bytes": _tree_size(site), "stripped_bytes": stripped},
     }
     # Last: its presence tells a later run that this folder is a complete context.
     (folder / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return context
+
+
+def _described(registry: Registry, backend_name: str, artifact: Path) -> dict[str, Any]:
+    describe = getattr(registry.backend(backend_name), "describe", None)
+    return {"prepared": describe(artifact)} if describe is not None else {}
 
 
 def _vendor(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lambda_ml_serve.backends.compiled.runtime import CompiledPredictor
+from lambda_ml_serve.backends.compiled.runtime import CompiledPredictor, read_metadata
 
 if TYPE_CHECKING:
     from lambda_ml_serve.spec import ModelSpec
@@ -36,3 +36,9 @@ class CompiledBackend:
         from lambda_ml_serve.backends.compiled.prepare import prepare
 
         return prepare(Path(artifact), Path(out_dir), arch=arch, spec=spec)
+
+    def describe(self, prepared: Path) -> dict[str, Any]:
+        """What the build decided for ``prepared`` (layout and why, trees, compiler and flags), for build-info.json."""
+        metadata = read_metadata(Path(prepared))
+        keys = ("layout", "layout_reason", "trees", "depth", "output", "classes", "compiler", "flags", "generator")
+        return {key: metadata[key] for key in keys if key in metadata}

@@ -3,8 +3,14 @@
 treelite's importers read every library's model; this module takes treelite's arrays, refuses in one
 line what the kernel cannot compute, and brings every split to one form: ``x < threshold`` goes
 left, with a float32 threshold (the batch is float32, so a double ``x <= t`` or ``x < t`` is the same
-test on a threshold rounded the right way). It also keeps the source library's own predictor, which
-the parity gate compares the compiled library with.
+test on a threshold rounded the right way), and a categorical split sends the codes of its set left.
+It also keeps the source library's own predictor, which the parity gate compares the compiled
+library with.
+
+Categorical codes, as each library reads a float (NaN always takes the node's default direction):
+XGBoost truncates a code in [0, 2^24) and treats anything below 0 as outside every set; LightGBM
+truncates towards zero first (-0.5 is category 0) and treats a negative integer as outside every set.
+Above the largest category of a set, a code is outside it for both.
 """
 
 from __future__ import annotations
@@ -25,10 +31,20 @@ if TYPE_CHECKING:
 #: The backends whose artifacts the compiled backend reads, and the packages that read them.
 SOURCES = {"xgboost": "xgboost-cpu", "lightgbm": "lightgbm", "sklearn": "scikit-learn"}
 #: treelite's postprocessors the kernel applies, by the name the generated C uses.
-TRANSFORMS = {"identity": "identity", "sigmoid": "sigmoid", "exponential": "exp"}
+TRANSFORMS = {
+    "identity": "identity",
+    "sigmoid": "sigmoid",
+    "exponential": "exp",
+    "softmax": "softmax",
+    "identity_multiclass": "identity",
+}
 #: treelite's comparison operators (``Operator`` in its model spec).
 _LT, _LE, _GT, _GE = 2, 3, 4, 5
-_LEAF, _NUMERICAL = 0, 1
+_LEAF, _NUMERICAL, _CATEGORICAL = 0, 1, 2
+#: How a source library reads a float as a category code: the smallest float that is a code.
+#: XGBoost: anything below 0 is no category; LightGBM: truncated towards zero, so above -1.
+#: A Pipeline's encoded columns are read as XGBoost reads them (the fast path sends codes, or -1).
+CATEGORY_FLOOR = {"xgboost": ">= 0.0f", "lightgbm": "> -1.0f", "sklearn": ">= 0.0f"}
 #: scikit-learn estimators treelite imports and the kernel serves.
 SKLEARN_ENSEMBLES = (
     "RandomForestRegressor",
@@ -57,8 +73,12 @@ class Tree:
     threshold: np.ndarray
     #: Where a missing value (NaN) goes.
     default_left: np.ndarray
-    #: float64 leaf values (0 on inner nodes).
+    #: float64 leaf values (0 on inner nodes), one column per output the tree adds to.
     value: np.ndarray
+    #: Per node: -1 for a numerical split (or a leaf), else the index of the category set whose codes go left.
+    category_set: np.ndarray
+    #: The first output (class) the tree's leaves add to.
+    output: int
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
@@ -74,7 +94,8 @@ class Tree:
 
 @dataclass(frozen=True)
 class Ensemble:
-    """What the kernel computes: ``transform(base + sum of leaves)`` (the sum averaged if ``average``)."""
+    """What the kernel computes per row: ``transform(base + sums of leaves)``, one sum per output (class),
+    each averaged over the trees if ``average``."""
 
     #: The backend the artifact belongs to: xgboost, lightgbm or sklearn.
     source: str
@@ -83,22 +104,30 @@ class Ensemble:
     num_feature: int
     feature_names: list[str] | None
     trees: list[Tree]
-    base_score: float
+    #: One per output.
+    base_scores: list[float]
     average: bool
     transform: str
     sigmoid_alpha: float
     #: float (XGBoost sums leaves in float32) or double (LightGBM and scikit-learn sum in float64);
     #: the library answers in the same type.
     accumulator: str
-    #: What one answer is: value, probabilities (of two classes) or label; see ``runtime.OUTPUTS``.
+    #: What one answer is: a value, or class probabilities; see ``runtime.OUTPUTS``.
     output: str
+    #: Sums per row: 1 (a value, or a binary classifier's positive probability) or the number of classes.
+    num_output: int
     classes: list[Any] | None
+    #: Category sets (sorted codes), referred to by the trees' ``category_set``.
+    category_sets: list[np.ndarray]
+    #: Categorical features: index -> the number of categories the model knows (its codes are 0..n-1).
+    categories: dict[int, int]
     #: Whether the source library predicts rows with missing values (some scikit-learn models refuse them).
     accepts_missing: bool
-    #: The source library's own predictions on a float32 matrix: the value the kernel computes.
+    #: The source library's own predictions on a float32 matrix: what the kernel computes, (rows,) or
+    #: (rows, num_output).
     reference: Callable[[Any], Any]
-    #: The source library's answers as served (labels for a label output), for the parity gate.
-    served_reference: Callable[[Any], list[Any]] | None
+    #: The source library's own labels for a classifier (as indices into ``classes``), for the parity gate.
+    label_reference: Callable[[Any], list[Any]] | None
     #: Every split threshold as the source library stores it, per feature (for the parity rows).
     raw_thresholds: list[np.ndarray]
     #: Each tree's depth.
@@ -107,15 +136,20 @@ class Ensemble:
     def max_depth(self) -> int:
         return max(self.depths)
 
+    @property
+    def leaf_width(self) -> int:
+        """Values per leaf: 1, or one per class (scikit-learn forests' class frequencies)."""
+        return int(self.trees[0].value.shape[1])
+
 
 def read_ensemble(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     """Read ``artifact`` as the backend ``spec`` names (or, without a spec, as its content says)."""
     source = _source(artifact, spec)
     _require(source)
     if source == "xgboost":
-        return _from_xgboost(artifact)
+        return _from_xgboost(artifact, spec)
     if source == "lightgbm":
-        return _from_lightgbm(artifact)
+        return _from_lightgbm(artifact, spec)
     return _from_sklearn(artifact, spec)
 
 
@@ -164,9 +198,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _from_xgboost(artifact: Path) -> Ensemble:
+def _from_xgboost(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     import json
 
+    import numpy as np
     import treelite
     import xgboost
 
@@ -183,34 +218,47 @@ def _from_xgboost(artifact: Path) -> Ensemble:
             "tree models (gbtree, dart): serve this model with backend 'xgboost'"
         )
     params = learner["learner_model_param"]
+    objective = learner["objective"]["name"]
     num_class, num_target = int(params.get("num_class", 0)), int(params.get("num_target", 1))
-    if num_class > 1 or num_target > 1:
+    if num_target > 1:
         raise CompileError(
-            f"{artifact.name} is a multi-class or multi-target model (objective "
-            f"{learner['objective']['name']!r}, num_class={num_class}, num_target={num_target}); the compiled "
-            "backend serves single-output models (regression, binary classification): serve this model "
-            "with backend 'xgboost'"
+            f"{artifact.name} is a multi-target model (objective {objective!r}, num_target={num_target}); the "
+            "compiled backend serves one target (regression or classification): serve it with backend 'xgboost'"
         )
+    document = json.loads(booster.save_raw("json"))
+    model_json = document["learner"]["gradient_booster"]["model"]
+    # XGBoost >= 3 stores the training categories' names beside the trees; treelite does not read them yet,
+    # and the kernel needs only their number: a request's category is its code in that list.
+    encodings = model_json.pop("cats", {}).get("enc", [])
     types = booster.feature_types or ()
-    if "c" in types:
-        names = booster.feature_names or [f"f{j}" for j in range(len(types))]
-        categorical = [n for n, t in zip(names, types, strict=True) if t == "c"]
-        raise CompileError(
-            f"{artifact.name} has categorical features {categorical}; the compiled backend supports "
-            "numerical splits only: serve this model with backend 'xgboost'"
-        )
+    categories = {}
+    for j, kind_of in enumerate(types):
+        if kind_of == "c":
+            known = encodings[j] if j < len(encodings) else {}
+            offsets = known.get("offsets") or []
+            categories[j] = len(offsets) - 1 if offsets else len(known.get("values") or [])
     try:
         # Unknown fields are those of a newer xgboost than this treelite; the parity gate then
         # decides whether the model was understood.
-        model = treelite.frontend.from_xgboost_json(booster.save_raw("json"), allow_unknown_field=True)
+        model = treelite.frontend.from_xgboost_json(json.dumps(document), allow_unknown_field=True)
     except treelite.TreeliteError as exc:
         raise CompileError(
             f"treelite {treelite.__version__} cannot read {artifact.name} ({_first_line(exc)}); "
             "upgrade it (pip install -U treelite)"
         ) from None
+    classifier = objective in ("binary:logistic", "multi:softprob", "multi:softmax")
+    # multi:softmax answers the index of the likeliest class; its probabilities are softprob's.
+    probabilities = booster.copy()
+    if objective == "multi:softmax":
+        probabilities.set_param({"objective": "multi:softprob"})
 
     def reference(matrix: Any) -> Any:
-        return booster.inplace_predict(matrix, validate_features=False)
+        return probabilities.inplace_predict(matrix, validate_features=False)
+
+    def labels(matrix: Any) -> list[Any]:
+        predicted = reference(matrix)
+        index = (predicted > 0.5).astype(int) if predicted.ndim == 1 else np.argmax(predicted, axis=1)
+        return index.tolist()
 
     return _ensemble(
         model,
@@ -220,11 +268,25 @@ def _from_xgboost(artifact: Path) -> Ensemble:
         feature_names=booster.feature_names,
         accumulator="float",
         reference=reference,
+        label_reference=labels if classifier else None,
+        classes=_classes(spec, max(num_class, 2)) if classifier else None,
+        categories=categories,
     )
 
 
-def _from_lightgbm(artifact: Path) -> Ensemble:
+def _classes(spec: ModelSpec | None, count: int) -> list[Any]:
+    """A classifier's labels when its file holds only their indices: the spec's ``classes``, else 0..n-1."""
+    named = (spec.extra if spec is not None else {}).get("classes")
+    if named is None:
+        return list(range(count))
+    if not isinstance(named, (list, tuple)) or len(named) != count:
+        raise CompileError(f"model {spec.name!r}: its 'classes' option must list the model's {count} classes")
+    return list(named)
+
+
+def _from_lightgbm(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     import lightgbm
+    import numpy as np
     import treelite
 
     try:
@@ -232,18 +294,8 @@ def _from_lightgbm(artifact: Path) -> Ensemble:
     except lightgbm.basic.LightGBMError as exc:
         raise CompileError(f"cannot read {artifact} as a LightGBM text model: {_first_line(exc)}") from None
     dump = booster.dump_model(num_iteration=-1)
-    if dump.get("num_class", 1) > 1 or dump.get("num_tree_per_iteration", 1) > 1:
-        raise CompileError(
-            f"{artifact.name} is a multi-class LightGBM model (objective {dump.get('objective')!r}); the compiled "
-            "backend serves single-output models (regression, binary classification): serve it with backend "
-            "'lightgbm'"
-        )
-    categorical = [booster.feature_name()[j] for j in _lightgbm_categorical(dump)]
-    if categorical:
-        raise CompileError(
-            f"{artifact.name} splits on categorical features {categorical}; the compiled backend supports "
-            "numerical splits only: serve this model with backend 'lightgbm'"
-        )
+    num_class = int(dump.get("num_class", 1))
+    objective = str(dump.get("objective", "")).split()[0] if dump.get("objective") else ""
     try:
         model = treelite.frontend.load_lightgbm_model(str(artifact))
     except treelite.TreeliteError as exc:
@@ -253,9 +305,20 @@ def _from_lightgbm(artifact: Path) -> Ensemble:
     names = booster.feature_name()
     if all(_LIGHTGBM_DEFAULT_NAME.fullmatch(n) for n in names):
         names = None
+    # The categories a pandas DataFrame had at training (their codes are the model's), else the codes
+    # the trees name: LightGBM keeps no list of its own.
+    categorical = sorted(_lightgbm_categorical(dump))
+    known = [len(c) for c in (booster.pandas_categorical or [])]
+    categories = {j: known[k] if k < len(known) else 0 for k, j in enumerate(categorical)}
+    classifier = objective in ("binary", "multiclass", "softmax")
 
     def reference(matrix: Any) -> Any:
         return booster.predict(matrix, num_threads=1)
+
+    def labels(matrix: Any) -> list[Any]:
+        predicted = reference(matrix)
+        index = (predicted > 0.5).astype(int) if predicted.ndim == 1 else np.argmax(predicted, axis=1)
+        return index.tolist()
 
     return _ensemble(
         model,
@@ -265,6 +328,9 @@ def _from_lightgbm(artifact: Path) -> Ensemble:
         feature_names=names,
         accumulator="double",
         reference=reference,
+        label_reference=labels if classifier else None,
+        classes=_classes(spec, max(num_class, 2)) if classifier else None,
+        categories=categories,
         zero_band=LIGHTGBM_ZERO,
     )
 
@@ -290,27 +356,27 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
     import sklearn
     import treelite.sklearn
 
+    from lambda_ml_serve.backends.compiled import pipeline
+
     # A joblib file is a pickle: like the sklearn backend, this reads only the plugin's own artifact.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimator = joblib.load(artifact)
+            loaded = joblib.load(artifact)
     except Exception as exc:
         raise CompileError(
             f"cannot read {artifact} as a joblib file: {type(exc).__name__}: {_first_line(exc)}"
         ) from None
+    folded, estimator = (None, loaded)
+    if type(loaded).__name__ == "Pipeline":
+        folded, estimator = pipeline.preprocessing(loaded, artifact.name)
     kind = type(estimator).__name__
     if kind not in SKLEARN_ENSEMBLES:
         raise CompileError(
             f"{artifact.name} holds a {kind}; the compiled backend compiles the scikit-learn tree ensembles "
-            f"{', '.join(SKLEARN_ENSEMBLES)} (not a Pipeline or another estimator): serve it with backend 'sklearn'"
+            f"{', '.join(SKLEARN_ENSEMBLES)} (alone or after a ColumnTransformer): serve it with backend 'sklearn'"
         )
     classes = getattr(estimator, "classes_", None)
-    if classes is not None and len(classes) != 2:
-        raise CompileError(
-            f"{artifact.name} is a {kind} with {len(classes)} classes; the compiled backend serves regressors and "
-            "binary classifiers: serve it with backend 'sklearn'"
-        )
     if getattr(estimator, "n_outputs_", 1) != 1 or getattr(estimator, "is_categorical_", None) is not None:
         what = "several outputs" if getattr(estimator, "n_outputs_", 1) != 1 else "categorical features"
         raise CompileError(
@@ -321,24 +387,33 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         model = treelite.sklearn.import_model(estimator)
     except Exception as exc:
         raise CompileError(f"treelite cannot import {artifact.name} ({kind}): {_first_line(exc)}") from None
-    probabilities = bool((spec.extra if spec is not None else {}).get("predict_proba", False))
-    output = "value" if classes is None else ("probabilities" if probabilities else "label")
+
+    def given(matrix: Any) -> Any:
+        """What the model file is given: the DataFrame of a Pipeline, else the matrix in float64."""
+        return folded.frame(matrix) if folded is not None else np.asarray(matrix, dtype=np.float64)
 
     def reference(matrix: Any) -> Any:
-        wide = np.asarray(matrix, dtype=np.float64)  # as the sklearn backend serves
-        return estimator.predict(wide) if classes is None else estimator.predict_proba(wide)[:, 1]
+        if classes is None:
+            return loaded.predict(given(matrix))
+        probabilities = loaded.predict_proba(given(matrix))
+        return probabilities[:, 1] if len(classes) == 2 else probabilities
 
-    def served(matrix: Any) -> list[Any]:
-        return estimator.predict(np.asarray(matrix, dtype=np.float64)).tolist()
+    def labels(matrix: Any) -> list[Any]:
+        return np.searchsorted(classes, loaded.predict(given(matrix))).tolist()  # classes_ is sorted
 
+    num_feature = len(folded.columns) if folded is not None else int(estimator.n_features_in_)
     accepts_missing = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            reference(np.full((1, estimator.n_features_in_), np.nan, dtype=np.float32))
+            reference(np.full((1, num_feature), np.nan, dtype=np.float32))
         except ValueError:
             accepts_missing = False  # trained without missing values: scikit-learn refuses them
-    names = getattr(estimator, "feature_names_in_", None)
+    if folded is not None:
+        names: Any = [c.name for c in folded.columns]
+        categories = {j: len(c.categories) for j, c in enumerate(folded.columns) if c.categories is not None}
+    else:
+        names, categories = getattr(estimator, "feature_names_in_", None), {}
     return _ensemble(
         model,
         artifact,
@@ -347,10 +422,12 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         feature_names=None if names is None else [str(n) for n in names],
         accumulator="double",
         reference=reference,
-        served_reference=served if output == "label" else None,
-        output=output,
+        label_reference=None if classes is None else labels,
         classes=None if classes is None else classes.tolist(),
+        categories=categories,
         accepts_missing=accepts_missing,
+        fold=None if folded is None else folded.fold,
+        num_feature=num_feature,
     )
 
 
@@ -363,95 +440,158 @@ def _ensemble(
     feature_names: Sequence[str] | None,
     accumulator: str,
     reference: Callable[[Any], Any],
-    served_reference: Callable[[Any], list[Any]] | None = None,
-    output: str = "value",
+    label_reference: Callable[[Any], list[Any]] | None = None,
     classes: list[Any] | None = None,
+    categories: dict[int, int] | None = None,
     accepts_missing: bool = True,
     zero_band: float = 0.0,
+    fold: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    num_feature: int | None = None,
 ) -> Ensemble:
     """The plain form of a treelite model, refusing what the kernel cannot compute.
 
-    ``zero_band``: the source library reads every value within it of zero as zero (LightGBM).
+    ``classes``: a classifier's labels (its answers are then their probabilities). ``categories``:
+    the categorical features and how many categories the model knows of each. ``zero_band``: the
+    source library reads every value within it of zero as zero (LightGBM). ``fold`` rewrites all the trees'
+    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`).
     """
     import numpy as np
 
     header = model.get_header_accessor()
-    num_feature = int(header.get_field("num_feature")[0])
-    num_class = [int(c) for c in header.get_field("num_class")]
+    num_feature = num_feature or int(header.get_field("num_feature")[0])
+    num_class = int(header.get_field("num_class")[0])
     leaf_shape = [int(s) for s in header.get_field("leaf_vector_shape")]
     postprocessor = header.get_field("postprocessor")
-    binary_vector = leaf_shape == [1, 2] and num_class == [2] and postprocessor == "identity_multiclass"
-    if int(header.get_field("num_target")[0]) != 1 or (num_class != [1] and not binary_vector):
+    # A scikit-learn forest of two classes stores both frequencies per leaf; the second is the answer.
+    binary_vector = leaf_shape == [1, 2] and num_class == 2 and postprocessor == "identity_multiclass"
+    num_target = int(header.get_field("num_target")[0])
+    if num_target != 1:
         raise CompileError(
-            f"{artifact.name} has several outputs (num_target={int(header.get_field('num_target')[0])}, "
-            f"num_class={num_class}); the compiled backend serves single-output models"
+            f"{artifact.name} has {num_target} targets; the compiled backend serves one target "
+            f"(regression or classification): serve this model with backend {source!r}"
         )
-    transform = "identity" if binary_vector else TRANSFORMS.get(postprocessor)
+    transform = TRANSFORMS.get(postprocessor)
     if transform is None:
         raise CompileError(
             f"{artifact.name} ends with treelite's {postprocessor!r} transformation; the compiled backend applies "
             f"{', '.join(TRANSFORMS)}: serve this model with backend {source!r}"
         )
-    base_scores = header.get_field("base_scores")
+    num_output = 1 if binary_vector else num_class
+    class_ids = header.get_field("class_id")
+    base_scores = [float(v) for v in header.get_field("base_scores")]
+    base_scores = base_scores[1:2] if binary_vector else base_scores[:num_output]
+    sets: dict[tuple[int, ...], int] = {}
     trees = []
     raw: list[list[np.ndarray]] = [[] for _ in range(num_feature)]
-    for t in range(model.num_tree):
-        accessor = model.get_tree_accessor(t)
-        node_type = accessor.get_field("node_type")
-        if (node_type > _NUMERICAL).any():
-            raise CompileError(
-                f"{artifact.name} has categorical splits (tree {t}); the compiled backend supports numerical "
-                f"splits only: serve this model with backend {source!r}"
-            )
-        left, right = accessor.get_field("cleft").astype(np.int32), accessor.get_field("cright").astype(np.int32)
-        feature = np.where(left >= 0, accessor.get_field("split_index"), 0).astype(np.int32)
-        threshold = accessor.get_field("threshold").astype(np.float64)
-        cmp = accessor.get_field("cmp")
+    accessors = [model.get_tree_accessor(t) for t in range(model.num_tree)]
+    every = [_tree_arrays(accessor) for accessor in accessors]
+    if fold is not None:
+        every = fold(every)
+    for t, (accessor, arrays) in enumerate(zip(accessors, every, strict=True)):
+        left, right, cmp = arrays["left"], arrays["right"], arrays["cmp"]
         inner = left >= 0
-        if (cmp[inner] >= _GT).any():  # written as "x > t goes left": swap the children and test x <= t
-            flip = inner & (cmp >= _GT)
-            left, right = np.where(flip, right, left), np.where(flip, left, right)
-            cmp = np.where(flip, np.where(cmp == _GT, _LE, _LT), cmp)
-        if binary_vector:
-            begin = accessor.get_field("leaf_vector_begin").astype(np.int64)
-            vector = accessor.get_field("leaf_vector").astype(np.float64)
-            value = np.where(~inner, vector[np.minimum(begin + 1, max(len(vector) - 1, 0))], 0.0)
-        else:
-            value = np.where(~inner, accessor.get_field("leaf_value").astype(np.float64), 0.0)
+        categorical = inner & (arrays["node_type"] == _CATEGORICAL)
+        feature = np.where(inner, arrays["feature"], 0).astype(np.int32)
+        threshold = arrays["threshold"]
+        default_left = arrays["default_left"]
+        # Every split to one form: "x < t" goes left, a category of the set goes left.
+        flip = inner & ~categorical & (cmp >= _GT)  # written as "x > t goes left": swap, test x <= t
+        cmp = np.where(flip, np.where(cmp == _GT, _LE, _LT), cmp)
+        flip |= categorical & arrays["right_child"]
+        left, right = np.where(flip, right, left), np.where(flip, left, right)
+        default_left = np.where(flip, ~default_left, default_left)
+        category_set = np.full(len(left), -1, dtype=np.int32)
+        for node in np.flatnonzero(categorical):
+            category_set[node] = sets.setdefault(tuple(sorted(arrays["categories"][node])), len(sets))
+        value = _leaf_values(accessor, inner, binary_vector, leaf_shape[1])
         less_than = _as_less_than(threshold, cmp)
         if zero_band:
             less_than = _around_zero(less_than, threshold, inner & (np.abs(threshold) <= zero_band), zero_band)
+        numerical = inner & ~categorical
         trees.append(
             Tree(
                 left=left,
                 right=right,
                 feature=feature,
-                threshold=np.where(inner, less_than, np.float32(0)).astype(np.float32),
-                default_left=accessor.get_field("default_left").astype(bool),
+                threshold=np.where(numerical, less_than, np.float32(0)).astype(np.float32),
+                default_left=default_left,
                 value=value,
+                category_set=category_set,
+                output=max(int(class_ids[t]), 0),
             )
         )
-        for j in np.unique(feature[inner]):
-            raw[j].append(threshold[inner & (feature == j)])
+        for j in np.unique(feature[numerical]):
+            raw[j].append(threshold[numerical & (feature == j)])
+    category_sets = [np.array(members, dtype=np.int64) for members in sets]
+    known = dict(categories or {})
+    for tree in trees:  # a code a tree names is one the model knows, whatever its metadata says
+        for node in np.flatnonzero(tree.category_set >= 0):
+            members = category_sets[tree.category_set[node]]
+            j = int(tree.feature[node])
+            known[j] = max(known.get(j, 0), int(members.max()) + 1 if len(members) else 0)
     return Ensemble(
         source=source,
         library=library,
         num_feature=num_feature,
         feature_names=list(feature_names) if feature_names else None,
         trees=trees,
-        base_score=float(base_scores[1] if binary_vector else base_scores[0]),
+        base_scores=base_scores,
         average=bool(header.get_field("average_tree_output")[0]),
         transform=transform,
         sigmoid_alpha=float(header.get_field("sigmoid_alpha")[0]),
         accumulator=accumulator,
-        output=output,
+        output="value" if classes is None else "probabilities",
+        num_output=num_output,
         classes=classes,
+        category_sets=category_sets,
+        categories=dict(sorted(known.items())),
         accepts_missing=accepts_missing,
         reference=reference,
-        served_reference=served_reference,
+        label_reference=label_reference,
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
     )
+
+
+def _tree_arrays(accessor: Any) -> dict[str, Any]:
+    """A treelite tree's split arrays, categories as one tuple per node (empty on other nodes)."""
+    import numpy as np
+
+    node_type = accessor.get_field("node_type")
+    arrays = {
+        "node_type": node_type,
+        "left": accessor.get_field("cleft").astype(np.int32),
+        "right": accessor.get_field("cright").astype(np.int32),
+        "feature": accessor.get_field("split_index").astype(np.int32),
+        "threshold": accessor.get_field("threshold").astype(np.float64),
+        "cmp": accessor.get_field("cmp"),
+        "default_left": accessor.get_field("default_left").astype(bool),
+        "right_child": np.zeros(len(node_type), dtype=bool),
+        "categories": [()] * len(node_type),
+    }
+    if (node_type == _CATEGORICAL).any():
+        codes = accessor.get_field("category_list")
+        begin, end = accessor.get_field("category_list_begin"), accessor.get_field("category_list_end")
+        arrays["categories"] = [tuple(int(c) for c in codes[b:e]) for b, e in zip(begin, end, strict=True)]
+        arrays["right_child"] = accessor.get_field("category_list_right_child").astype(bool)
+    return arrays
+
+
+def _leaf_values(accessor: Any, inner: np.ndarray, binary_vector: bool, width: int) -> np.ndarray:
+    """Leaf values as (nodes, width): one column, or one per class for leaf vectors (0 on inner nodes)."""
+    import numpy as np
+
+    if not binary_vector and width == 1:
+        return np.where(~inner, accessor.get_field("leaf_value").astype(np.float64), 0.0)[:, None]
+    begin = accessor.get_field("leaf_vector_begin").astype(np.int64)
+    vector = accessor.get_field("leaf_vector").astype(np.float64)
+    if binary_vector:
+        second = vector[np.minimum(begin + 1, max(len(vector) - 1, 0))]
+        return np.where(~inner, second, 0.0)[:, None]
+    rows = np.zeros((len(inner), width))
+    for node in np.flatnonzero(~inner):
+        rows[node] = vector[begin[node] : begin[node] + width]
+    return rows
 
 
 def _as_less_than(threshold: np.ndarray, cmp: np.ndarray) -> np.ndarray:

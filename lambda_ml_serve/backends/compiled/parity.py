@@ -2,7 +2,9 @@
 
 The rows: the model's example rows, rows that put every feature on each split threshold and on the
 float32 values beside it, and ``PARITY_ROWS`` rows drawn within the schema's bounds (uniform, on
-thresholds, and missing where the schema allows it).
+thresholds, and missing where the schema allows it). A categorical feature takes every code the
+model knows and the unknown ones (``UNKNOWN_CODES`` and codes past the model's list) instead.
+A classifier is compared on its probabilities and on its labels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 PARITY_TOLERANCE = 1e-4
 #: Generated rows the parity gate predicts, besides the model's example and threshold rows.
 PARITY_ROWS = 10_000
+#: Codes no model knows, besides those just past its list: missing (how XGBoost and LightGBM receive an
+#: unknown category), -1 (how an encoder that ignores unknowns codes one), a large code, and
+#: fractions and negatives that each library truncates its own way.
+UNKNOWN_CODES = (math.nan, -1.0, 1e6, -0.5, -0.99, 1.5, -2.0)
 
 
 class ParityError(CompileError):
@@ -44,6 +50,8 @@ class _Column:
     nullable: bool
     #: Split thresholds inside [lo, hi], float32, sorted.
     thresholds: Any
+    #: A categorical feature: how many categories the model knows (codes 0..n-1); None otherwise.
+    codes: int | None = None
 
 
 def reference_predictions(ensemble: Ensemble, matrix: Any) -> Any:
@@ -54,8 +62,8 @@ def reference_predictions(ensemble: Ensemble, matrix: Any) -> Any:
 def check_parity(predictor: CompiledPredictor, ensemble: Ensemble, spec: ModelSpec | None) -> float:
     """Predict the example and generated rows with both; raise ParityError past the tolerance.
 
-    A label model (a classifier answering classes) is also checked label for label, except on rows
-    whose probability is within the tolerance of a tie. Returns the largest absolute difference seen.
+    A classifier is also checked label for label, except on rows whose two likeliest classes are
+    within the tolerance of a tie. Returns the largest absolute difference seen.
     """
     import numpy as np
 
@@ -63,29 +71,42 @@ def check_parity(predictor: CompiledPredictor, ensemble: Ensemble, spec: ModelSp
     num_feature = ensemble.num_feature
     matrix, n_examples = parity_rows(ensemble, spec)
     batch = Batch(array("f", matrix.tobytes()), len(matrix), num_feature)
-    got = np.asarray(predictor.scores(batch), dtype=np.float64)
-    want = np.asarray(reference_predictions(ensemble, matrix), dtype=np.float64).reshape(-1)
+    got = np.asarray(predictor.raw(batch), dtype=np.float64).reshape(len(matrix), -1)
+    want = np.asarray(reference_predictions(ensemble, matrix), dtype=np.float64).reshape(len(matrix), -1)
+    if got.shape != want.shape:
+        raise ParityError(
+            f"the compiled model answers {got.shape[1]} values per row, {library} {want.shape[1]}: "
+            "the model was not understood"
+        )
     diff = np.abs(got - want)
     diff[np.isnan(got) & np.isnan(want)] = 0.0  # both missing agrees; one NaN does not
     diff[np.isnan(diff)] = np.inf
-    worst = int(np.argmax(diff))
-    if diff[worst] <= PARITY_TOLERANCE and ensemble.served_reference is not None:
-        labels, served = predictor.predict(batch), ensemble.served_reference(matrix)
-        wrong = [i for i, (a, b) in enumerate(zip(labels, served, strict=True)) if a != b]
-        wrong = [i for i in wrong if abs(got[i] - 0.5) > PARITY_TOLERANCE]
-        if wrong:
-            worst = wrong[0]
+    per_row = diff.max(axis=1)
+    worst = int(np.argmax(per_row))
+    if per_row[worst] > PARITY_TOLERANCE:
+        raise ParityError(
+            f"the compiled model differs from {library} by up to {per_row[worst]:.3g} (tolerance "
+            f"{PARITY_TOLERANCE:g}) on {len(matrix)} rows; worst at {_where(worst, n_examples)}: compiled "
+            f"{_values(got[worst])}, {library} {_values(want[worst])}, input {_row(matrix[worst], ensemble, spec)}"
+        )
+    if ensemble.label_reference is not None:
+        probabilities = np.column_stack([1.0 - got[:, 0], got[:, 0]]) if got.shape[1] == 1 else got
+        labels = np.argmax(probabilities, axis=1)  # the first class wins a tie, as numpy's argmax
+        served = np.asarray(ensemble.label_reference(matrix))
+        top_two = np.sort(probabilities, axis=1)[:, -2:]
+        clear = top_two[:, 1] - top_two[:, 0] > PARITY_TOLERANCE
+        wrong = np.flatnonzero((labels != served) & clear)
+        if len(wrong):
+            first = int(wrong[0])
             raise ParityError(
                 f"the compiled model answers another class than {library} on {len(wrong)} of {len(matrix)} rows; "
-                f"first at {_where(worst, n_examples)}: input {_row(matrix[worst], ensemble, spec)}"
+                f"first at {_where(first, n_examples)}: input {_row(matrix[first], ensemble, spec)}"
             )
-    if diff[worst] > PARITY_TOLERANCE:
-        raise ParityError(
-            f"the compiled model differs from {library} by up to {diff[worst]:.3g} (tolerance "
-            f"{PARITY_TOLERANCE:g}) on {len(matrix)} rows; worst at {_where(worst, n_examples)}: compiled "
-            f"{got[worst]!r}, {library} {want[worst]!r}, input {_row(matrix[worst], ensemble, spec)}"
-        )
-    return float(diff.max())
+    return float(per_row.max())
+
+
+def _values(row: Any) -> Any:
+    return float(row[0]) if len(row) == 1 else [float(v) for v in row]
 
 
 def _where(row: int, n_examples: int) -> str:
@@ -133,7 +154,11 @@ def _columns(ensemble: Ensemble, spec: ModelSpec | None) -> list[_Column]:
 
     fields = list(spec.schema.model_fields.values()) if spec is not None else [None] * ensemble.num_feature
     columns = []
-    for field, raw in zip(fields, ensemble.raw_thresholds, strict=True):
+    for j, (field, raw) in enumerate(zip(fields, ensemble.raw_thresholds, strict=True)):
+        if j in ensemble.categories:
+            n = ensemble.categories[j]
+            columns.append(_Column(-1.0, float(n), True, ensemble.accepts_missing, np.empty(0, np.float32), n))
+            continue
         thresholds = np.unique(raw.astype(np.float32))
         thresholds = thresholds[np.isfinite(thresholds)]  # "everything goes left" splits, past float32
         lo, hi = _schema_bounds(field)
@@ -203,11 +228,23 @@ def _edges(column: _Column) -> Any:
     """
     import numpy as np
 
+    if column.codes is not None:
+        return _category_codes(column)
     t = column.thresholds
     if column.integral or not len(t):
         return t
     below, above = np.nextafter(t, np.float32(-np.inf)), np.nextafter(t, np.float32(np.inf))
     return np.concatenate([t, below[below >= column.lo], above[above <= column.hi]])
+
+
+def _category_codes(column: _Column) -> Any:
+    """Every code the model knows, the unknown ones, and those past the list or a bitset's 32-bit word."""
+    import numpy as np
+
+    n = column.codes or 0
+    unknown = [c for c in UNKNOWN_CODES if column.nullable or not math.isnan(c)]
+    past = [n, n + 1, 31, 32, 33, 63, 64, 65]
+    return np.array([*range(n), *unknown, *past], dtype=np.float32)
 
 
 def _threshold_rows(columns: Sequence[_Column]) -> Any:
@@ -233,6 +270,10 @@ def _random_rows(
     rng = rng if rng is not None else np.random.default_rng(0)
     matrix = np.empty((n, len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
+        if column.codes is not None:  # mostly known categories, a fifth unknown ones
+            known = rng.integers(0, max(column.codes, 1), n).astype(np.float32)
+            matrix[:, j] = np.where(rng.random(n) < 0.2, rng.choice(_category_codes(column), n), known)
+            continue
         values = rng.uniform(column.lo, column.hi, n)
         if column.integral:
             values = np.clip(np.round(values), np.ceil(column.lo), np.floor(column.hi))

@@ -1,9 +1,9 @@
 """Build time: a tree model in, a parity-checked native library for the target out.
 
 1. read the model through treelite (:mod:`.ensemble`), refusing in one line what the kernel cannot do;
-2. generate the kernel's C in each layout worth trying (:mod:`.codegen`), compile them for this
-   machine, time them on the parity rows and keep the faster;
-3. compile the kept layout for the target (:mod:`.toolchain`; Debian's cross compiler for arm64);
+2. generate the kernel's C in the layout the trees' shapes call for (:mod:`.codegen`; never from a
+   timing, so the same model gives the same bytes);
+3. compile it for the target (:mod:`.toolchain`; Debian's cross compiler for arm64);
 4. check it against the source library's own predictions (:mod:`.parity`), then put it in place.
 
 The tools (numpy, treelite, Jinja2, the source library, a C compiler) are looked up only here.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +20,9 @@ from lambda_ml_serve.backends.compiled import codegen, parity, toolchain
 from lambda_ml_serve.backends.compiled.ensemble import Ensemble, read_ensemble
 from lambda_ml_serve.backends.compiled.runtime import METADATA_FORMAT, PREPARED_NAME, CompiledPredictor
 from lambda_ml_serve.errors import CompileError
-from lambda_ml_serve.spec import Batch
 
 if TYPE_CHECKING:
     from lambda_ml_serve.spec import ModelSpec
-
-#: Timed runs of each layout over the parity rows (interleaved); the median decides.
-TIMING_RUNS = 7
 
 
 def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelSpec | None = None) -> Path:
@@ -40,7 +34,7 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
     missing where the schema allows it; without a spec, over the thresholds' range with missing
     values anywhere). For a target the build machine cannot run, the same C is compiled for the
     build machine too and that library is checked. Nothing is written to ``out_dir`` unless every
-    step succeeds. The layout chosen and its timings are in the library's metadata and on stderr.
+    step succeeds. The layout chosen and why are in the library's metadata and on stderr.
     """
     import hashlib
     import shutil
@@ -63,8 +57,11 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
             "num_feature": ensemble.num_feature,
             "feature_names": ensemble.feature_names,
             "output": ensemble.output,
+            "num_output": ensemble.num_output,
             "answer": ensemble.accumulator,
             "classes": ensemble.classes,
+            # Categorical features (by index) and how many categories the model knows of each.
+            "categories": {str(j): n for j, n in ensemble.categories.items()},
             "source": {
                 "file": artifact.name,
                 "backend": ensemble.source,
@@ -77,9 +74,8 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
             "compiler": target_cc.version(),
             "flags": [*toolchain.COMMON_FLAGS, *target.flags],
         }
-        matrix, _ = parity.parity_rows(ensemble, spec)
-        layout, timings = choose_layout(ensemble, matrix, host_cc, work, metadata)
-        metadata |= {"layout": layout, "layout_ms": timings}
+        layout, reason = codegen.choose_layout(ensemble)
+        metadata |= {"layout": layout, "layout_reason": reason}
         source = work / "model.c"
         source.write_text(codegen.render(ensemble, layout, metadata), encoding="utf-8")
         library = work / PREPARED_NAME
@@ -94,40 +90,12 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
         os.replace(library, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in timings.items())
     print(
-        f"compiled {artifact.name}: {len(ensemble.trees)} trees, depth {ensemble.max_depth()}; layout {layout!r} "
-        f"({measured} on {len(matrix)} rows); {final.stat().st_size / 1024:.0f} KiB for {target.arch}",
+        f"compiled {artifact.name}: {len(ensemble.trees)} trees, depth {ensemble.max_depth()}; layout {reason}; "
+        f"{final.stat().st_size / 1024:.0f} KiB for {target.arch}",
         file=sys.stderr,
     )
     return final
-
-
-def choose_layout(
-    ensemble: Ensemble, matrix: Any, compiler: toolchain.Compiler, work: Path, metadata: dict[str, Any]
-) -> tuple[str, dict[str, float]]:
-    """Compile every layout worth trying for this machine, time each on ``matrix``, return the faster.
-
-    Returns the layout and each one's median milliseconds over ``matrix``, measured interleaved so
-    that a busy machine slows both alike. With one layout possible, it is timed all the same.
-    """
-    layouts = codegen.layouts_for(ensemble)
-    jobs = []
-    for layout in layouts:
-        source = work / f"try-{layout}.c"
-        source.write_text(codegen.render(ensemble, layout, metadata), encoding="utf-8")
-        jobs.append((compiler, source, work / f"try-{layout}.so"))
-    toolchain.compile_all(jobs)
-    predictors = {layout: CompiledPredictor(output) for layout, (_, _, output) in zip(layouts, jobs, strict=True)}
-    batch = Batch(array("f", matrix.tobytes()), len(matrix), ensemble.num_feature)
-    runs: dict[str, list[float]] = {layout: [] for layout in layouts}
-    for _ in range(TIMING_RUNS):
-        for layout, predictor in predictors.items():
-            start = time.perf_counter()
-            predictor.scores(batch)
-            runs[layout].append((time.perf_counter() - start) * 1e3)
-    timings = {layout: round(sorted(times)[len(times) // 2], 3) for layout, times in runs.items()}
-    return min(timings, key=timings.__getitem__), timings
 
 
 def _generator_versions() -> dict[str, str]:

@@ -21,11 +21,12 @@ from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch
 
 PREPARED_NAME = "model.so"
-#: Version of the JSON metadata embedded in the library; bumped when its meaning changes.
-METADATA_FORMAT = 2
-#: What one row's answer is: the model's value (a regression, a probability), the probabilities of
-#: each class, or the predicted class label.
-OUTPUTS = ("value", "probabilities", "label")
+#: Version of the JSON metadata embedded in the library; bumped when its meaning changes (3: class
+#: probabilities for every classifier, ``num_output`` sums per row, categorical splits).
+METADATA_FORMAT = 3
+#: What one row's answer is: the model's value (a regression), or the probability of each class in
+#: ``classes`` order (a binary classifier's library computes the second one; the first is 1 - p).
+OUTPUTS = ("value", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -93,39 +94,57 @@ class CompiledPredictor:
         names = metadata.get("feature_names")
         self.feature_names: Sequence[str] | None = tuple(names) if names else None
         self._output: str = metadata.get("output", "value")
+        #: The library's values per row: 1, or one per class of a multi-class model.
+        self.num_output: int = int(metadata.get("num_output", 1))
         #: The array type of the library's answers: float32 (XGBoost's own) or float64.
         self._answer_type = "f" if metadata.get("answer") == "float" else "d"
         self._answer_size = array(self._answer_type).itemsize
-        classes = metadata.get("classes")
-        #: The class of each probability in a row, when answering probabilities.
-        self.classes: list[Any] | None = classes if self._output == "probabilities" else None
-        self._labels: list[Any] = classes or []
+        #: The labels of a classifier's probabilities, in their order (None for a regressor).
+        self.classes: list[Any] | None = metadata.get("classes") if self._output == "probabilities" else None
 
     def predict(self, batch: Batch) -> list[Any]:
-        scores = self.scores(batch)
-        if self._output == "probabilities":
-            return [[1.0 - p, p] for p in scores]
-        if self._output == "label":
-            # The first class wins a tie, as numpy's argmax does in scikit-learn's predict.
-            negative, positive = self._labels
-            return [positive if p > 0.5 else negative for p in scores]
-        return scores
+        """One value per row (a regressor), or one probability row in ``classes`` order (a classifier)."""
+        values = self.raw(batch).tolist()
+        if self._output != "probabilities":
+            return values
+        if self.num_output == 1:
+            return [[1.0 - p, p] for p in values]
+        k = self.num_output
+        return [values[i : i + k] for i in range(0, len(values), k)]
 
-    def scores(self, batch: Batch) -> list[float]:
-        """What the kernel computes per row: the value, or the second class's probability."""
+    def scores(self, batch: Batch) -> list[Any]:
+        """What the kernel computes per row: the value (a binary classifier's: the second class's
+        probability), or a row of class probabilities."""
+        values = self.raw(batch).tolist()
+        k = self.num_output
+        return values if k == 1 else [values[i : i + k] for i in range(0, len(values), k)]
+
+    def raw(self, batch: Batch) -> array:
+        """The library's answers for ``batch``, flat: ``num_output`` per row."""
         values, n_rows = batch.values, batch.n_rows
         if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
             raise ValueError(
                 f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
                 f"the compiled model takes {self.num_feature} features per row"
             )
-        out = array(self._answer_type, bytes(self._answer_size * n_rows))
+        out = array(self._answer_type, bytes(self._answer_size * n_rows * self.num_output))
         # buffer_info()[0] is the array's own memory: the native code reads the batch and writes the
         # output in place, with no copy and no ctypes array object per call.
         status = self._predict_batch(values.buffer_info()[0], n_rows, self.num_feature, out.buffer_info()[0])
         if status != 0:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
-        return out.tolist()
+        return out
+
+
+def read_metadata(library: Path) -> dict[str, Any]:
+    """The metadata JSON a model library embeds, read from the file without loading it (so a library
+    built for another architecture can be described too)."""
+    data = library.read_bytes()
+    start = data.find(b'{"format":')
+    end = data.find(b"\0", start)
+    if start < 0 or end < 0:
+        raise ModelLoadError(f"{library} holds no compiled model metadata; build it with --backend compiled")
+    return json.loads(data[start:end])
 
 
 def elf_machine(header: bytes) -> int | None:

@@ -15,8 +15,10 @@ from lambda_ml_serve.errors import CompileError
 #: -O2: the kernel is short loops over tables, which -O2 keeps branch-free (conditional moves) and
 #: unrolls; -O3 measured no faster. -ffp-contract=off keeps arm64 from fusing float operations, so a
 #: host build computes exactly what the target build does. -s drops the symbol table; the exported
-#: functions stay in the dynamic one.
-COMMON_FLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-s")
+#: functions stay in the dynamic one. The rest keeps the library a function of the C source alone:
+#: a fixed seed for the names gcc would randomise, and no build folder in the output (the source is
+#: written to a temporary folder; ``-ffile-prefix-map`` for it is added per job).
+COMMON_FLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-s", "-frandom-seed=lambda-ml-serve")
 
 
 def target(arch: str) -> Target:
@@ -90,8 +92,11 @@ def compile_all(jobs: Sequence[tuple[Compiler, Path, Path]]) -> None:
     running = []
     for compiler, source, output in jobs:
         flags = compiler.target.flags if compiler.target is not None else ()
-        argv = [*compiler.argv, *COMMON_FLAGS, *flags, "-o", str(output), str(source), "-lm"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        prefix_map = f"-ffile-prefix-map={source.parent}=."
+        argv = [*compiler.argv, *COMMON_FLAGS, *flags, prefix_map, "-o", str(output), str(source), "-lm"]
+        # LC_ALL=C: the compiler's messages (quoted in errors) do not depend on the user's locale.
+        env = {**os.environ, "LC_ALL": "C"}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         running.append((compiler, proc))
     finished = [(compiler, proc, proc.communicate()[0]) for compiler, proc in running]
     for compiler, proc, output in finished:
