@@ -439,29 +439,10 @@ def test_the_documents_show_categories_and_the_classifier_answer(apps):
     assert v2["outputs"][1]["parameters"]["classes"] == GRADES
 
 
-# -- the compiled backend: categorical splits and multi-class kernels come with the kernel work ------
-
-#: Tree models the compiled kernel does not compile yet: categorical splits and multi-class sums come
-#: with the kernel work. The RandomForest binary classifier compiles already.
-AWAITING_KERNEL = ["xgb_cat", "lgb_cat", "xgb_multi", "lgb_multi"]
+# -- the compiled backend: categorical splits, multi-class sums, binary labels -------------------------
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        *(
-            pytest.param(
-                key,
-                marks=pytest.mark.xfail(
-                    reason="EXPECTED until the kernel branch merges: categorical splits and multi-class sums",
-                    strict=False,
-                ),
-            )
-            for key in AWAITING_KERNEL
-        ),
-        "forest",
-    ],
-)
+@pytest.mark.parametrize("key", ["xgb_cat", "lgb_cat", "xgb_multi", "lgb_multi", "forest"])
 def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key, tmp_path):
     """``build --backend compiled``'s prepare passes its parity gate and serves the same answers."""
     import platform

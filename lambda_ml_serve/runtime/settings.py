@@ -53,6 +53,8 @@ def check_classes(predictor: Predictor, classes: Sequence[Any] | None, who: str)
     known = getattr(predictor, "classes", None)
     if classes is None or known is None:
         return
+    if list(known) == list(range(len(classes))):
+        return  # a predictor that knows class indices only (as XGBoost and LightGBM files do) takes the labels
     if [repr(c) for c in known] != [repr(c) for c in classes]:
         raise ModelLoadError(
             f"{who}: ModelSpec.classes {list(classes)} are not the model's own classes {list(known)} (same "
