@@ -442,7 +442,7 @@ def test_the_documents_show_categories_and_the_classifier_answer(apps):
 # -- the compiled backend: categorical splits, multi-class sums, binary labels -------------------------
 
 
-@pytest.mark.parametrize("key", ["xgb_cat", "lgb_cat", "xgb_multi", "lgb_multi", "forest"])
+@pytest.mark.parametrize("key", ["xgb_cat", "lgb_cat", "xgb_multi", "lgb_multi", "forest", "pipeline"])
 def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key, tmp_path):
     """``build --backend compiled``'s prepare passes its parity gate and serves the same answers."""
     import platform
