@@ -11,22 +11,39 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gzip
 import io
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "samples.json"
+SAMPLES = Path(os.environ.get("LAMBDA_ML_SERVE_SHARED", REPO.parent / "shared")) / "data" / "samples.json"
 
 
-def bodies() -> dict[str, Callable[[], bytes]]:
-    """The hostile bodies, by name, each built only when asked: each a way a client broke a handler."""
+def gzip_bomb(size: int, layers: int = 1) -> bytes:
+    """``size`` bytes of ``[`` gzip-compressed ``layers`` times, built in steps (never whole in memory)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"[" * (1 << 20)
+    data = b"".join(compressor.compress(block) for _ in range(size // len(block))) + compressor.flush()
+    for _ in range(layers - 1):
+        data = gzip.compress(data, 9, mtime=0)
+    return data
+
+
+def bodies() -> dict[str, Callable[[], bytes | tuple[bytes, dict[str, str]]]]:
+    """The hostile bodies, by name, each built only when asked: each a way a client broke a handler.
+
+    A case may also give request headers (a compressed body announces its coding).
+    """
+    gzipped = {"content-encoding": "gzip"}
     unknown = {f"k{j:02d}": 0 for j in range(60)}
     compact = functools.partial(json.dumps, separators=(",", ":"))
     return {
@@ -42,6 +59,15 @@ def bodies() -> dict[str, Callable[[], bytes]]:
         "samples.json in UTF-16 (LE, no BOM)": lambda: SAMPLES.read_text(encoding="utf-8").encode("utf-16-le"),
         "samples.json (valid, 2 rows)": SAMPLES.read_bytes,
         "10,000 valid rows": lambda: compact(json.loads(SAMPLES.read_bytes()) * 5_000).encode(),
+        "gzip bomb: 1 GB of [ in 1 MB": lambda: (gzip_bomb(1 << 30), gzipped),
+        "gzip bomb twice: 10 GB of [ in 10 KB, gzip, gzip": lambda: (
+            gzip_bomb(10 << 30, layers=2),
+            {"content-encoding": "gzip, gzip"},
+        ),
+        "10,000 valid rows, gzip": lambda: (
+            gzip.compress(compact(json.loads(SAMPLES.read_bytes()) * 5_000).encode(), 6, mtime=0),
+            gzipped,
+        ),
     }
 
 
@@ -52,7 +78,10 @@ def measure(case: str, repeats: int) -> dict:
     from lambda_ml_serve.runtime.app import App
 
     app = App.load("wine_quality", log_stream=io.StringIO())
-    event = url_event(bodies()[case]())
+    built = bodies()[case]()
+    body, headers = built if isinstance(built, tuple) else (built, {})
+    event = url_event(body)
+    event["headers"].update(headers)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(repeats):

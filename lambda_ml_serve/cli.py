@@ -168,7 +168,9 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
 @main.command()
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one)."
+)
 @click.option("--image", metavar="TAG", help="Run this built image with the Lambda RIE instead of in-process.")
 @click.option(
     "--concurrency",
@@ -177,8 +179,32 @@ def invoke(model: str, data: str, path: str, full: bool, artifact: Path | None) 
     type=click.IntRange(1, 64),
     help="Execution environments side by side, each loading the model and serving one request at a time.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    help="text: one line per request (method, path, status, rows, latency); json: the function's JSON log "
+    "lines (CloudWatch EMF); auto: text on a terminal, json otherwise.",
+)
 @_artifact_option
-def serve(model: str, host: str, port: int, image: str | None, concurrency: int, artifact: Path | None) -> None:
+@click.option(
+    "--cors",
+    "cors_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    help="Allow web pages from ORIGIN (e.g. http://localhost:3000, or *) to call the server; repeatable.",
+)
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    image: str | None,
+    concurrency: int,
+    log_format: str,
+    artifact: Path | None,
+    cors_origins: tuple[str, ...],
+) -> None:
     """Serve MODEL on a local Function URL (payload format 2.0), with its docs page at /docs.
 
     The handler runs in-process, or with --image inside the built container through the Lambda
@@ -188,7 +214,7 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
     import signal
     from contextlib import ExitStack, suppress
 
-    from lambda_ml_serve.local.server import FunctionUrlServer
+    from lambda_ml_serve.local.server import Cors, FunctionUrlServer, access_log_for, listen
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: remove the containers first
@@ -196,6 +222,8 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
     if image and artifact:
         raise click.UsageError("--artifact and --image exclude each other: the image serves the file it was built with")
     signal.signal(signal.SIGTERM, stop)
+    access_log = access_log_for(log_format, sys.stderr)
+    listen(host, port).close()  # a busy port or an unknown host fails before the model loads
     with ExitStack() as stack:
         if image:
             from lambda_ml_serve.local.container import RieContainer
@@ -210,13 +238,11 @@ def serve(model: str, host: str, port: int, image: str | None, concurrency: int,
 
             registry = _registry()
             environments = [
-                App.load(model, registry=registry, log_stream=sys.stderr, docs=True, artifact=artifact)
+                App.load(model, registry=registry, log_stream=access_log or sys.stderr, docs=True, artifact=artifact)
                 for _ in range(concurrency)
             ]
-        try:
-            server = FunctionUrlServer(environments, host, port)
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        cors = Cors(cors_origins) if cors_origins else None
+        server = FunctionUrlServer(environments, host, port, cors=cors, access_log=access_log)
         stack.callback(server.close)
         where = f"image {image}" if image else "in-process"
         click.echo(
@@ -271,10 +297,15 @@ def build(
     docs: bool,
     artifact: Path | None,
 ) -> None:
-    """Render MODEL's Docker build context and build the image when a Docker engine answers, or write a zip."""
+    """Render MODEL's Docker build context and build the image when a Docker engine answers, or write a zip.
+
+    On a terminal each step (checking, preparing or compiling the artifact, the parity gate, pip,
+    writing, docker build) shows with a spinner and its time; otherwise only the result is printed.
+    """
     import shlex
 
     from lambda_ml_serve.bundling.context import default_output, render_build_context
+    from lambda_ml_serve.bundling.steps import showing_steps
 
     registry = _registry()
     backend_name = backend or registry.model(model).spec.backend
@@ -283,40 +314,45 @@ def build(
         from lambda_ml_serve.bundling.deployment_zip import build_zip, describe
 
         image_only = {"--base-image": base_image, "--build-base-image": build_base_image, "--tag": tag}
-        given = [option for option, value in image_only.items() if value] + (["--no-docker"] if no_docker else [])
+        # --no-docker is accepted: a zip is built without Docker anyway.
+        given = [option for option, value in image_only.items() if value]
         if given:
-            raise click.ClickException(f"{', '.join(given)} only apply to --package image")
-        built = build_zip(
-            model,
-            output,
-            arch=arch,
-            python=python_version,
-            backend=backend,
-            registry=registry,
-            force=force,
-            response=response,
-            docs=docs,
-            artifact=artifact,
-        )
+            raise click.ClickException(
+                f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only to --package image"
+            )
+        with showing_steps(sys.stderr):
+            built = build_zip(
+                model,
+                output,
+                arch=arch,
+                python=python_version,
+                backend=backend,
+                registry=registry,
+                force=force,
+                response=response,
+                docs=docs,
+                artifact=artifact,
+            )
         click.echo(f"Wrote {describe(built)}")
         return
 
     from lambda_ml_serve.bundling.docker import build_image, find_engine
 
-    ctx = render_build_context(
-        model,
-        output,
-        arch=arch,
-        python=python_version,
-        base_image=base_image,
-        force=force,
-        registry=registry,
-        backend=backend,
-        build_base_image=build_base_image,
-        response=response,
-        docs=docs,
-        artifact=artifact,
-    )
+    with showing_steps(sys.stderr):
+        ctx = render_build_context(
+            model,
+            output,
+            arch=arch,
+            python=python_version,
+            base_image=base_image,
+            force=force,
+            registry=registry,
+            backend=backend,
+            build_base_image=build_base_image,
+            response=response,
+            docs=docs,
+            artifact=artifact,
+        )
     command = shlex.join(ctx.docker_build_command(tag))
     click.echo(f"Rendered the build context in {ctx.path}")
     if no_docker or find_engine() is None:
@@ -324,7 +360,8 @@ def build(
             click.echo("No Docker engine answers (DOCKER_HOST or the default socket); build the image with:")
         click.echo(command)
         return
-    build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
+    with showing_steps(sys.stderr):
+        build_image(ctx, tag, progress=lambda line: click.echo(line, err=True))
     click.echo(f"Built {tag or ctx.default_tag} for {ctx.platform}")
 
 
@@ -421,6 +458,12 @@ def predict(url: str, data: str, region: str | None, assume_role: str | None, no
 @click.option("--id-column", help="Input column copied beside each prediction (default: the row number).")
 @click.option("--ignore-columns", default="", help="Comma-separated input columns not sent to the model.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last complete chunk.")
+@click.option(
+    "--max-rejected",
+    metavar="N|SHARE",
+    help="Fail the run when more rows are rejected: a number of rows (10), or a share (0.05 or 5%). "
+    "Default: rejections are reported; only a run with no rows, or all rows rejected, fails.",
+)
 @click.option("--backend", help="Score with this backend instead of the model's own.")
 @click.option("--url", help="Score through this deployed Function URL instead of in-process.")
 @click.option("--region", help="With --url: AWS region (default: from the URL).")
@@ -444,6 +487,7 @@ def batch(
     id_column: str | None,
     ignore_columns: str,
     resume: bool,
+    max_rejected: str | None,
     backend: str | None,
     url: str | None,
     region: str | None,
@@ -455,6 +499,8 @@ def batch(
 
     Every row ends in OUTPUT (its prediction beside its id) or in the errors file (row, field,
     message), never in neither; an interrupted run leaves no half file and --resume continues it.
+    The errors file is written only when rows are rejected. A run with no rows, all rows rejected,
+    or more than --max-rejected exits 1 and writes no OUTPUT.
     """
     from lambda_ml_serve.batch import Progress, Retry, score_file
 
@@ -481,9 +527,10 @@ def batch(
         retry=Retry(attempts=retries),
         client_options=client_options,
         progress=Progress(),
+        max_rejected=max_rejected,
     )
     click.echo(f"Scored {input_path}: {summary.line()}", err=True)
-    click.echo(f"Predictions in {summary.output}; rejected rows in {summary.errors}", err=True)
+    click.echo(summary.where(), err=True)
 
 
 @main.command()
@@ -510,7 +557,7 @@ def batch(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Where to create the project folder.",
+    help="Where to create the project folder (warns when that is inside a lambda-ml-serve checkout).",
 )
 @click.option("--no-input", is_flag=True, help="Do not prompt: use the flags, then the template's defaults.")
 @click.option("--force", is_flag=True, help="Write into an existing project folder, replacing generated files.")
@@ -530,6 +577,12 @@ def new(
     force: bool,
 ) -> None:
     """Create a model plugin project: around a model file you have (--from-model), or trained on synthetic rows."""
+    from lambda_ml_serve.scaffold import checkout_warning
+
+    source = click.get_current_context().get_parameter_source("output_dir")
+    warning = checkout_warning(output_dir) if source is click.core.ParameterSource.DEFAULT else None
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     if from_model is not None:
         labels = [c.strip() for c in classes.split(",")] if classes is not None else None
         _new_from_model(

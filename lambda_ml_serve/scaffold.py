@@ -57,6 +57,33 @@ def template_dir(name: str = "model-plugin") -> Path:
     )
 
 
+#: How this project's own pyproject.toml names it: a plugin generated inside its checkout is untracked clutter.
+_THIS_PROJECT = re.compile(r'^name\s*=\s*"lambda-ml-serve"\s*$', re.MULTILINE)
+
+
+def checkout_warning(output_dir: Path) -> str | None:
+    """A warning when ``output_dir`` lies inside a git checkout of lambda-ml-serve itself, else None.
+
+    ``new`` run from the repository root (as the README's first steps are) would otherwise leave the
+    generated plugin there, untracked, where a later ``git clean`` or a fresh clone loses it.
+    """
+    folder = Path(output_dir).resolve()
+    for root in (folder, *folder.parents):
+        pyproject = root / "pyproject.toml"
+        if (root / ".git").exists() and pyproject.is_file():
+            try:
+                ours = _THIS_PROJECT.search(pyproject.read_text(encoding="utf-8")) is not None
+            except (OSError, UnicodeDecodeError):
+                ours = False
+            if ours:
+                return (
+                    f"{folder} is inside the lambda-ml-serve checkout {root}: the plugin will be untracked "
+                    "there; pass --output-dir to create it elsewhere (e.g. --output-dir ..)"
+                )
+            return None  # inside another project's checkout: where the user wants it
+    return None
+
+
 def installed_models() -> set[str]:
     """Names of every model the installed plugins register, broken ones included."""
     from lambda_ml_serve.plugins import get_registry

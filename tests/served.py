@@ -22,14 +22,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(model: str = "wine_quality", timeout: float = 90) -> Iterator[str]:
-    """Run ``serve`` until the block ends; yields its base URL once it answers GET /."""
-    port = free_port()
+def serving(model: str = "wine_quality", timeout: float = 90, *options: str, port: int | None = None) -> Iterator[str]:
+    """Run ``serve`` (with ``options``) until the block ends; yields its base URL once it answers GET /."""
+    port = port or free_port()
     cli = Path(sys.executable).with_name("lambda-ml-serve")
     # A file, not a pipe: one log line per request would fill a pipe nobody reads and stall the server.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [str(cli), "serve", model, "--port", str(port)],
+            [str(cli), "serve", model, "--port", str(port), *options],
             stdout=subprocess.DEVNULL,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -21,7 +21,7 @@ from conftest import DATA, shared_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambda_ml_serve.batch import BatchFileError, Retry, score_file
+from lambda_ml_serve.batch import BatchFileError, BatchRejectedError, RejectLimit, Retry, score_file
 from lambda_ml_serve.runtime.items import score_rows
 
 CLI = [sys.executable, "-m", "lambda_ml_serve.cli"]
@@ -390,3 +390,94 @@ def test_progress_lines_without_a_terminal(tmp_path, wine_rows):
     lines = log.read_text().splitlines()
     assert lines and all(line.startswith("batch: ") and "rows/s" in line for line in lines)
     assert os.path.getsize(tmp_path / "o.csv") > 0
+
+
+# -- honest exits: a run that scored nothing, or rejected too much, fails ----------------------
+
+
+def run_batch_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "batch", *args], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr
+    err = result.stderr.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+@pytest.fixture
+def small_csv(tmp_path, wine_rows) -> Path:
+    """The header and 60 rows of wine_concat.csv, rows 5, 17 and 33 with a pH out of range."""
+    rows = [list(r) for r in wine_rows[:61]]
+    for number in (5, 17, 33):
+        rows[number][rows[0].index("pH")] = "15"
+    return write_csv(tmp_path / "small.csv", rows)
+
+
+def test_a_folder_or_an_unknown_suffix_is_named_in_one_line(tmp_path):
+    error = one_line_error(run_batch_cli("wine_quality", str(tmp_path), "-o", str(tmp_path / "x.csv")))
+    assert error == f"Error: input {tmp_path} is a folder; give one file (.csv, .jsonl or .parquet) to score"
+    text = tmp_path / "rows.txt"
+    text.write_text("pH\n3.3\n")
+    error = one_line_error(run_batch_cli("wine_quality", str(text), "-o", str(tmp_path / "x.csv")))
+    assert error.endswith("or pass --input-format csv|jsonl|parquet")
+    error = one_line_error(run_batch_cli("wine_quality", str(text), "--input-format", "csv", "-o", str(text) + ".out"))
+    assert error.endswith("or pass --format csv|jsonl|parquet")
+
+
+def test_a_run_that_scored_nothing_exits_non_zero_and_writes_no_output(tmp_path):
+    json_as_csv = tmp_path / "samples.csv"
+    json_as_csv.write_bytes(shared_file(DATA / "samples.json").read_bytes().replace(b"\n", b" "))
+    out = tmp_path / "out.csv"
+    error = one_line_error(run_batch_cli("wine_quality", str(json_as_csv), "-o", str(out)))
+    assert error.startswith(f"Error: input {json_as_csv} has no data rows; no output written; a CSV file needs")
+    assert not out.exists() and not (tmp_path / "out.errors.csv").exists()
+    assert not (tmp_path / "out.csv.partial").exists()
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    error = one_line_error(run_batch_cli("wine_quality", str(readme), "--input-format", "csv", "-o", str(out)))
+    assert " rows rejected; no output written; reasons per row in " in error and "had all " in error
+    assert not out.exists()
+    assert read_output(tmp_path / "out.errors.csv")  # why every row was refused
+
+
+def test_max_rejected_fails_the_run_above_it(tmp_path, small_csv):
+    out = tmp_path / "out.csv"
+    for limit in ("3", "5%", "0.05"):  # 3 of 60 rows: 5% of them
+        summary = score_file(small_csv, out, model="wine_quality", max_rejected=limit)
+        assert (summary.scored, summary.rejected) == (57, 3)
+        assert len(read_output(out)) == 57 and len(read_output(tmp_path / "out.errors.csv")) == 3
+    out.unlink()
+    for limit in ("2", "4%", "0.04", "0"):
+        with pytest.raises(BatchRejectedError, match=r"had 3 (of 60 )?rows rejected, more than --max-rejected"):
+            score_file(small_csv, out, model="wine_quality", max_rejected=limit)
+        assert not out.exists() and len(read_output(tmp_path / "out.errors.csv")) == 3
+    error = one_line_error(run_batch_cli("wine_quality", str(small_csv), "-o", str(out), "--max-rejected", "2"))
+    assert error.startswith(f"Error: input {small_csv} had 3 rows rejected, more than --max-rejected 2;")
+    assert not out.exists()
+
+
+def test_the_errors_file_is_written_only_when_rows_are_rejected(tmp_path, wine_rows):
+    clean = write_csv(tmp_path / "clean.csv", wine_rows[:21])
+    out = tmp_path / "out.jsonl"
+    stale = tmp_path / "out.errors.jsonl"
+    stale.write_text('{"row": 1, "field": "pH", "message": "from an older run"}\n')
+    summary = score_file(clean, out, model="wine_quality")
+    assert (summary.scored, summary.rejected, summary.errors) == (20, 0, "")
+    assert not stale.exists()  # an older run's errors would describe rows this run scored
+    assert summary.where() == f"Predictions in {out}; no row rejected"
+
+
+@given(st.one_of(st.none(), st.text(max_size=12), st.integers(-5, 10**9), st.floats(allow_nan=True)))
+@settings(max_examples=300, deadline=None)
+def test_max_rejected_parses_or_refuses_in_one_line(value):
+    try:
+        limit = RejectLimit.parse(value)
+    except BatchFileError as exc:
+        assert str(exc).startswith("--max-rejected takes a number of rows")
+        return
+    assert (limit.count is None) or (limit.count >= 0 and limit.share is None)
+    assert (limit.share is None) or 0 <= limit.share <= 1
+    # The rule's invariants: no rows or all rejected always fail, no rejection never does.
+    assert limit.failure(0, 0) and limit.failure(7, 7) and limit.failure(7, 0) is None

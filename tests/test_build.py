@@ -547,6 +547,24 @@ ERROR: failed to solve: process "/bin/sh -c python3.12 -m compileall" did not co
         "0.301 /bin/sh: python3.12: command not found | ERROR: failed to solve: process "
         '"/bin/sh -c python3.12 -m compileall" did not complete successfully: exit code: 127'
     )
+    # A Docker 20.10 client with an engine but no registry: the block is empty and the client's own last
+    # line, not prefixed with ERROR:, says why (as printed here by `docker build --progress=plain`).
+    no_registry = """\
+#3 [internal] load metadata for public.ecr.aws/lambda/python:3.12
+#3 sha256:6af2b9d999c1d8d04a9d242838f996a0fc5a99260946fbfaa01050497078c0f8
+#3 ERROR: failed to do request: Head "https://public.ecr.aws/v2/lambda/python/manifests/3.12": dial tcp: \
+lookup public.ecr.aws on 10.255.255.53:53: no such host
+------
+ > [internal] load metadata for public.ecr.aws/lambda/python:3.12:
+------
+failed to solve with frontend dockerfile.v0: failed to create LLB definition: failed to do request: Head \
+"https://public.ecr.aws/v2/lambda/python/manifests/3.12": dial tcp: lookup public.ecr.aws on 10.255.255.53:53: \
+no such host
+"""
+    step, errors = failure_summary(no_registry.splitlines())
+    assert step == "step `[internal] load metadata for public.ecr.aws/lambda/python:3.12`"
+    assert errors.startswith("failed to solve with frontend dockerfile.v0:")
+    assert errors.endswith("lookup public.ecr.aws on 10.255.255.53:53: no such host")
     assert failure_summary(["unable to prepare context: path not found"]) == (
         "the start of the build",
         "unable to prepare context: path not found",

@@ -217,6 +217,53 @@ def test_props_reach_the_template(new_stack, wine_x86):
     assert url["Cors"]["AllowOrigins"] == ["https://example.org"]
 
 
+def test_cors_prop_maps_to_the_function_urls_cors(new_stack, wine_x86):
+    stack = new_stack()
+    cors = lms_cdk.ModelCors(
+        allowed_origins=["https://app.example.org", "http://localhost:3000"],
+        allowed_methods=["GET", "POST"],
+        allowed_headers=["content-type", "content-encoding"],
+        max_age=600,
+    )
+    ModelFunction(stack, "Model", auth_type=lambda_.FunctionUrlAuthType.NONE, cors=cors)
+    template = assertions.Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::Lambda::Url",
+        {
+            "Cors": {
+                "AllowOrigins": ["https://app.example.org", "http://localhost:3000"],
+                "AllowMethods": ["GET", "POST"],
+                "AllowHeaders": ["content-type", "content-encoding"],
+                "ExposeHeaders": assertions.Match.array_with(["x-request-id", "x-model-sha256"]),
+                "MaxAge": 600,
+            }
+        },
+    )
+    defaults = only_url_cors(new_stack, lms_cdk.ModelCors(allowed_origins=["*"]))
+    assert defaults["AllowMethods"] == ["GET", "HEAD", "POST"] and defaults["MaxAge"] == 300
+    assert "inference-header-content-length" in defaults["AllowHeaders"]
+
+
+def only_url_cors(new_stack, cors) -> dict:
+    stack = new_stack()
+    ModelFunction(stack, "Model", cors=cors)
+    return only(assertions.Template.from_stack(stack), "AWS::Lambda::Url")["Properties"]["Cors"]
+
+
+@pytest.mark.parametrize(
+    ("cors", "says"),
+    [
+        ({"allowed_origins": []}, "cors.allowed_origins"),
+        ({"allowed_origins": ["https://a.example"], "allowed_methods": ["FETCH"]}, "cors.allowed_methods"),
+        ({"allowed_origins": ["https://a.example"], "max_age": 90000}, "cors.max_age"),
+        ({"allowed_origins": ["*"], "allow_credentials": True}, "cors.allow_credentials"),
+    ],
+)
+def test_cors_props_that_cannot_work_are_refused(new_stack, wine_x86, cors, says):
+    with pytest.raises(lms_cdk.ModelFunctionError, match=says):
+        ModelFunction(new_stack(), "Model", cors=lms_cdk.ModelCors(**cors))
+
+
 @pytest.mark.slow
 def test_response_and_docs_props_set_the_function_environment(new_stack, wine_x86, tmp_path):
     stack = new_stack()

@@ -966,6 +966,27 @@ def test_a_trickling_server_fails_the_call_at_the_deadline(start: int) -> None:
         trickler.close()
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["until-close", "chunked"],
+)
+def test_headers_then_a_trickle_is_the_timeout_not_a_cut_answer(headers: bytes) -> None:
+    """A body without a length ends when the connection does: the deadline's shutdown is not that end.
+
+    Each byte comes before a socket read would time out, so only the deadline's watchdog ends the call.
+    """
+    trickler = TricklingServer(headers + b"0" * 64, start_trickling_at=len(headers), interval=0.3)
+    try:
+        with pytest.raises(FunctionUrlConnectionError, match=r"no answer within 1s"):
+            FunctionUrlClient(trickler.url, auth="NONE", timeout=1).predict([])
+    finally:
+        trickler.close()
+
+
 def test_every_failure_is_a_client_error() -> None:
     trickler = TricklingServer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", interval=0)
     try:

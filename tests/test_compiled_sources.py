@@ -339,6 +339,7 @@ def test_generated_source_is_exact_and_self_contained(tmp_path):
     source = codegen.render(ensemble, "level", {"format": 2, "note": 'a "quoted" ?? value'})
     assert "#include <math.h>" in source and "0x1." in source
     literal = source.split('return "', 1)[1].split('";', 1)[0]
+    # C's \? (written so that ?? starts no trigraph) is no Python escape: undo it before decoding.
     assert json.loads(literal.replace("\\?", "?").encode().decode("unicode_escape")) == {
         "format": 2,
         "note": 'a "quoted" ?? value',

@@ -174,3 +174,6 @@ def test_unreachable_default_base_names_base_image(engine, tmp_path):
         "the base image public.ecr.aws/lambda/python:3.12 for linux/amd64 is not in the engine's image store" in error
     )
     assert error.endswith("docker pull or docker load it, or pass --base-image IMAGE")
+    # Docker's own reason is quoted (here: the registry's name does not resolve), never "no error".
+    assert "Docker printed no error" not in error
+    assert "could not be pulled (" in error and "public.ecr.aws" in error.split("could not be pulled (")[1]

@@ -179,6 +179,30 @@ def test_any_wine_request_agrees(wine, payload, dump, b64):
 
 
 @settings_
+@given(payload=shaped(wine_rows() | valid_wine_rows(ORIGINAL)))
+def test_rows_from_other_formats_agree(wine, payload):
+    """Rows read first (a direct invocation, MLflow's records, CSV, v2 tensors) take the rows converter."""
+    fast, full = wine
+    assert fast(copy.deepcopy(payload), CONTEXT) == full(copy.deepcopy(payload), CONTEXT)
+    wrapped = {"dataframe_records": payload} if isinstance(payload, list) else payload
+    assert_same_answer(fast, full, http_event(wrapped, path="/invocations"))
+
+
+@settings_
+@given(
+    rows=st.lists(valid_wine_rows(ORIGINAL), min_size=1, max_size=4),
+    value=st.sampled_from([math.nan, math.inf, -math.inf, 1.0, 0.0, 1, True, 3.4e39, -0.0]),
+    where=st.integers(0, 12),
+)
+def test_values_json_cannot_carry_agree(wine, rows, value, where):
+    """Binary tensors and CSV cells can be NaN or infinite, and flags floats: both paths answer alike."""
+    fast, full = wine
+    key = list(rows[0])[where]
+    rows[0][key] = value
+    assert fast(copy.deepcopy(rows), CONTEXT) == full(copy.deepcopy(rows), CONTEXT)
+
+
+@settings_
 @given(
     text=st.one_of(
         st.text(max_size=60),

@@ -101,6 +101,10 @@ def test_every_format_gives_the_same_predictions(app, samples, expected):
 def test_v2_request_id_comes_back_and_versions_path_works(app, samples):
     body = v2_bodies(samples)["v2 one tensor per feature"]
     assert post(app, body, "/v2/models/wine_quality/infer")[1]["id"] == "42"
+    # The contract (docs/reference/http.md): `id` is echoed when given as a string, absent otherwise.
+    for without in ({k: v for k, v in body.items() if k != "id"}, {**body, "id": 42}):
+        status, answer = post(app, without, "/v2/models/wine_quality/infer")
+        assert status == 200 and "id" not in answer
     status, _ = post(app, body, f"/v2/models/wine_quality/versions/{app.spec.version}/infer")
     assert status == 200
 
@@ -154,7 +158,7 @@ def test_v2_metadata_and_health(app):
     ("body", "message"),
     [
         ({"pH": [3.2], "alcohol": 9.5, "note": MARKER}, "ambiguous body"),
-        ({"instances": [], "params": {"x": MARKER}}, "1 unexpected top-level key(s) beside 'instances'"),
+        ({"instances": [], "options": {"x": MARKER}}, "1 unexpected top-level key(s) beside 'instances'"),
         ({"instances": [[1, 2, MARKER]]}, "1 row(s) are lists of the wrong length"),
         ({"dataframe_split": {"columns": ["pH"], "data": [[1, MARKER]]}}, "are not lists of 1 values"),
         ({"dataframe_split": {"columns": ["pH", "pH"], "data": []}}, "names a column twice"),

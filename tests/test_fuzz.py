@@ -34,7 +34,7 @@ from lambda_ml_serve.runtime.errors import MAX_ERROR_BYTES, MAX_FIELD_CHARS
 VALUE_MARKER = "VALMARK-93C1"
 #: Planted in keys: may come back only as (part of) a detail's field name.
 KEY_MARKER = "KEYMARK-5D2E"
-CLIENT_STATUSES = {200, 400, 404, 405, 413, 422}
+CLIENT_STATUSES = {200, 400, 404, 405, 413, 415, 422}
 LEAKS = re.compile(r"Traceback|File \"|\.py\b|site-packages|/work/|/usr/|/tmp/|/var/task|/opt/")
 FEATURES = list(EXAMPLE[0])
 EVENTS = 10_000

@@ -101,7 +101,7 @@ def test_errors_keep_their_status(server):
     assert request(server.url, b"[]", headers={"content-type": "application/json"})[0] == 422
     assert request(server.url + "nope", method="GET")[0] == 404
     status, headers, _ = request(server.url, b"{}", method="DELETE")
-    assert status == 405 and headers["allow"] == "GET, POST"
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
     status, _, body = request(server.url, method="GET")
     assert status == 200 and json.loads(body)["model"] == "wine_quality"
 

@@ -165,7 +165,7 @@ def test_max_rows_from_environment(wine_app, samples, monkeypatch):
 def test_method_and_route_errors(wine_app):
     put = wine_app(url_event("{}", method="PUT"))
     assert put["statusCode"] == 405
-    assert put["headers"]["allow"] == "GET, POST"
+    assert put["headers"]["allow"] == "GET, HEAD, POST"
     assert body_of(wine_app(url_event(method="GET", path="/predict")))["error"]["type"] == ("method_not_allowed")
     missing = wine_app(url_event("{}", path="/nope"))
     assert missing["statusCode"] == 404

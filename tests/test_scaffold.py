@@ -315,3 +315,27 @@ def test_the_generated_tests_pass_with_no_model_card(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"\b\d+ passed\b", result.stdout) and " failed" not in result.stdout
+
+
+def test_new_inside_this_checkout_warns_and_says_where(tmp_path):
+    from lambda_ml_serve.scaffold import checkout_warning
+
+    # From the repository root, without --output-dir: the warning comes before anything else happens.
+    result = run("new", "--model-name", "wine_quality", "--no-input", cwd=REPO)
+    assert result.returncode == 1
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == (
+        f"Warning: {REPO.resolve()} is inside the lambda-ml-serve checkout {REPO.resolve()}: the plugin will be "
+        "untracked there; pass --output-dir to create it elsewhere (e.g. --output-dir ..)"
+    )
+    assert error.startswith("Error: a model named 'wine_quality' is already installed")
+    # Naming the folder is a choice: no warning then.
+    result = run("new", "--model-name", "wine_quality", "--no-input", "--output-dir", REPO, cwd=REPO)
+    assert "Warning" not in result.stderr
+    # Another project's checkout, or no checkout at all, is where the user wants the plugin.
+    other = tmp_path / "other"
+    (other / ".git").mkdir(parents=True)
+    (other / "pyproject.toml").write_text('[project]\nname = "my-models"\n')
+    assert checkout_warning(other / "sub") is None and checkout_warning(tmp_path) is None
+    (other / "pyproject.toml").write_text('[project]\nname = "lambda-ml-serve"\n')
+    assert checkout_warning(other / "sub").startswith(f"{(other / 'sub').resolve()} is inside the lambda-ml-serve")

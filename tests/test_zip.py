@@ -115,8 +115,17 @@ def test_image_only_options_are_refused_with_zip(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: --tag only apply to --package image"
+    assert result.stderr.strip() == "Error: --tag: applies only to --package image"
     assert not (tmp_path / "w.zip").exists()
+
+
+def test_no_docker_is_accepted_with_zip(tmp_path):
+    """A zip is built without Docker anyway, so --no-docker changes nothing."""
+    output = tmp_path / "w.zip"
+    command = [sys.executable, "-m", "lambda_ml_serve.cli", "build", "wine_quality", "--package", "zip"]
+    result = subprocess.run([*command, "--no-docker", "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert output.is_file() and result.stdout.startswith("Wrote ")
 
 
 @pytest.mark.container

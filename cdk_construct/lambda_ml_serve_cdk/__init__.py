@@ -11,6 +11,7 @@ Its own distribution, so the CDK libraries never enter the framework's install o
 
 from lambda_ml_serve_cdk.batch import BatchScoring
 from lambda_ml_serve_cdk.construct import CONTEXT_ROOT_KEY, LIVE_ALIAS, ModelFunction, default_context_dir
+from lambda_ml_serve_cdk.cors import ModelCors
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 
@@ -20,6 +21,7 @@ __all__ = [
     "CONTEXT_ROOT_KEY",
     "LIVE_ALIAS",
     "BatchScoring",
+    "ModelCors",
     "ModelFunction",
     "ModelFunctionError",
     "RenderedContext",

@@ -20,6 +20,7 @@ from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import LambdaMLServeError
 from lambda_ml_serve.plugins import get_registry
 from lambda_ml_serve_cdk import validation
+from lambda_ml_serve_cdk.cors import ModelCors
 from lambda_ml_serve_cdk.errors import ModelFunctionError
 from lambda_ml_serve_cdk.rendering import RenderedContext, RenderedZip, ensure_build_context, ensure_deployment_zip
 from lambda_ml_serve_cdk.tuning import tuned_memory_size
@@ -68,7 +69,9 @@ class ModelFunction(Construct):
         packages are vendored for it, so the model's wheels must exist for it.
     :param auth_type: ``FunctionUrlAuthType.AWS_IAM`` (default) or ``NONE`` for a public URL (the
         synth then warns).
-    :param cors: CORS settings of the Function URL, for calls from browsers.
+    :param cors: CORS settings of the Function URL, for calls from browsers: a :class:`ModelCors`
+        (origins, methods, headers, max age, with defaults that suit the model's routes) or CDK's own
+        ``FunctionUrlCorsOptions``.
     :param memory_size: MB, 128-10240; the default 1769 buys one full vCPU. ``ModelFunction.tuned("tune.json")``
         gives the size ``lambda-ml-serve tune`` recommends.
     :param timeout: at most 15 minutes; default 30 seconds.
@@ -115,7 +118,7 @@ class ModelFunction(Construct):
         model: str = "wine_quality",
         architecture: lambda_.Architecture | None = None,
         auth_type: lambda_.FunctionUrlAuthType = lambda_.FunctionUrlAuthType.AWS_IAM,
-        cors: lambda_.FunctionUrlCorsOptions | None = None,
+        cors: ModelCors | lambda_.FunctionUrlCorsOptions | None = None,
         memory_size: int = DEFAULT_MEMORY_MB,
         timeout: Duration | None = None,
         reserved_concurrent_executions: int | None = None,
@@ -260,6 +263,8 @@ class ModelFunction(Construct):
                 provisioned_concurrent_executions=provisioned_concurrency,
             )
             target = self.alias
+        if isinstance(cors, ModelCors):
+            cors = cors.to_options()
         self.function_url: lambda_.FunctionUrl = target.add_function_url(auth_type=auth_type, cors=cors)
         #: The Function URL (a token until deployment), ``https://<id>.lambda-url.<region>.on.aws/``.
         self.url: str = self.function_url.url

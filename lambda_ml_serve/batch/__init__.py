@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.batch.files import BatchFileError, format_of
-from lambda_ml_serve.batch.run import BatchJob, BatchRunError, Progress, Summary, executor_for, run_batch
+from lambda_ml_serve.batch.run import (
+    BatchJob,
+    BatchRejectedError,
+    BatchRunError,
+    Progress,
+    RejectLimit,
+    Summary,
+    executor_for,
+    run_batch,
+)
 from lambda_ml_serve.batch.scorers import LocalModel, Retry, UrlScorer, init_worker, score_in_worker
 
-__all__ = ["BatchFileError", "BatchRunError", "Summary", "score_file"]
+__all__ = ["BatchFileError", "BatchRejectedError", "BatchRunError", "RejectLimit", "Summary", "score_file"]
 
 
 def default_errors_path(output: Path, fmt: str) -> Path:
@@ -41,14 +50,23 @@ def score_file(
     retry: Retry | None = None,
     client_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    max_rejected: str | int | float | None = None,
 ) -> Summary:
-    """Score ``input_path`` with the installed ``model`` (in-process) or a deployed ``url``."""
+    """Score ``input_path`` with the installed ``model`` (in-process) or a deployed ``url``.
+
+    The run fails (:class:`BatchRejectedError`, no output written) when the input has no rows, when
+    every row is rejected, or when more rows are rejected than ``max_rejected`` allows (a count, or a
+    share of the rows: ``0.05`` or ``5%``).
+    """
     if (model is None) == (url is None):
         raise BatchFileError("name a model to score in this process, or --url for a deployed one (not both)")
     if chunk_rows < 1 or workers < 1:
         raise BatchFileError("--chunk-rows and --workers must be at least 1")
+    if input_path.is_dir():
+        raise BatchFileError(f"input {input_path} is a folder; give one file (.csv, .jsonl or .parquet) to score")
     if not input_path.is_file():
         raise BatchFileError(f"cannot read input {input_path}: no such file")
+    limit = RejectLimit.parse(max_rejected)
     in_fmt = format_of(input_path, input_format, "input")
     out_fmt = format_of(output, output_format, "output")
     errors = errors or default_errors_path(output, out_fmt)
@@ -82,7 +100,14 @@ def score_file(
         executor = executor_for(workers, True, init_worker, (local,))
     with executor:
         return run_batch(
-            job, executor, score, in_flight=2 * workers, resume=resume, unused_columns=unused, progress=progress
+            job,
+            executor,
+            score,
+            in_flight=2 * workers,
+            resume=resume,
+            unused_columns=unused,
+            progress=progress,
+            limit=limit,
         )
 
 

@@ -25,17 +25,22 @@ class BatchFileError(LambdaMLServeError):
     """An input or output file cannot be used as asked; the message names the file and the fix."""
 
 
+#: The option that sets each file's format, named in the error when a suffix says nothing.
+_FORMAT_OPTIONS = {"input": "--input-format", "output": "--format"}
+
+
 def format_of(path: Path, given: str | None, role: str) -> str:
-    """The file format: ``given`` (``--format``), else from the file's suffix."""
+    """The file format: ``given`` (``--input-format``, ``--format``), else from the file's suffix."""
     if given:
         if given not in FORMATS:
             raise BatchFileError(f"unknown format {given!r}; use one of {', '.join(FORMATS)}")
         return given
     found = _SUFFIXES.get(path.suffix.lower())
     if found is None:
+        option = _FORMAT_OPTIONS.get(role)
         raise BatchFileError(
-            f"cannot tell the format of {role} {path} from its suffix; name it .csv, .jsonl or .parquet, "
-            "or pass --format"
+            f"cannot tell the format of {role} {path} from its suffix; name it .csv, .jsonl or .parquet"
+            + (f", or pass {option} csv|jsonl|parquet" if option else "")
         )
     return found
 

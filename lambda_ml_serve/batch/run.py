@@ -66,6 +66,12 @@ class Summary:
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
+    def where(self) -> str:
+        """Where the answers went: the output, and the errors file when rows were rejected."""
+        if self.errors:
+            return f"Predictions in {self.output}; rejected rows in {self.errors}"
+        return f"Predictions in {self.output}; no row rejected"
+
     def line(self) -> str:
         text = (
             f"{self.rows:,} rows in, {self.scored:,} scored, {self.rejected:,} rejected, "
@@ -82,6 +88,59 @@ class BatchRunError(BatchFileError):
     """The run stopped before the end; the parts scored so far are kept for ``--resume``."""
 
 
+class BatchRejectedError(BatchFileError):
+    """The run read every row but scored too few: no rows, all rejected, or more than ``--max-rejected``."""
+
+
+@dataclass(frozen=True)
+class RejectLimit:
+    """How many rejected rows a run may have and still succeed: a count, a share of the rows, or no limit.
+
+    Without a limit, rejections are reported and only a run that scored nothing fails.
+    """
+
+    count: int | None = None
+    share: float | None = None
+
+    @classmethod
+    def parse(cls, value: str | int | float | None) -> RejectLimit:
+        """``None``: no limit; ``"10"``: ten rows; ``"0.05"`` or ``"5%"``: five per cent of the rows."""
+        if value is None:
+            return cls()
+        text = str(value).strip()
+        bad = BatchFileError(
+            "--max-rejected takes a number of rows (10), or a share of the rows as a fraction (0.05) or a "
+            "percentage (5%)"
+        )
+        try:
+            if text.endswith("%"):
+                share = float(text[:-1]) / 100
+            elif "." in text or isinstance(value, float):
+                share = float(text)
+            else:
+                count = int(text)
+                if count < 0:
+                    raise bad
+                return cls(count=count)
+        except ValueError:
+            raise bad from None
+        if not 0 <= share <= 1:
+            raise bad
+        return cls(share=share)
+
+    def failure(self, rows: int, rejected: int) -> str | None:
+        """Why a run with ``rows`` rows, ``rejected`` of them rejected, fails; None when it succeeds."""
+        if rows == 0:
+            return "has no data rows"
+        if rejected == rows:
+            return f"had all {rows:,} rows rejected"
+        if self.count is not None and rejected > self.count:
+            return f"had {rejected:,} rows rejected, more than --max-rejected {self.count:,}"
+        if self.share is not None and rejected > self.share * rows:
+            return f"had {rejected:,} of {rows:,} rows rejected, more than --max-rejected {self.share:.2%}"
+        return None
+
+
 #: Scores one chunk of cleaned rows (dicts); may run in another thread or process.
 Scorer = Callable[[list[Any]], ScoredRows]
 
@@ -95,6 +154,7 @@ def run_batch(
     resume: bool = False,
     unused_columns: Callable[[dict[str, Any]], list[str]] | None = None,
     progress: Progress | None = None,
+    limit: RejectLimit | None = None,
 ) -> Summary:
     """Score every chunk of ``job.input`` with ``score`` on ``executor``, then join the parts.
 
@@ -160,10 +220,10 @@ def run_batch(
             "with --resume to score the rest"
         ) from exc
     summary.ignored_columns = state.get("ignored_columns", [])
-    _join_parts(job, summary.chunks, summary)
-    summary.seconds = time.perf_counter() - started
     if progress:
         progress.close()
+    _join_parts(job, summary.chunks, summary, limit or RejectLimit())
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -254,35 +314,69 @@ def _part_lines(job: BatchJob, chunks: int, suffix: str) -> Iterator[list[Any]]:
                 yield json.loads(line)
 
 
-def _join_parts(job: BatchJob, chunks: int, summary: Summary) -> None:
-    """Join the parts into the output and errors files (temporary names, then renamed)."""
+def _count_lines(job: BatchJob, chunks: int, suffix: str) -> int:
+    total = 0
+    for index in range(chunks):
+        with (job.parts / f"{index:06d}{suffix}").open("rb") as fh:
+            total += sum(1 for _ in fh)
+    return total
+
+
+def _join_parts(job: BatchJob, chunks: int, summary: Summary, limit: RejectLimit) -> None:
+    """Join the parts into the output and errors files (temporary names, then renamed).
+
+    The errors file is written only when rows were rejected (an older one at its path is removed,
+    as the output is replaced). When the run fails (``limit``), the errors file says why and no
+    output is written.
+    """
     key = job.id_column or "row"
     rejected: set[int] = set()
-
-    def outputs() -> Iterator[list[Any]]:
-        for number, row_id, prediction in _part_lines(job, chunks, ".out.jsonl"):
-            summary.scored += 1
-            yield [row_id if job.id_column else number, prediction]
 
     def errors() -> Iterator[list[Any]]:
         for number, row_id, field_name, message in _part_lines(job, chunks, ".errors.jsonl"):
             rejected.add(number)
             yield [number, row_id, field_name, message] if job.id_column else [number, field_name, message]
 
+    def outputs() -> Iterator[list[Any]]:
+        for number, row_id, prediction in _part_lines(job, chunks, ".out.jsonl"):
+            yield [row_id if job.id_column else number, prediction]
+
     error_columns = ["row", key, "field", "message"] if job.id_column else ["row", "field", "message"]
     tmp_out = job.output.with_name(f".{job.output.name}.tmp")
     tmp_err = job.errors.with_name(f".{job.errors.name}.tmp")
     try:
-        write_table(tmp_out, job.output_format, [key, PREDICTION_COLUMN], outputs())
-        write_table(tmp_err, job.errors_format, error_columns, errors())
-        os.replace(tmp_err, job.errors)
-        os.replace(tmp_out, job.output)
+        has_errors = _count_lines(job, chunks, ".errors.jsonl") > 0
+        if has_errors:
+            write_table(tmp_err, job.errors_format, error_columns, errors())
+        summary.rejected = len(rejected)
+        summary.scored = _count_lines(job, chunks, ".out.jsonl")
+        summary.rows = summary.scored + summary.rejected
+        failure = limit.failure(summary.rows, summary.rejected)
+        if failure is None:
+            write_table(tmp_out, job.output_format, [key, PREDICTION_COLUMN], outputs())
+        if has_errors:
+            os.replace(tmp_err, job.errors)
+        else:
+            job.errors.unlink(missing_ok=True)
+            summary.errors = ""
+        if failure is None:
+            os.replace(tmp_out, job.output)
     finally:
         for tmp in (tmp_out, tmp_err):
             tmp.unlink(missing_ok=True)
-    summary.rejected = len(rejected)
-    summary.rows = summary.scored + summary.rejected
-    shutil.rmtree(job.parts)
+    shutil.rmtree(job.parts)  # every row has its answer or its reason: nothing is left to resume
+    if failure is not None:
+        why = f"reasons per row in {job.errors}" if has_errors else _no_rows_hint(job)
+        raise BatchRejectedError(f"input {job.input} {failure}; no output written; {why}")
+
+
+def _no_rows_hint(job: BatchJob) -> str:
+    if job.input_format == "csv":
+        return (
+            "a CSV file needs a header line naming the columns, then a row per line; for another format "
+            "pass --input-format jsonl or parquet"
+        )
+    return f"is it {job.input_format}? pass --input-format to read it as another format"
 
 
 class Progress:

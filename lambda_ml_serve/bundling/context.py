@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 
 from lambda_ml_serve import __version__
 from lambda_ml_serve.bundling.serving import FRAMEWORK, Vendored, vendor_serving_packages
+from lambda_ml_serve.bundling.steps import step
 from lambda_ml_serve.bundling.vendor import VendorError
 from lambda_ml_serve.errors import BuildError, LambdaMLServeError, ModelLoadError
 from lambda_ml_serve.plugins import RegisteredModel, Registry, get_registry
@@ -158,6 +159,7 @@ def render_build_context(
     store keeps one platform per tag, so an arm64 build from local bases names the host's one here).
     Raises :class:`~lambda_ml_serve.errors.LambdaMLServeError` subclasses.
     """
+    step("checking the model")
     check_target(arch, python)
     if response is not None and response not in RESPONSES:
         raise BuildError(f"unknown response shape {response!r}; choose one of {', '.join(RESPONSES)}")
@@ -296,6 +298,8 @@ def _prepare_artifact(
     spec = model.spec
     backend = registry.backend(backend_name)
     out_dir.mkdir()
+    # The compiled backend's prepare is the C compiler's run (and its own parity check): the long step.
+    step(f"compiling the model ({backend_name} backend)" if backend_name == "compiled" else "preparing the artifact")
     try:
         prepared = Path(backend.prepare(source, out_dir, arch=arch, spec=spec))
     except LambdaMLServeError:
@@ -309,6 +313,7 @@ def _prepare_artifact(
         raise BuildError(f"backend {backend_name!r}: prepare returned {prepared}, not a file it wrote in {out_dir}")
     if arch != HOST_ARCH:
         return prepared
+    step("parity gate: the prepared artifact against the original")
     loaded = load_predictor(model, registry, prepared, backend_name)
     if spec.example:
         try:
@@ -358,6 +363,7 @@ def _fill(
     site = folder / SITE_PACKAGES
     vendored = _vendor(model, registry, site, arch=context.arch, python=context.python, backend=context.backend)
     library = vendored.library
+    step("writing the build context")
     stripped = strip_site_packages(site)
     installed = installed_versions(site)
     partial = ""

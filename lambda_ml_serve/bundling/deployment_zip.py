@@ -27,6 +27,7 @@ from lambda_ml_serve.bundling.context import (
     BuildContext,
     render_build_context,
 )
+from lambda_ml_serve.bundling.steps import step
 from lambda_ml_serve.errors import BuildError
 from lambda_ml_serve.plugins import Registry
 
@@ -122,6 +123,7 @@ def build_zip(
             docs=docs,
             artifact=artifact,
         )
+        step(f"compiling bytecode (python{python})")
         bytecode = _compile_bytecode(ctx)
         files = _zip_members(ctx)
         unzipped = sum(source.stat().st_size for _, source in files)
@@ -131,6 +133,7 @@ def build_zip(
                 f"{MAX_UNZIPPED_BYTES / 2**20:.0f} MB limit; largest packages: {_largest(ctx)}; "
                 "use the image (--package image) or the compiled backend"
             )
+        step(f"writing {output.name}")
         partial = Path(work) / output.name
         _write(partial, files)
         zipped = partial.stat().st_size

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import takewhile
 
+from lambda_ml_serve.bundling import steps
 from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, BuildContext
 from lambda_ml_serve.errors import BuildError
 
@@ -34,6 +35,7 @@ _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 _FIRST_CLIENT_WITHOUT_BUILDKIT = (23, 0)
 _CLASSIC_STEP = re.compile(r"^Step \d+/\d+ : (.+)$")
 _BUILDKIT_FAILED_STEP = re.compile(r"^ > (\[[^\]]+\] .+?):$")
+_BUILDKIT_STEP_ERROR = re.compile(r"^#\d+ ERROR: ")
 _NOISE = re.compile(r"^( ---> |Removing intermediate container|Sending build context|DEPRECATED:|\s{8,}\S)")
 #: What BuildKit or the engine print when a FROM image is neither local nor pullable.
 _BASE_UNAVAILABLE = re.compile(
@@ -43,6 +45,8 @@ _BASE_UNAVAILABLE = re.compile(
 )
 #: How many of Docker's last lines a failure message quotes.
 ERROR_LINES = 5
+#: How much of each quoted line is kept (its end).
+MAX_LINE_CHARS = 400
 #: Why BuildKit is out of reach when no client on PATH can use it.
 NO_BUILDKIT_CLIENT = (
     "no docker client on PATH can use the engine's BuildKit: install the buildx component "
@@ -206,6 +210,7 @@ def build_image(
     if not engine.buildkit:
         emit(f"lambda-ml-serve: building with the classic builder: {engine.classic_reason}")
     command, env = build_invocation(engine, plain)
+    steps.step(f"docker build {tag}")
     recent: deque[str] = deque(maxlen=400)
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
@@ -271,6 +276,12 @@ def failure_summary(lines: Iterable[str]) -> tuple[str, str]:
         if failed:
             block = list(takewhile(lambda line: line != "------", lines[i + 1 :]))
             final = [line for line in lines if line.startswith("ERROR: ")][-1:]
+            if not final:
+                # A client before buildx closes with its own unprefixed line, e.g. "failed to solve with
+                # frontend dockerfile.v0: ... lookup public.ecr.aws ...: no such host".
+                final = [line for line in lines[i + len(block) + 2 :] if line.strip()][-1:]
+            if not block and not final:
+                final = [line for line in lines if _BUILDKIT_STEP_ERROR.match(line)][-1:]
             return f"step `{failed.group(1)}`", _quote([*block, *final])
     steps = [i for i, line in enumerate(lines) if _CLASSIC_STEP.match(line)]
     if steps:
@@ -282,6 +293,8 @@ def failure_summary(lines: Iterable[str]) -> tuple[str, str]:
 
 def _quote(lines: list[str]) -> str:
     kept = [line.strip() for line in lines if line.strip() and not _NOISE.match(line)]
+    # The end of a long line is where Docker says what went wrong ("...: no such host").
+    kept = [line if len(line) <= MAX_LINE_CHARS else "..." + line[3 - MAX_LINE_CHARS :] for line in kept]
     return " | ".join(kept[-ERROR_LINES:]) or "Docker printed no error"
 
 

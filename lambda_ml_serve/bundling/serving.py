@@ -24,6 +24,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from lambda_ml_serve.bundling.steps import step
 from lambda_ml_serve.bundling.vendor import build_wheels, install_target
 from lambda_ml_serve.errors import BuildError
 from lambda_ml_serve.plugins import RegisteredModel, Registry
@@ -202,6 +203,7 @@ def vendor_serving_packages(
     backend: str | None = None,
 ) -> Vendored:
     """Install everything ``model`` needs at run time into ``target``; return what was asked and pinned."""
+    step(f"resolving and installing wheels for {arch}, CPython {python}")
     requirements = serving_requirements(model, registry, backend)
     library: ServingLibrary | None = getattr(registry.backend(backend or model.spec.backend), "serving_library", None)
     pinned = None
@@ -209,6 +211,7 @@ def vendor_serving_packages(
         install_target(target, requirements, arch=arch, python=python)
     else:
         requirements, pinned = _vendor_pinned(library, requirements, target, work_dir, arch=arch, python=python)
+    step("installing lambda-ml-serve and the plugin")
     for name in dict.fromkeys([FRAMEWORK, model.plugin.distribution]):
         add_distribution(name, target, work_dir, arch=arch, python=python)
     return Vendored(requirements, pinned)

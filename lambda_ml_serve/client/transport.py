@@ -20,7 +20,17 @@ from lambda_ml_serve.client.errors import ClientConfigError, FunctionUrlConnecti
 if TYPE_CHECKING:
     import urllib3
 
-_deadline: ContextVar[float] = ContextVar("deadline")
+
+class _Deadline:
+    """When the current call must end, and whether the watchdog ended it (the socket then reads as EOF)."""
+
+    __slots__ = ("at", "expired")
+
+    def __init__(self, at: float) -> None:
+        self.at, self.expired = at, False
+
+
+_deadline: ContextVar[_Deadline] = ContextVar("deadline")
 
 
 def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
@@ -35,7 +45,8 @@ def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
 
     class Deadline:
         def request(self, *args: Any, **kwargs: Any) -> None:
-            self._watchdog = threading.Timer(max(0.0, _deadline.get() - time.monotonic()), self._expire)
+            self._state = _deadline.get()
+            self._watchdog = threading.Timer(max(0.0, self._state.at - time.monotonic()), self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
             try:
@@ -51,6 +62,7 @@ def _pool_manager(proxy: str | None) -> urllib3.PoolManager:
                 self._watchdog.cancel()
 
         def _expire(self) -> None:
+            self._state.expired = True
             if self.sock is not None:
                 with suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
@@ -102,10 +114,12 @@ class Transport:
                 "the client sends with botocore's urllib3: pip install 'lambda-ml-serve[cli]'"
             ) from None
         remaining = deadline - time.monotonic()
-        token = _deadline.set(deadline)
+        state = _Deadline(deadline)
+        token = _deadline.set(state)
+        reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
         try:
             # Redirects are reported, not followed: that would send the signature to another URL.
-            return self._http.urlopen(
+            response = self._http.urlopen(
                 method,
                 self.url,
                 body=body or None,
@@ -116,10 +130,15 @@ class Transport:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # NewConnectionError subclasses ConnectTimeoutError in urllib3, yet means refused or unresolvable.
             slow = isinstance(exc, urllib3.exceptions.TimeoutError)
-            timed_out = time.monotonic() >= deadline or (
-                slow and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+            timed_out = (
+                state.expired
+                or time.monotonic() >= deadline
+                or (slow and not isinstance(exc, urllib3.exceptions.NewConnectionError))
             )
-            reason = f"no answer within {self.timeout:g}s (raise the timeout if the model is slow)"
             raise FunctionUrlConnectionError(self.url, reason if timed_out else _reason(exc)) from None
         finally:
             _deadline.reset(token)
+        if state.expired:
+            # The watchdog shut the socket while a body without a length was read: what came is not the answer.
+            raise FunctionUrlConnectionError(self.url, reason)
+        return response

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 #: Every answer names the model file that answered it.
 SHA256_HEADER = "x-model-sha256"
 PREDICT_PATHS = frozenset({"/", "/predict"})
+#: MLflow's scoring protocol (and SageMaker's container contract): predict, and say the model is up.
+INVOCATIONS, PING_PATHS = "/invocations", ("/ping", "/health")
 HTML = "text/html; charset=utf-8"
 #: The page's script and style are inline and it may only call this origin: nothing is fetched from elsewhere.
 DOCS_HEADERS = {
@@ -60,6 +62,8 @@ DOCS_HEADERS = {
 #: Methods an answer may name; anything else an event carries is not repeated back.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 NOT_UTF8 = "the body is not UTF-8 encoded JSON"
+#: The magic bytes of gzip and of zlib (HTTP's deflate) data, to name the cause when the header is missing.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 TOO_DEEP = f"the body is JSON nested more than {MAX_DEPTH} levels deep; rows are flat objects of feature values"
 
 
@@ -82,9 +86,13 @@ def load_predictor(
     try:
         predictor = registry.backend(backend or spec.backend).load(path, options=spec.extra)
     except Exception as exc:
+        # A backend's own ModelLoadError names the file and what it is not; anything else is cut to
+        # its first line, so a library's multi-line dump stays out of a one-line error.
+        reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+        reason = next((line.strip() for line in reason.splitlines() if line.strip()), type(exc).__name__)[:500]
         raise ModelLoadError(
-            f"{model.plugin}: model {spec.name!r} failed to load {path} with backend "
-            f"{backend or spec.backend!r}: {type(exc).__name__}: {exc}"
+            f"{model.plugin}: model {spec.name!r} failed to load {path} with backend {backend or spec.backend!r}: "
+            f"{reason}"
         ) from exc
     check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
     check_classes(predictor, spec.classes, f"{model.plugin}: model {spec.name!r}")
@@ -143,6 +151,8 @@ class App:
         self._routes = {
             "/": {"GET": self._get_metadata, "POST": self._post_predict},
             "/predict": {"POST": self._post_predict},
+            INVOCATIONS: {"POST": self._post_invocations},
+            **{path: {"GET": self._get_ping} for path in PING_PATHS},
             "/openapi.json": {"GET": self._get_openapi},
             "/docs": {"GET": self._get_docs},
             "/v2": {"GET": self._v2_server},
@@ -290,9 +300,10 @@ class App:
                 "not_found",
                 "no such path; POST / or /predict to predict, GET / for metadata, GET /openapi.json for the API",
             )
-        handler = routes.get(request.method)
+        # HEAD wherever GET works: the same answer's headers (respond() leaves out the body).
+        handler = routes.get("GET" if request.method == "HEAD" else request.method)
         if handler is None:
-            allowed = ", ".join(routes)
+            allowed = ", ".join(method for m in routes for method in ((m, "HEAD") if m == "GET" else (m,)))
             raise ApiError(
                 "method_not_allowed",
                 f"{request.method if request.method in HTTP_METHODS else 'this method'} is not allowed on "
@@ -308,6 +319,10 @@ class App:
     def _parse_body(body: bytes) -> Any:
         if not body.strip():
             raise ApiError("bad_request", 'the request body is empty; send JSON such as [{"feature": 1.0}]')
+        if body.startswith(COMPRESSED_MAGIC):
+            raise ApiError(
+                "bad_request", f"{NOT_UTF8}; it looks compressed: send Content-Encoding: gzip (or deflate) with it"
+            )
         # JSON forbids raw NUL bytes; UTF-16 and UTF-32 text is full of them (json.loads on bytes would
         # guess such an encoding and accept it).
         if b"\x00" in body:
@@ -327,6 +342,9 @@ class App:
 
     def predictions(self, rows: list[Any]) -> list[Any]:
         """Validate rows (all errors at once, as one 422) and predict them."""
+        batch = self.fast.batch_of_rows(rows) if self.fast else None
+        if batch is not None:
+            return self.predictor.predict(batch)
         try:
             batch = self.validator.to_batch(rows)
         except ApiError as exc:
@@ -377,7 +395,60 @@ class App:
         return Answer(200, body, {}), len(answer["results"])
 
     def _post_predict(self, request: Request) -> tuple[Answer, int]:
-        return self._predict_answer(self._parse_body(request.body()))
+        if request.media_type in formats.CSV_TYPES:
+            return self._rows_answer(self._csv_rows(request), self._answer)
+        body = request.body()
+        # A compressed body reaches here without the fast path's try: give it one on the decoded bytes.
+        batch = self.fast.batch_of_body(body) if self.fast and request.encoded else None
+        if batch is not None:
+            return Answer(200, self._answer(self.predictor.predict(batch)), {}), batch.n_rows
+        return self._predict_answer(self._parse_body(body))
+
+    def _post_invocations(self, request: Request) -> tuple[Answer, int]:
+        """MLflow's ``POST /invocations``: any accepted JSON format or CSV, answered ``{"predictions": [...]}``."""
+        if request.media_type in formats.CSV_TYPES:
+            return self._rows_answer(self._csv_rows(request), self._mlflow_answer)
+        body = request.body()
+        batch = self.fast.batch_of_body(body) if self.fast else None
+        if batch is not None:
+            return Answer(200, self._mlflow_answer(self.predictor.predict(batch)), {}), batch.n_rows
+        payload = self._parse_body(body)
+        try:
+            rows = formats.rows_of(payload, self.spec.feature_names)
+        except ApiError as exc:
+            if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
+                raise ApiError("bad_request", TOO_DEEP) from None
+            raise
+        return self._rows_answer(rows, self._mlflow_answer)
+
+    def _mlflow_answer(self, predictions: list[Any]) -> dict[str, Any]:
+        """MLflow's response shape; a classifier answers its labels there, as MLflow's own predict does."""
+        if self.classes is None:
+            return {"predictions": predictions}
+        return {"predictions": classifier.answer(predictions, self.classes)[classifier.PREDICTIONS]}
+
+    def _rows_answer(self, rows: list[Any], shape: Any) -> tuple[Answer, int]:
+        predictions = self.predictions(rows)
+        return Answer(200, shape(predictions), {}), len(predictions)
+
+    def _csv_rows(self, request: Request) -> list[Any]:
+        body = request.body()
+        if not body.strip():
+            raise ApiError("bad_request", "the request body is empty; send CSV with a header row naming the columns")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("bad_request", f"the CSV body is not UTF-8 text; byte {exc.start} is not valid") from None
+        return formats.rows_of_csv(text, self.column_types)
+
+    @cached_property
+    def column_types(self) -> dict[str, str]:
+        """Each field's JSON type, by which CSV cells are typed."""
+        return formats.column_types(self.metadata["input_schema"])
+
+    def _get_ping(self, request: Request) -> tuple[Answer, int]:
+        # The model loaded at init, so a function that answers is healthy.
+        return Answer(200, {"status": "ok"}, {}), 0
 
     def _get_metadata(self, request: Request) -> tuple[Answer, int]:
         return Answer(200, self.metadata, {}), 0
@@ -395,7 +466,8 @@ class App:
     def _v2_server(self, request: Request) -> tuple[Answer, int]:
         from lambda_ml_serve import __version__
 
-        return Answer(200, {"name": "lambda-ml-serve", "version": __version__, "extensions": []}, {}), 0
+        server = {"name": "lambda-ml-serve", "version": __version__, "extensions": list(v2.EXTENSIONS)}
+        return Answer(200, server, {}), 0
 
     def _v2_health(self, request: Request) -> tuple[Answer, int]:
         # The model loaded at init, so a function that answers is live and ready.
@@ -424,8 +496,31 @@ class App:
         return Answer(200, meta, {}), 0
 
     def _v2_infer(self, request: Request) -> tuple[Answer, int]:
-        payload = self._parse_body(request.body())
+        body = request.body()
+        length = request.headers.get(v2.HEADER_LENGTH)
+        header, data = v2.split_binary(body, length)
+        if length is None and b"\x00" in body and body.lstrip()[:1] == b"{":
+            raise ApiError(
+                "bad_request",
+                "the body holds binary tensor data but the request has no Inference-Header-Content-Length "
+                "header giving the length of its JSON part",
+            )
+        try:
+            payload = self._parse_body(header)
+        except ApiError as exc:
+            if length is None:
+                raise
+            raise ApiError(
+                "bad_request", f"the inference header (the first {len(header)} bytes) is invalid: {exc.message}"
+            ) from None
+        if not isinstance(payload, dict):
+            raise ApiError("validation_error", v2.INFER_SHAPE)
+        v2.attach_binary(payload, data)
         predictions = self.predictions(v2.rows_of_infer(payload, self.spec.feature_names))
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id, self.classes)
+        if v2.wants_binary(payload):
+            binary, header_length = v2.binary_response(answer)
+            headers = {v2.HEADER_LENGTH: str(header_length)}
+            return Answer(200, binary, headers, content_type=v2.BINARY), len(predictions)
         return Answer(200, answer, {}), len(predictions)

@@ -21,6 +21,7 @@ STATUS = {
     "not_found": 404,
     "method_not_allowed": 405,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "validation_error": 422,
     "internal_error": 500,
 }

@@ -368,8 +368,10 @@ class FastPath:
         self._n_features = len(plan.fields)
         self._row_format = struct.Struct(f"{self._n_features}f")
         self._lists, self._singles, self._instances = [], [], []
+        self._row_lists: list[Any] = []
         for spelling in range(plan.spellings):
             row = _row_struct(plan, spelling, single=False)
+            self._row_lists.append(list[row])
             # Only "instances": the full path refuses any other top-level key beside it.
             instances = msgspec.defstruct(
                 f"{plan.schema}Instances{spelling}", [(INSTANCES, list[row])], forbid_unknown_fields=True
@@ -382,8 +384,10 @@ class FastPath:
     def batch_of(self, event: Any) -> Batch | None:
         """The batch for a Function URL POST the fast decoder fully accepts, else ``None``."""
         body = self._body(event)
-        if body is None:
-            return None
+        return None if body is None else self.batch_of_body(body)
+
+    def batch_of_body(self, body: str | bytes) -> Batch | None:
+        """The batch for a JSON body (any prediction route's) the fast decoder fully accepts, else ``None``."""
         rows = self._rows(body)
         if rows is None or not rows or len(rows) > self.max_rows:
             return None
@@ -391,6 +395,30 @@ class FastPath:
         if not all(check(values, self._n_features, columns) for check, columns in self._checks):
             return None
         return Batch(values, len(rows), self._n_features)
+
+    def batch_of_rows(self, rows: list[Any]) -> Batch | None:
+        """The batch for rows already read from another format (MLflow, CSV, v2 tensors), else ``None``.
+
+        Rows made of JSON's types convert exactly as the JSON decoder reads them. Values JSON cannot
+        carry (NaN, infinity: a binary tensor or a CSV cell may) are left to the full path to judge.
+        """
+        if not rows or len(rows) > self.max_rows:
+            return None
+        for row_list in self._row_lists:
+            try:
+                converted = msgspec.convert(rows, row_list)
+            except msgspec.ValidationError:
+                continue  # another spelling may fit
+            except (UnicodeError, RecursionError, OverflowError):
+                return None  # text msgspec cannot hold (lone surrogates) or deep nesting: the full path says why
+            values = self._pack(converted)
+            # The sum of finite float32 values is finite in float64: NaN or infinity anywhere shows here.
+            if not math.isfinite(sum(values)):
+                return None
+            if not all(check(values, self._n_features, columns) for check, columns in self._checks):
+                return None
+            return Batch(values, len(converted), self._n_features)
+        return None
 
     def _body(self, event: Any) -> str | bytes | None:
         """The body of a POST to a prediction route, as Lambda hands it over (no copy for plain text)."""
@@ -405,6 +433,10 @@ class FastPath:
             return None
         body = event.get("body")
         if not isinstance(body, str) or not body:
+            return None
+        headers = event.get("headers")
+        # A compressed or CSV body is read by the full path, which decodes it first.
+        if type(headers) is dict and ("content-encoding" in headers or "csv" in str(headers.get("content-type"))):
             return None
         if not event.get("isBase64Encoded"):
             return body

@@ -28,6 +28,8 @@ FORMATS = (
 SHAPE_HINT = "send one of: " + ", ".join(FORMATS)
 #: Top-level keys that name a format; each must come alone.
 WRAPPERS = ("instances", "dataframe_split", "dataframe_records", "inputs")
+#: MLflow's inference parameters, accepted beside a wrapper and ignored.
+PARAMS = "params"
 MAX_ROW_DETAILS = 50
 #: JSON nested deeper than this is refused (400); valid rows are 3 levels deep at most.
 MAX_DEPTH = 64
@@ -55,7 +57,10 @@ def rows_of(payload: Any, features: tuple[str, ...]) -> list[Any]:
 def _rows_of_object(payload: dict[str, Any], features: tuple[str, ...]) -> list[Any]:
     wrappers = [k for k in WRAPPERS if k in payload]
     if wrappers:
-        extra = [k for k in payload if k != wrappers[0]]
+        # MLflow's clients may send inference parameters beside the data; no model here takes any.
+        if PARAMS in payload and not isinstance(payload[PARAMS], dict):
+            raise ApiError("validation_error", f"{PARAMS!r} must be an object of parameter names to values")
+        extra = [k for k in payload if k != wrappers[0] and k != PARAMS]
         if extra:
             raise ApiError(
                 "validation_error",
@@ -204,3 +209,80 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
             if child.__class__ is dict or child.__class__ is list
         ]
     return bool(level)
+
+
+#: The media types read as CSV (MLflow's scoring server reads ``text/csv``).
+CSV_TYPES = frozenset({"text/csv", "application/csv"})
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
+
+
+def column_types(input_schema: dict[str, Any]) -> dict[str, str]:
+    """Each field's JSON type (``number``, ``integer``, ``boolean``, ``string``) from the rows' JSON schema."""
+    types: dict[str, str] = {}
+    for name, prop in input_schema.get("properties", {}).items():
+        options = prop.get("anyOf", [prop])
+        kinds = [o.get("type") for o in options if isinstance(o, dict) and o.get("type") not in (None, "null")]
+        if not kinds and isinstance(prop.get("enum"), list):
+            kinds = ["string"]
+        types[name] = kinds[0] if len(kinds) == 1 else "string"
+    return types
+
+
+def _typed(cell: str, kind: str | None) -> Any:
+    """A CSV cell as the schema's type; a cell that does not parse stays text, for validation to name."""
+    try:
+        if kind == "number":
+            return float(cell)
+        if kind == "integer":
+            return int(cell)
+    except ValueError:
+        return cell
+    if kind == "boolean":
+        folded = cell.strip().lower()
+        return True if folded in _TRUE else False if folded in _FALSE else cell
+    return cell
+
+
+def rows_of_csv(text: str, types: dict[str, str]) -> list[Any]:
+    """A CSV body with a header row -> rows keyed by column, each cell typed by the schema.
+
+    An empty cell is a missing value (the key is left out), as in batch files. A row with another
+    number of cells than the header is a 422 naming the row; a body csv cannot read, a 400.
+    """
+    import csv
+    import io
+
+    try:
+        reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise ApiError("bad_request", "the CSV body has no header row; its first line names the columns")
+        columns = [h.strip() for h in header]
+        if len(set(columns)) != len(columns):
+            raise ApiError("validation_error", "the CSV header names a column twice")
+        kinds = [types.get(c) for c in columns]
+        rows: list[Any] = []
+        bad: list[int] = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            if len(cells) != len(columns):
+                bad.append(len(rows))
+                rows.append(None)
+                continue
+            rows.append(
+                {c: _typed(cell, kind) for c, kind, cell in zip(columns, kinds, cells, strict=True) if cell != ""}
+            )
+    except csv.Error as exc:
+        # csv's messages name the line and the problem, never the cells.
+        raise ApiError("bad_request", f"the body is not valid CSV: {exc}") from None
+    if bad:
+        raise ApiError(
+            "validation_error",
+            f"{len(bad)} CSV row(s) have another number of cells than the header's {len(columns)} columns",
+            [detail(i, None, f"expected {len(columns)} cells") for i in bad[:MAX_ROW_DETAILS]],
+            total=len(bad),
+        )
+    if not rows:
+        raise ApiError("validation_error", "the CSV body has a header but no rows to predict")
+    return rows

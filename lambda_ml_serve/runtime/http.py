@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from lambda_ml_serve.runtime import encoding
+from lambda_ml_serve.runtime import codings, encoding
 from lambda_ml_serve.runtime.errors import ApiError
 
 URL, REST, ALB, BODY, DIRECT = "url", "rest", "alb", "body", "direct"
@@ -42,24 +42,38 @@ class Request:
     #: The event's ``body`` and ``isBase64Encoded``, decoded by :meth:`body` when the route reads it.
     raw_body: Any = None
     base64: bool = False
+    #: The request's headers, names in lowercase, repeated headers joined with commas.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def http(self) -> bool:
         """False for a direct invocation: the answer is then a plain value, not an HTTP response."""
         return self.source != DIRECT
 
+    @property
+    def media_type(self) -> str:
+        """The body's media type (``Content-Type`` without parameters), lowercase; empty when not given."""
+        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the body is announced with a content coding (gzip, deflate) to undo before reading it."""
+        return bool(codings.codings_of(self.headers.get("content-encoding")))
+
     def body(self) -> bytes:
-        """The request body's bytes; a bad base64 body is the client's error."""
+        """The request body's bytes, content codings undone; a bad base64 or compressed body is the client's error."""
         if self.raw_body is None or self.raw_body == "":
             return b""
         if not isinstance(self.raw_body, str):
             raise ApiError("bad_request", "the event body must be a string")
         if self.base64:
             try:
-                return base64.b64decode(self.raw_body, validate=True)
+                raw = base64.b64decode(self.raw_body, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError("bad_request", "the body is marked base64-encoded but is not valid base64") from None
-        return self.raw_body.encode("utf-8", "surrogatepass")
+        else:
+            raw = self.raw_body.encode("utf-8", "surrogatepass")
+        return codings.decode_body(raw, self.headers.get("content-encoding"))
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,7 @@ class Answer:
     status: int
     payload: Any
     headers: dict[str, str]
-    #: JSON payloads are encoded here; a text payload (the docs page) is sent as it is.
+    #: JSON payloads are encoded here; a text payload (the docs page) or bytes (binary v2) are sent as they are.
     content_type: str = "application/json"
 
 
@@ -126,7 +140,23 @@ def parse_event(event: Any, request_id: str) -> Request:
         multi_value=source == ALB and isinstance(event.get("multiValueHeaders"), dict),
         raw_body=event.get("body"),
         base64=bool(event.get("isBase64Encoded")),
+        headers=headers_of(event, source),
     )
+
+
+def headers_of(event: dict[str, Any], source: str) -> dict[str, str]:
+    """The event's headers with lowercase names, as text (REST and ALB events may have other cases)."""
+    headers = event.get("headers")
+    multi = event.get("multiValueHeaders")
+    if isinstance(multi, dict) and multi and source != URL:
+        return {
+            str(k).lower(): ",".join(map(str, v)) if isinstance(v, list) else str(v)
+            for k, v in multi.items()
+            if v is not None
+        }
+    if not isinstance(headers, dict):
+        return {}
+    return {str(k).lower(): str(v) for k, v in headers.items() if v is not None}
 
 
 def dumps(payload: Any) -> str:
@@ -141,24 +171,53 @@ def http_response(
     headers: dict[str, str] | None = None,
     content_type: str = "application/json",
 ) -> dict[str, Any]:
-    """A Function URL response: the body, status, and the request id every answer carries."""
+    """A Function URL response: the body, status, and the request id every answer carries.
+
+    Bytes are sent base64-encoded, as Lambda's HTTP event sources require for a binary body.
+    """
+    if isinstance(payload, bytes):
+        body, binary = base64.b64encode(payload).decode("ascii"), True
+    else:
+        body = payload if isinstance(payload, str) and content_type != "application/json" else dumps(payload)
+        binary = False
     return {
         "statusCode": status,
         "headers": {"content-type": content_type, "x-request-id": request_id, **(headers or {})},
-        "body": payload if isinstance(payload, str) and content_type != "application/json" else dumps(payload),
-        "isBase64Encoded": False,
+        "body": body,
+        "isBase64Encoded": binary,
     }
 
 
 def respond(request: Request, answer: Answer, headers: dict[str, str] | None = None) -> Any:
-    """Write the answer in the response format of the request's event source, with ``headers`` added."""
+    """Write the answer in the response format of the request's event source, with ``headers`` added.
+
+    A HEAD request gets the headers of the GET answer and no body; an answer of at least
+    :data:`~lambda_ml_serve.runtime.codings.COMPRESS_MIN_BYTES` is gzip-compressed for a request that
+    accepts gzip.
+    """
     if not request.http:
         return answer.payload
     all_headers = {**answer.headers, **headers} if headers else answer.headers
     response = http_response(answer.status, answer.payload, request.request_id, all_headers, answer.content_type)
+    if request.method == "HEAD":
+        response["body"], response["isBase64Encoded"] = "", False
+    elif len(response["body"]) >= codings.COMPRESS_MIN_BYTES and codings.accepts_gzip(
+        request.headers.get("accept-encoding")
+    ):
+        _compress(response)
     if request.source == ALB:
         phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
         response["statusDescription"] = f"{answer.status} {phrase}".rstrip()
         if request.multi_value:
             response["multiValueHeaders"] = {k: [v] for k, v in response.pop("headers").items()}
     return response
+
+
+def _compress(response: dict[str, Any]) -> None:
+    """Replace the response's body with its gzip encoding (base64, as Lambda wants binary bodies)."""
+    body = response["body"]
+    raw = base64.b64decode(body) if response["isBase64Encoded"] else body.encode("utf-8")
+    response["body"] = base64.b64encode(codings.gzip_bytes(raw)).decode("ascii")
+    response["isBase64Encoded"] = True
+    response["headers"]["content-encoding"] = "gzip"
+    response["headers"]["vary"] = "accept-encoding"

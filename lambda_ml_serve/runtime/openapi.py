@@ -6,6 +6,8 @@ as it is. Examples are the model's own example rows in every request format, wit
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import TYPE_CHECKING, Any
 
 from lambda_ml_serve.runtime.errors import STATUS
@@ -16,10 +18,11 @@ if TYPE_CHECKING:
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
-    "bad_request": "The body is not JSON, not UTF-8, or bad base64.",
+    "bad_request": "The body is not JSON (or CSV), not UTF-8, bad base64, bad compressed data or bad binary tensors.",
     "not_found": "No such route, or no such model (v2).",
     "method_not_allowed": "The route does not take this method; `allow` lists those it takes.",
-    "payload_too_large": "More rows than the maximum per request.",
+    "payload_too_large": "More rows than the maximum per request, or a body that decompresses beyond 6 MB.",
+    "unsupported_media_type": "A Content-Encoding other than gzip or deflate.",
     "validation_error": "Invalid rows: every bad field of every row, or a body in no known format.",
     "internal_error": "A fault of the service; the message quotes the request id.",
 }
@@ -34,6 +37,16 @@ FORMAT_TEXT = {
     "pandas_columns": "pandas `DataFrame.to_json()` (column orient)",
     "columns": "A list of values per column",
 }
+#: What a route that reads a body may answer besides 200.
+BODY_ERRORS = ("bad_request", "payload_too_large", "unsupported_media_type", "validation_error")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV with a header row (values as JSON writes them, so booleans stay ``true``)."""
+    columns = list(rows[0]) if rows else []
+    lines = [",".join(columns)]
+    lines += [",".join("" if row.get(c) is None else json.dumps(row.get(c)) for c in columns) for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -242,10 +255,26 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
         "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
         "responses": {
             "200": {"description": "The predictions", "content": _json(_ref("PredictResponse"), answer)},
-            **_errors(("bad_request", "payload_too_large", "validation_error", "internal_error"), "Error"),
+            **_errors((*BODY_ERRORS, "internal_error"), "Error"),
         },
     }
-    v2_errors = _errors(("bad_request", "payload_too_large", "validation_error"), "V2Error")
+    csv = {"text/csv": {"schema": {"type": "string"}, "example": _csv(examples["rows"])}}
+    predict_op["requestBody"]["content"] |= csv
+    invocations = {
+        "summary": "Predict (MLflow's scoring protocol)",
+        "description": "Any JSON format of `POST /`, or CSV with a header row; `params` is accepted and ignored.",
+        "operationId": "invocations",
+        "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples) | csv},
+        "responses": {
+            "200": {
+                "description": "The predictions, in MLflow's response shape",
+                "content": _json({"type": "object", "properties": {"predictions": {"type": "array"}}}),
+            },
+            **_errors((*BODY_ERRORS, "internal_error"), "Error"),
+        },
+    }
+    ping = {"get": {"summary": "Health (MLflow, SageMaker)", "responses": {"200": {"description": "Healthy"}}}}
+    v2_errors = _errors(BODY_ERRORS, "V2Error")
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
     paths = {
         "/": {
@@ -256,7 +285,11 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
             "post": predict_op | {"operationId": "predict_root"},
         },
         "/predict": {"post": predict_op | {"operationId": "predict"}},
+        "/invocations": {"post": invocations},
+        "/ping": ping,
+        "/health": copy.deepcopy(ping),
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/v2": {"get": {"summary": "v2 server and extensions", "responses": {"200": {"description": "Server"}}}},
         "/v2/health/live": {"get": {"summary": "v2 liveness", "responses": {"200": {"description": "Live"}}}},
         "/v2/health/ready": {"get": {"summary": "v2 readiness", "responses": {"200": {"description": "Ready"}}}},
         "/v2/models/{name}": {

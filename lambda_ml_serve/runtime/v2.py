@@ -7,8 +7,10 @@ format, so validation answers the same 422 details with row and field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,29 @@ DATATYPES = frozenset(
 OUTPUT = "predictions"
 #: A classifier's second output: the class probabilities, ``[n, classes]``.
 PROBABILITIES = "probabilities"
+INFER_SHAPE = (
+    'a v2 inference request is {"inputs": [{"name", "shape", "datatype", "data"}]}: one tensor per '
+    "feature, or one [rows, features] tensor in feature order"
+)
+#: The binary tensor extension: the JSON header's length, the rest of the body is the tensors' bytes.
+HEADER_LENGTH = "inference-header-content-length"
+EXTENSIONS = ("binary_tensor_data",)
+BINARY = "application/octet-stream"
+#: struct's format of one little-endian element of each fixed-size datatype.
+_ELEMENT = {
+    "BOOL": "?",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -31,6 +56,8 @@ def _flatten(data: Any) -> list[Any]:
     """
     if not isinstance(data, list):
         return [data]
+    if list not in set(map(type, data)):
+        return data  # already flat, as binary tensors and flat JSON data are
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -71,11 +98,7 @@ def _tensor(tensor: Any, i: int) -> tuple[str, list[int], list[Any]]:
 def rows_of_infer(payload: Any, features: tuple[str, ...]) -> list[Any]:
     """An inference request's tensors -> rows keyed by feature (validation happens afterwards)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
-        raise ApiError(
-            "validation_error",
-            'a v2 inference request is {"inputs": [{"name", "shape", "datatype", "data"}]}: one tensor per '
-            "feature, or one [rows, features] tensor in feature order",
-        )
+        raise ApiError("validation_error", INFER_SHAPE)
     tensors = [_tensor(t, i) for i, t in enumerate(payload["inputs"])]
     if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] == len(features) != 1:
         _, (n, width), data = tensors[0]
@@ -95,6 +118,124 @@ def rows_of_infer(payload: Any, features: tuple[str, ...]) -> list[Any]:
         raise ApiError("validation_error", "two input tensors have the same name")
     n = sizes.pop()
     return [{name: data[r] for name, _, data in tensors} for r in range(n)]
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data of a body (all JSON when no header length is given)."""
+    if header_length is None:
+        return body, b""
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError("bad_request", "Inference-Header-Content-Length must be the JSON header's length in bytes")
+    length = int(text)
+    if length > len(body):
+        raise ApiError(
+            "bad_request",
+            f"Inference-Header-Content-Length says the JSON header is {length} bytes, but the whole body has "
+            f"{len(body)}: the body is truncated or the length is wrong",
+        )
+    return body[:length], body[length:]
+
+
+def attach_binary(payload: Any, data: bytes) -> None:
+    """Give each input sent as binary (``parameters.binary_data_size``) its values, read from ``data`` in order."""
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    offset = 0
+    for i, tensor in enumerate(inputs if isinstance(inputs, list) else []):
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        if type(size) is not int or size < 0:
+            raise ApiError("bad_request", f"inputs[{i}].parameters.binary_data_size must be a number of bytes")
+        if "data" in tensor:
+            raise ApiError("bad_request", f"inputs[{i}] has both data and binary_data_size; send its values one way")
+        if size > len(data) - offset:
+            raise ApiError(
+                "bad_request",
+                f"inputs[{i}] declares {size} bytes of binary data but only {len(data) - offset} remain in the "
+                "body: the body is truncated or a binary_data_size is wrong",
+            )
+        tensor["data"] = _binary_values(tensor, data[offset : offset + size], i)
+        offset += size
+    if offset != len(data):
+        raise ApiError(
+            "bad_request",
+            f"the body has {len(data) - offset} bytes of binary data beyond what the inputs' binary_data_size "
+            "declare: a binary_data_size or Inference-Header-Content-Length is wrong",
+        )
+
+
+def _binary_values(tensor: dict[str, Any], chunk: bytes, i: int) -> list[Any]:
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype == "BYTES":
+        values = _bytes_elements(chunk, i)
+    elif datatype in _ELEMENT:
+        width = struct.calcsize("<" + _ELEMENT[datatype])
+        if len(chunk) % width:
+            raise ApiError(
+                "bad_request",
+                f"inputs[{i}]: binary_data_size {len(chunk)} is not a whole number of {datatype} values "
+                f"({width} bytes each)",
+            )
+        values = list(struct.unpack(f"<{len(chunk) // width}{_ELEMENT[datatype]}", chunk))
+    else:
+        raise ApiError("bad_request", f"inputs[{i}]: binary data needs a datatype among {', '.join(sorted(DATATYPES))}")
+    if isinstance(shape, list) and all(type(d) is int for d in shape) and len(values) != math.prod(shape):
+        raise ApiError(
+            "bad_request",
+            f"inputs[{i}]: its binary data holds {len(values)} {datatype} values but shape {shape} needs "
+            f"{math.prod(shape)}: binary_data_size or the shape is wrong",
+        )
+    return values
+
+
+def _bytes_elements(chunk: bytes, i: int) -> list[str]:
+    """BYTES elements: each a 4-byte little-endian length and that many bytes (UTF-8 text here)."""
+    values: list[str] = []
+    offset = 0
+    while offset < len(chunk):
+        if len(chunk) - offset < 4:
+            raise ApiError("bad_request", f"inputs[{i}]: BYTES data ends inside an element's 4-byte length")
+        (length,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if length > len(chunk) - offset:
+            raise ApiError("bad_request", f"inputs[{i}]: a BYTES element's length runs past its binary_data_size")
+        try:
+            values.append(chunk[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ApiError("bad_request", f"inputs[{i}]: a BYTES element is not UTF-8 text") from None
+        offset += length
+    return values
+
+
+def wants_binary(payload: dict[str, Any]) -> bool:
+    """Whether the request asks for the predictions as binary data (per output, or for every output)."""
+    parameters = payload.get("parameters")
+    binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    outputs = payload.get("outputs")
+    for output in outputs if isinstance(outputs, list) else []:
+        options = output.get("parameters") if isinstance(output, dict) and output.get("name") == OUTPUT else None
+        if isinstance(options, dict) and "binary_data" in options:
+            return options["binary_data"] is True
+    return binary
+
+
+def binary_response(response: dict[str, Any]) -> tuple[bytes, int]:
+    """An inference response with its outputs' data as binary, in output order: the body and its header's length."""
+    parts = []
+    for output in response["outputs"]:
+        data, datatype = output.pop("data"), output["datatype"]
+        if datatype == "BYTES":
+            encoded = [str(v).encode("utf-8") for v in data]
+            raw = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+        else:
+            raw = struct.pack(f"<{len(data)}{_ELEMENT[datatype]}", *data)
+        # A classifier's outputs keep their "classes" beside the size.
+        output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(raw)}
+        parts.append(raw)
+    header = json.dumps(response, separators=(",", ":")).encode("utf-8")
+    return header + b"".join(parts), len(header)
 
 
 def _datatype(values: list[Any]) -> str:
@@ -179,8 +320,9 @@ def model_metadata(
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
-    """v2 errors are ``{"error": "<message>"}``; the row/field details ride along."""
-    body: dict[str, Any] = {"error": f"{error.type}: {error.message}"}
-    if error.details:
-        body["details"] = error.details
+    """v2 errors are ``{"error": "<message>"}``; the row/field details ride along, bounded as every error is."""
+    bounded = error.to_dict()["error"]
+    body: dict[str, Any] = {"error": f"{error.type}: {bounded['message']}"}
+    if bounded["details"]:
+        body["details"] = bounded["details"]
     return body

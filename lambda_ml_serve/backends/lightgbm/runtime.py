@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch
 
 #: The OpenMP runtime lib_lightgbm.so links against; the build ships it beside the model because
@@ -54,7 +55,17 @@ class LightGBMPredictor:
 
 def load(artifact: Path) -> LightGBMPredictor:
     """Open a LightGBM text model written by ``Booster.save_model``."""
+    not_a_model = f"{artifact} is not a LightGBM model (the text file written by Booster.save_model)"
+    with open(artifact, "rb") as fh:
+        head = fh.read(5)
+    # LightGBM prints its own "[Fatal]" line before raising: refuse what is plainly not a model first.
+    if head != b"tree\n":
+        raise ModelLoadError(not_a_model)
     preload_openmp(artifact.parent)
     import lightgbm
 
-    return LightGBMPredictor(lightgbm.Booster(model_file=str(artifact)))
+    try:
+        booster = lightgbm.Booster(model_file=str(artifact))
+    except lightgbm.basic.LightGBMError as exc:
+        raise ModelLoadError(f"{not_a_model}; LightGBM says: {' '.join(str(exc).split())[:300]}") from None
+    return LightGBMPredictor(booster)

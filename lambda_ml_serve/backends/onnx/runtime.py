@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch
 
 #: Model metadata keys written by ``prepare`` (and readable from any ONNX file that sets them).
@@ -99,5 +100,10 @@ def load(artifact: Path, options: Mapping[str, Any] | None = None) -> OnnxPredic
     settings.inter_op_num_threads = 1
     settings.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     settings.log_severity_level = 3  # converters declare fixed output shapes; the warnings say nothing
-    session = onnxruntime.InferenceSession(str(artifact), settings, providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(artifact), settings, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's error classes live in its private pybind module
+        if "INVALID_PROTOBUF" not in str(exc):
+            raise
+        raise ModelLoadError(f"{artifact} is not an ONNX model (onnxruntime cannot parse it as one)") from None
     return OnnxPredictor(session, options)

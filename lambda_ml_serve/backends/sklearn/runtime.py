@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch
+
+#: How a pickle (protocol 2+) or a joblib file compressed with zlib, gzip, bz2, xz, lz4 or lzma begins.
+_PICKLE_STARTS = (b"\x80", b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"\x5d\x00\x00")
 
 PREDICT_PROBA = "predict_proba"
 #: What code -1 (an unknown category) becomes for the pipeline: a string no encoder was fitted on.
@@ -154,6 +158,11 @@ def load_estimator(artifact: Path) -> Any:
     """Unpickle a fitted estimator, refusing one written by another scikit-learn release."""
     import warnings
 
+    with open(artifact, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith(_PICKLE_STARTS):
+        # joblib would fail deep in the unpickler (a KeyError naming a byte) on anything else.
+        raise ModelLoadError(f"{artifact} is not a scikit-learn model (a file written by joblib.dump or pickle)")
     import joblib
     from sklearn.exceptions import InconsistentVersionWarning
 

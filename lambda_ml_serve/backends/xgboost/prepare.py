@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lambda_ml_serve.backends.xgboost.runtime import XGBoostError, XGBoostPredictor
-from lambda_ml_serve.errors import BuildError
+from lambda_ml_serve.backends.xgboost.runtime import XGBoostError, XGBoostPredictor, last_error
+from lambda_ml_serve.errors import BuildError, ModelLoadError
 from lambda_ml_serve.spec import Batch
 
 if TYPE_CHECKING:
@@ -40,7 +40,10 @@ class InplacePredictor:
         try:
             self.booster.load_model(str(artifact))
         except xgboost.core.XGBoostError as exc:
-            raise BuildError(f"cannot read {artifact} as an XGBoost model: {_last_line(exc)}") from None
+            raise BuildError(
+                f"{artifact} is not an XGBoost model (JSON or UBJ written by Booster.save_model); "
+                f"XGBoost says: {last_error(str(exc))}"
+            ) from None
         self.booster.set_param({"nthread": 1})
         self.feature_names: Sequence[str] | None = self.booster.feature_names
 
@@ -64,7 +67,7 @@ def check_parity(prepared: Path, reference: InplacePredictor, spec: ModelSpec | 
     """Raise :class:`ParityError` unless the C API on ``prepared`` answers exactly as ``reference``."""
     try:
         predictor = XGBoostPredictor(prepared)
-    except XGBoostError as exc:
+    except (XGBoostError, ModelLoadError) as exc:
         raise BuildError(f"libxgboost cannot load the prepared {prepared.name}: {exc}") from None
     batch = parity_batch(reference.booster, spec)
     got, want = predictor.predict(batch), reference.predict(batch)
@@ -129,7 +132,3 @@ def _split_thresholds(booster: Any, num_feature: int) -> list[list[float]]:
             if left != -1:
                 found[feature].add(threshold)
     return [sorted(values) for values in found]
-
-
-def _last_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch
 
 #: Where the wheel puts the library, relative to the folder that holds the ``xgboost`` package.
@@ -99,8 +100,16 @@ def library() -> ctypes.CDLL:
 
 def _check(lib: ctypes.CDLL, status: int) -> None:
     if status != 0:
-        message = (lib.XGBGetLastError() or b"unknown error").decode("utf-8", "replace").strip()
-        raise XGBoostError(message.splitlines()[-1] if message else "unknown error")
+        raise XGBoostError(last_error((lib.XGBGetLastError() or b"").decode("utf-8", "replace")))
+
+
+def last_error(message: str, limit: int = 300) -> str:
+    """XGBoost's error on one line: its message without the ``[time] file:line:`` prefix and the stack trace."""
+    message = message.split("Stack trace:")[0].strip()
+    first = next((line.strip() for line in message.splitlines() if line.strip()), "unknown error")
+    if first.startswith("[") and ": " in first:
+        first = first.split(": ", 1)[1]  # "[10:34:11] /workspace/src/c_api/c_api.cc:1532: Check failed..."
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 class XGBoostPredictor:
@@ -112,11 +121,17 @@ class XGBoostPredictor:
         self._handle = ctypes.c_void_p()
         _check(lib, lib.XGBoosterCreate(None, 0, ctypes.byref(self._handle)))
         try:
-            _check(lib, lib.XGBoosterLoadModel(self._handle, str(artifact).encode()))
+            try:
+                _check(lib, lib.XGBoosterLoadModel(self._handle, str(artifact).encode()))
+            except XGBoostError as exc:
+                raise ModelLoadError(
+                    f"{artifact} is not an XGBoost model (JSON or UBJ written by Booster.save_model); "
+                    f"XGBoost says: {exc}"
+                ) from None
             _check(lib, lib.XGBoosterSetParam(self._handle, b"nthread", str(nthread).encode()))
             count = _ulong()
             _check(lib, lib.XGBoosterGetNumFeature(self._handle, ctypes.byref(count)))
-        except XGBoostError:
+        except (XGBoostError, ModelLoadError):
             self.close()
             raise
         self.num_feature: int = count.value
