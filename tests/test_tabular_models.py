@@ -101,7 +101,9 @@ class Case:
             if column in self.categories and self.strings:
                 frame[column] = frame[column].astype(object)
             elif column in self.categories:
-                frame[column] = pd.Categorical(frame[column], categories=self.categories[column])
+                # A category the model does not know is missing, as LightGBM re-codes it (pandas code -1).
+                known = frame[column].where(frame[column].isin(self.categories[column]))
+                frame[column] = pd.Categorical(known, categories=self.categories[column])
             else:
                 frame[column] = pd.to_numeric(frame[column]).astype("float64")
         return frame
