@@ -483,6 +483,10 @@ def batch(
 )
 @click.option("--data", type=click.Path(path_type=Path), help="With --from-model: a CSV file for examples and ranges.")
 @click.option("--target", help="With --data: the column to score the model against, for the model card.")
+@click.option(
+    "--classes",
+    help="With --from-model: a classifier's labels in class order, comma-separated (default: --target's values).",
+)
 @click.option("--backend", help="xgboost or sklearn.")
 @click.option("--task", help="regression or classification.")
 @click.option("--description", help="One-line description of the model.")
@@ -502,6 +506,7 @@ def new(
     from_model: Path | None,
     data: Path | None,
     target: str | None,
+    classes: str | None,
     backend: str | None,
     task: str | None,
     description: str | None,
@@ -519,10 +524,13 @@ def new(
     if warning:
         click.echo(f"Warning: {warning}", err=True)
     if from_model is not None:
-        _new_from_model(from_model, data, target, model_name, description, model_version, output_dir, no_input, force)
+        labels = [c.strip() for c in classes.split(",")] if classes is not None else None
+        _new_from_model(
+            from_model, data, target, labels, model_name, description, model_version, output_dir, no_input, force
+        )
         return
-    if data is not None or target is not None:
-        raise click.ClickException("--data and --target go with --from-model MODEL_FILE")
+    if data is not None or target is not None or classes is not None:
+        raise click.ClickException("--data, --target and --classes go with --from-model MODEL_FILE")
     from lambda_ml_serve.scaffold import create_plugin
 
     given = {
@@ -543,6 +551,7 @@ def _new_from_model(
     model_file: Path,
     data: Path | None,
     target: str | None,
+    classes: list[str] | None,
     model_name: str | None,
     description: str | None,
     model_version: str | None,
@@ -558,6 +567,7 @@ def _new_from_model(
         model_file,
         data=data,
         target=target,
+        classes=classes,
         model_name=model_name,
         description=description,
         version=model_version or "0.1.0",

@@ -49,6 +49,11 @@ class ModelSpec:
     #: What the schema's validators check, for the fast request path (see ``lambda_ml_serve.checks``).
     #: ``None`` when not declared: a schema with validators is then served by the full path only.
     batch_checks: Sequence[BatchCheck] | None = None
+    #: A classifier's labels in the order of its probabilities, in their JSON types (strings stay strings).
+    #: Set, every answer gives each row's label and the class probabilities (``predictions``,
+    #: ``probabilities``, ``classes``); the backend must answer probabilities (``extra={"predict_proba":
+    #: True}`` for scikit-learn). ``None``: each row is answered with what the backend predicts, as before.
+    classes: Sequence[Any] | None = None
 
     def __post_init__(self) -> None:
         from pydantic import BaseModel
@@ -64,6 +69,12 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: max_rows must be >= 1")
         if self.response not in RESPONSES:
             raise ValueError(f"model {self.name!r}: response must be one of {', '.join(RESPONSES)}")
+        if self.classes is not None:
+            labels = list(self.classes)
+            if len(labels) < 2 or not all(type(c) in (str, int, float, bool) for c in labels):
+                raise ValueError(f"model {self.name!r}: classes must list two or more labels (strings or numbers)")
+            if len(set(map(repr, labels))) != len(labels):
+                raise ValueError(f"model {self.name!r}: classes must be unique")
 
     @property
     def feature_names(self) -> tuple[str, ...]:

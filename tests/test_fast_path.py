@@ -13,14 +13,16 @@ import copy
 import json
 import math
 from types import SimpleNamespace
+from typing import Annotated
 
 import pytest
 from conftest import url_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lambda_ml_serve_wine_quality.schema import WineSample
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from lambda_ml_serve.fields import Category
 from lambda_ml_serve.runtime.app import App
 from lambda_ml_serve.spec import Batch, ModelSpec
 
@@ -343,3 +345,106 @@ def test_missing_optional_features_are_nan_on_both_paths(readings):
     assert fast.fast.batch_of(event) is not None
     answer = json.loads(assert_same_answer(fast, full, event)["body"])
     assert answer["predictions"] == [[1.0, 2.0, None, None, 1.0, 3.5]]
+
+
+# -- categories (each rule for unknown strings), nullable and optional ones, beside numbers ----------
+
+
+class Tasting(BaseModel):
+    """Category features: strings in, codes (index in the declared list) out; null and absent -> NaN."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    color: Annotated[str, Category(["red", "white"])]
+    region: Annotated[str, Category(["north", "south", "east"], unknown="missing")] | None
+    grape: Annotated[str, Category(["syrah", "merlot"], unknown="minus_one")] | None = None
+    alcohol: float | None = Field(
+        default=None, ge=0, le=100, alias="Alcohol", validation_alias=AliasChoices("Alcohol", "alcohol")
+    )
+
+
+@pytest.fixture(scope="module")
+def tastings() -> tuple[App, App]:
+    spec = ModelSpec(
+        name="tastings", version="1", backend="echo", package="lambda_ml_serve", artifact="py.typed", schema=Tasting
+    )
+    app = App(spec, Echo())
+    assert app.fast is not None, app.request_path.reason
+    return app, full_only(app)
+
+
+category_value = st.one_of(
+    st.sampled_from(["red", "white", "north", "south", "east", "syrah", "merlot"]),
+    st.sampled_from(["RED", "blue", "", "west", "red ", 1, 0, True, None, 1.5, ["red"], {"a": 1}]),
+    st.text(max_size=4),
+)
+tasting_rows = st.dictionaries(
+    st.sampled_from(["color", "region", "grape", "alcohol", "Alcohol", "other"]),
+    category_value | reading_value,
+    max_size=6,
+)
+
+
+@st.composite
+def valid_tastings(draw) -> dict:
+    row = {
+        "color": draw(st.sampled_from(["red", "white"])),
+        "region": draw(st.sampled_from(["north", "south", "east", None])),
+    }
+    if draw(st.booleans()):
+        row["grape"] = draw(st.sampled_from(["syrah", "merlot", None]))
+    if draw(st.booleans()):
+        row["Alcohol"] = draw(st.floats(0, 100) | st.none())
+    return row
+
+
+@settings_
+@given(payload=shaped(tasting_rows | valid_tastings()), dump=dumpers, b64=st.booleans())
+def test_categories_unknowns_and_nulls_agree(tastings, payload, dump, b64):
+    fast, full = tastings
+    assert_same_answer(fast, full, http_event(payload, dump=dump, b64=b64))
+
+
+@settings_
+@given(rows=st.lists(valid_tastings(), min_size=1, max_size=5))
+def test_known_categories_take_the_fast_path(tastings, rows):
+    fast, full = tastings
+    event = url_event(json.dumps(rows))
+    assert fast.fast.batch_of(event) is not None
+    assert assert_same_answer(fast, full, event)["statusCode"] == 200
+
+
+def test_categories_pack_as_their_codes(tastings):
+    fast, full = tastings
+    rows = [
+        {"color": "white", "region": "east", "grape": "merlot", "alcohol": 12.5},
+        {"color": "red", "region": None},
+        {"color": "red", "region": "west", "grape": "gamay"},
+    ]
+    answer = json.loads(assert_same_answer(fast, full, url_event(json.dumps(rows)))["body"])
+    assert answer["predictions"] == [[1.0, 2.0, 1.0, 12.5], [0.0, None, None, None], [0.0, None, -1.0, None]]
+
+
+def test_an_unknown_category_is_a_422_without_the_value(tastings):
+    fast, full = tastings
+    answer = assert_same_answer(fast, full, url_event(json.dumps([{"color": "red"}, {"color": "rosé-secret"}])))
+    assert answer["statusCode"] == 422
+    assert "rosé-secret" not in answer["body"]
+    details = json.loads(answer["body"])["error"]["details"]
+    assert [(d["row"], d["field"]) for d in details] == [(0, "region"), (1, "color"), (1, "region")]
+    assert "'red' or 'white'" in details[1]["message"]
+
+
+def test_the_plan_and_the_documents_carry_the_categories(tastings):
+    fast, _ = tastings
+    plan = fast.request_path.plan
+    assert [(f.kind, f.categories, f.unknown, f.nullable) for f in plan.fields[:3]] == [
+        ("category", ("red", "white"), "error", False),
+        ("category", ("north", "south", "east"), "missing", True),
+        ("category", ("syrah", "merlot"), "minus_one", True),
+    ]
+    assert type(plan).from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    schema = fast.metadata["input_schema"]["properties"]
+    assert schema["color"]["enum"] == ["red", "white"]
+    assert schema["region"]["anyOf"][0]["x-categories"] == ["north", "south", "east"]
+    assert "enum" not in schema["region"]["anyOf"][0]

@@ -208,7 +208,27 @@ def site(generated, tmp_path_factory) -> Path:
     return target
 
 
+#: Classifiers answer a label per row and the class probabilities (their labels: 0 and 1).
+CLASSIFIERS = {"xgb_ubj", "onnx"}
+
+
 def library_predictions(case: Case, rows: list[dict]) -> list:
+    """What the answer's ``predictions`` must be: the library's values, or a classifier's labels."""
+    values = library_values(case, rows)
+    if case.key not in CLASSIFIERS:
+        return values
+    return [int(p > 0.5) if case.key == "xgb_ubj" else int(p[1] > p[0]) for p in values]
+
+
+def library_probabilities(case: Case, rows: list[dict]) -> list | None:
+    """A classifier's class probabilities, as the answer's ``probabilities`` carries them."""
+    if case.key not in CLASSIFIERS:
+        return None
+    values = library_values(case, rows)
+    return [[1 - p, p] for p in values] if case.key == "xgb_ubj" else values
+
+
+def library_values(case: Case, rows: list[dict]) -> list:
     """What the model's own library answers for ``rows``, with no lambda-ml-serve code involved."""
     import numpy as np
     import pandas as pd
@@ -274,6 +294,9 @@ def test_invoke_answers_the_example_as_the_library_does(generated, site, variant
     answer = json.loads(result.stdout)
     assert answer["model"] == plugin.model
     assert close(answer["predictions"], library_predictions(plugin.case, plugin.example))
+    if plugin.case.key in CLASSIFIERS:
+        assert answer["classes"] == [0, 1]
+        assert close(answer["probabilities"], library_probabilities(plugin.case, plugin.example))
 
 
 def test_recorded_predictions_are_the_librarys_own(generated):
@@ -309,7 +332,7 @@ def test_names_types_and_aliases_come_from_the_model(generated):
     ubj = (generated["fm_xgb_ubj_bare"].package / "schema.py").read_text()
     assert 'alias="length cm"' in ubj and 'alias="width-mm"' in ubj and "parts: int" in ubj and "coated: bool" in ubj
     lgb = (generated["fm_lightgbm_bare"].package / "schema.py").read_text()
-    assert "parts: int = Field(\n        ge=0," in lgb  # a categorical feature: a non-negative code
+    assert "parts: int | None = Field(\n" in lgb and "ge=0," in lgb  # a categorical feature: a non-negative code
     assert generated["fm_pipeline_bare"].card["features"] == COLUMNS  # feature_names_in_
 
 

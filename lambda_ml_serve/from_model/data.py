@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lambda_ml_serve.from_model.describe import Description
+from lambda_ml_serve.fields import UNKNOWN_CODES
+from lambda_ml_serve.from_model.describe import Description, Feature, lightgbm_name
 from lambda_ml_serve.modelfiles import ModelFileError
 from lambda_ml_serve.spec import Batch
 
@@ -91,14 +92,15 @@ def read_data(path: Path, description: Description, target: str | None) -> DataS
         _name_from_header(description, [c for c in header if c != target], path)
     columns = _columns(description, header, rows, index, path)
     values = {}
+    by_name = {f.name: f for f in description.features}
     for name, source in columns.items():
-        values[name] = _read_column(rows, index, source, name, path)
+        values[name] = _read_column(rows, index, source, by_name[name], path)
     summary = DataSummary(path, len(rows), columns, values)
     if target is not None:
         summary.target = target
         summary.targets = [row[index[target]] for row in rows]
     for feature in description.features:
-        feature.nullable = any(math.isnan(v) for v in values[feature.name])
+        feature.nullable = feature.nullable or any(math.isnan(v) for v in values[feature.name])
     return summary
 
 
@@ -125,9 +127,15 @@ def _columns(
     """Each feature's column: its own, else a one-hot value of another (``color_red`` from ``color``)."""
     found: dict[str, Column] = {}
     missing = []
-    for name in description.feature_names:
+    for feature in description.features:
+        name = feature.name
         if name in index:
             found[name] = Column(name)
+            continue
+        renamed = [c for c in header if lightgbm_name(c) == name] if description.backend == "lightgbm" else []
+        if renamed:
+            # The DataFrame's own name, which LightGBM stored with underscores: requests may use it.
+            found[name], feature.aliases = Column(renamed[0]), [renamed[0]]
             continue
         for column in header:
             prefix = column + "_"
@@ -147,10 +155,15 @@ def _columns(
     return found
 
 
-def _read_column(rows: list[list[str]], index: dict[str, int], source: Column, name: str, path: Path) -> list[float]:
+def _read_column(
+    rows: list[list[str]], index: dict[str, int], source: Column, feature: Feature, path: Path
+) -> list[float]:
     j = index[source.column]
+    name = feature.name
     if source.equals is not None:
         return [1.0 if row[j] == source.equals else 0.0 for row in rows]
+    if feature.category_strings:
+        return _read_categories(rows, j, source, feature, path)
     values = []
     for number, row in enumerate(rows, start=2):
         cell = row[j].strip() if j < len(row) else ""
@@ -167,6 +180,27 @@ def _read_column(rows: list[list[str]], index: dict[str, int], source: Column, n
                 f"--data {path} line {number}: column {source.column!r} holds a non-number; the model takes numbers "
                 f"for feature {name!r} (encode categories as integer codes)"
             ) from None
+    return values
+
+
+def _read_categories(rows: list[list[str]], j: int, source: Column, feature: Feature, path: Path) -> list[float]:
+    """A category column's codes (index in the model's categories); empty cells are missing."""
+    codes = {value: float(i) for i, value in enumerate(feature.category_strings)}
+    unknown = UNKNOWN_CODES[feature.unknown]
+    values = []
+    for number, row in enumerate(rows, start=2):
+        cell = row[j] if j < len(row) else ""
+        if cell == "":
+            values.append(math.nan)
+        elif cell in codes:
+            values.append(codes[cell])
+        elif unknown is None:
+            raise ModelFileError(
+                f"--data {path} line {number}: column {source.column!r} holds a category the model does not know "
+                f"(it knows {', '.join(feature.category_strings[:10])}); give data the model can answer"
+            )
+        else:
+            values.append(unknown)
     return values
 
 
@@ -204,6 +238,8 @@ def metrics(description: Description, predictions: list[Any], targets: list[str]
             "r2": 1 - squared / total if total else 0.0,
         }
     labels = [_label(description, p) for p in predictions]
+    if description.classes and isinstance(predictions[0], float) and len(description.classes) == 2:
+        predictions = [[1.0 - p, p] for p in predictions]
     scores = {"accuracy": sum(_same_label(a, t) for a, t in zip(labels, targets, strict=True)) / len(labels)}
     classes = description.classes
     if classes and isinstance(predictions[0], list):
@@ -215,12 +251,23 @@ def metrics(description: Description, predictions: list[Any], targets: list[str]
     return scores
 
 
+def target_classes(summary: DataSummary) -> list[Any]:
+    """The labels in a target column, sorted as a label encoder sorts them (numbers as numbers)."""
+    values = set(summary.targets)
+    for kind in (int, float):
+        try:
+            return sorted({kind(v) for v in values})
+        except ValueError:
+            continue
+    return sorted(values)
+
+
 def _label(description: Description, prediction: Any) -> Any:
     if isinstance(prediction, list):
         best = max(range(len(prediction)), key=prediction.__getitem__)
         return description.classes[best] if description.classes else best
-    if isinstance(prediction, float) and description.output == "the probability of class 1":
-        return 1 if prediction >= 0.5 else 0
+    if isinstance(prediction, float) and description.classes and len(description.classes) == 2:
+        return description.classes[1] if prediction > 0.5 else description.classes[0]
     return prediction
 
 

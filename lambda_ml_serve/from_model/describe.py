@@ -5,6 +5,7 @@ One reader per format. Each reads only the model's own metadata; nothing here lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -41,8 +42,14 @@ class Feature:
     model_range: tuple[float, float] | None = None
     #: A typical value the model recorded (a scaler's mean), else None.
     centre: float | None = None
-    #: Whether requests may leave it empty (null): the data has missing values there.
+    #: Whether requests may leave it empty (null): the model handles missing values, or the data has them.
     nullable: bool = False
+    #: A category feature's strings, in the model's order (code = index): requests send these.
+    category_strings: list[str] = field(default_factory=list)
+    #: What an unknown category string becomes: "error", "missing" or "minus_one" (``lambda_ml_serve.fields``).
+    unknown: str = "error"
+    #: Other names requests may use for it (the DataFrame's own, where the library renamed the column).
+    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +74,8 @@ class Description:
     extra: dict[str, Any] = field(default_factory=dict)
     requirements: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Example rows the model came with (an MLflow input example), keyed by feature name.
+    example_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def feature_names(self) -> list[str]:
@@ -149,16 +158,24 @@ def _xgboost(path: Path) -> Description:
     positional = {f"f{i}": f for i, f in enumerate(features)}
     for tree in booster.get_dump(dump_format="json"):
         _xgboost_splits(json.loads(tree), by_name, positional)
+    stored = _xgboost_categories(booster, count)
+    for feature, strings in zip(features, stored, strict=True):
+        if feature.kind == "categorical" and strings:
+            # XGBoost >= 3 re-codes a DataFrame's categories to these and refuses one it was not trained on.
+            feature.category_strings, feature.unknown = strings, "error"
+    for feature in features:
+        feature.nullable = True  # XGBoost takes NaN as missing in every feature
     num_class = int(learner["learner_model_param"].get("num_class", 0))
     if objective.startswith("binary:"):
         description.task = "classification"
         if objective == "binary:hinge":
             description.output = "the predicted class, 0 or 1"
         else:
-            description.output = "the probability of class 1"
+            description.classes = [0, 1]
+            description.output = "the predicted class and the probability of each class"
     elif objective == "multi:softprob":
         description.task, description.classes = "classification", list(range(num_class))
-        description.output = f"the probability of each class 0..{num_class - 1}"
+        description.output = "the predicted class and the probability of each class"
     elif objective == "multi:softmax":
         description.task, description.output = "classification", "the predicted class index"
     return description
@@ -171,11 +188,32 @@ def _xgboost_splits(node: dict[str, Any], by_name: dict[str, Feature], positiona
         if "split" in current:
             feature = by_name.get(str(current["split"])) or positional.get(str(current["split"]))
             if feature is not None:
+                condition = current.get("split_condition")
                 if "categories" in current:
                     feature.categories.extend(int(c) for c in current["categories"])
-                elif "split_condition" in current:
-                    feature.thresholds.append(float(current["split_condition"]))
+                elif isinstance(condition, list):  # XGBoost >= 3 writes a categorical split's codes here
+                    feature.categories.extend(int(c) for c in condition)
+                elif condition is not None:
+                    feature.thresholds.append(float(condition))
         stack.extend(current.get("children", ()))
+
+
+def _xgboost_categories(booster: Any, count: int) -> list[list[str]]:
+    """Each feature's category strings as XGBoost >= 3 stores them (``cats.enc``: UTF-8 bytes cut at offsets)."""
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
+    cats = model.get("model", model).get("cats") or model.get("gbtree", {}).get("model", {}).get("cats") or {}
+    found: list[list[str]] = [[] for _ in range(count)]
+    for i, enc in enumerate(cats.get("enc", ())[:count]):
+        offsets, values = enc.get("offsets") or [], enc.get("values") or []
+        if offsets and all(isinstance(v, int) for v in values):
+            raw = bytes(values)
+            found[i] = [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
+    return found
+
+
+def lightgbm_name(name: str) -> str:
+    """The name LightGBM stores for a DataFrame column: spaces become underscores (LightGBM's own rule)."""
+    return name.replace(" ", "_")
 
 
 # -- LightGBM ---------------------------------------------------------------------------------------
@@ -206,6 +244,11 @@ def _lightgbm(path: Path) -> Description:
             feature.kind, feature.categories = "categorical", categories
         elif low is not None and high is not None:
             feature.model_range = (low, high)
+        feature.nullable = True  # LightGBM takes NaN as missing in every feature
+        if description.names_from == "model" and "_" in feature.name:
+            # LightGBM stored "fixed acidity" as "fixed_acidity"; accept the DataFrame's spelling too.
+            feature.aliases = [feature.name.replace("_", " ")]
+    _lightgbm_categories(booster, description)
     for tree in dump.get("tree_info", ()):
         stack = [tree.get("tree_structure", {})]
         while stack:
@@ -214,12 +257,31 @@ def _lightgbm(path: Path) -> Description:
                 features[int(node["split_feature"])].thresholds.append(float(node["threshold"]))
             stack.extend(node[k] for k in ("left_child", "right_child") if k in node)
     if objective[0] in ("binary", "cross_entropy"):
-        description.task, description.output = "classification", "the probability of class 1"
+        description.task, description.classes = "classification", [0, 1]
+        description.output = "the predicted class and the probability of each class"
     elif objective[0] in ("multiclass", "multiclassova"):
         num_class = int(next(p.split(":")[1] for p in objective if p.startswith("num_class:")))
         description.task, description.classes = "classification", list(range(num_class))
-        description.output = f"the probability of each class 0..{num_class - 1}"
+        description.output = "the predicted class and the probability of each class"
     return description
+
+
+def _lightgbm_categories(booster: Any, description: Description) -> None:
+    """Category strings from ``pandas_categorical``: one list per category column of the training DataFrame."""
+    stored = getattr(booster, "pandas_categorical", None) or []
+    categorical = [f for f in description.features if f.kind == "categorical"]
+    if not stored:
+        return
+    if len(stored) != len(categorical):
+        description.warnings.append(
+            f"{description.path.name}: pandas_categorical lists {len(stored)} category column(s) but the model has "
+            f"{len(categorical)} categorical feature(s); they are served as integer codes"
+        )
+        return
+    for feature, strings in zip(categorical, stored, strict=True):
+        if all(isinstance(v, str) for v in strings):
+            # LightGBM reads a category its DataFrame did not have as missing (pandas code -1 -> NaN).
+            feature.category_strings, feature.unknown = list(strings), "missing"
 
 
 def _lightgbm_info(info: Any) -> tuple[float | None, float | None, list[int]]:
@@ -262,6 +324,7 @@ def _sklearn(path: Path) -> Description:
     )
     _named(description, [str(n) for n in names] if names is not None else None, int(count), "feature_names_in_")
     description.requirements = [f"{dist}=={v}" for dist, v in sorted(pins.items())]
+    _sklearn_columns(estimator, description)
     first = steps[0]
     if len(steps) > 1 and getattr(first, "mean_", None) is not None and len(first.mean_) == count:
         for feature, mean in zip(features, first.mean_, strict=True):
@@ -275,10 +338,36 @@ def _sklearn(path: Path) -> Description:
         description.task = "classification"
         description.classes = [c.item() if hasattr(c, "item") else c for c in estimator.classes_]
         description.extra = {"predict_proba": True}
-        description.output = "the probability of each class, in the order of `classes`"
+        description.output = "the predicted class and the probability of each class"
     elif hasattr(estimator, "classes_"):
         description.task, description.output = "classification", "the predicted class"
     return description
+
+
+def _sklearn_columns(estimator: Any, description: Description) -> None:
+    """A pipeline led by a ColumnTransformer: category columns from its encoders, nullable ones from its imputers."""
+    import importlib.metadata
+
+    from lambda_ml_serve.backends.sklearn.runtime import NAN_NATIVE, input_columns
+
+    columns = input_columns(estimator)
+    final = type(estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator).__name__
+    if columns is None:
+        for feature in description.features:
+            feature.nullable = final in NAN_NATIVE
+        return
+    for feature, column in zip(description.features, columns, strict=True):
+        feature.nullable = column.nullable
+        if column.categories:
+            feature.kind, feature.category_strings, feature.unknown = (
+                "categorical",
+                list(column.categories),
+                column.unknown,
+            )
+    description.types_detail = "the pipeline's encoders (categories_) and imputers; other columns are numbers"
+    # The pipeline is served the DataFrame it was fitted on: the image needs pandas, at this version.
+    description.requirements.append(f"pandas=={importlib.metadata.version('pandas')}")
+    description.requirements = sorted(set(description.requirements))
 
 
 def _trees(estimator: Any) -> list[Any]:
@@ -379,6 +468,8 @@ def typical_values(feature: Feature) -> tuple[float, float]:
     """Two values of ``feature`` the model tells apart: split-value quartiles, else its recorded range or mean."""
     if feature.kind == "boolean":
         return 0.0, 1.0
+    if feature.kind == "categorical" and feature.category_strings:
+        return 0.0, float(len(feature.category_strings) - 1)
     if feature.kind == "categorical":
         codes = sorted(set(feature.categories)) or [0, 1]
         return float(codes[0]), float(codes[-1] if len(codes) > 1 else codes[0])

@@ -22,7 +22,8 @@ from pydantic import BaseModel
 
 import lambda_ml_serve
 from lambda_ml_serve.errors import LambdaMLServeError
-from lambda_ml_serve.from_model.data import DataSummary, metrics, predict_all, read_data
+from lambda_ml_serve.fields import UNKNOWN_CODES
+from lambda_ml_serve.from_model.data import DataSummary, metrics, predict_all, read_data, target_classes
 from lambda_ml_serve.from_model.describe import Description, Feature, describe, typical_values
 from lambda_ml_serve.modelfiles import ModelFileError
 
@@ -61,6 +62,7 @@ def create_from_model(
     *,
     data: Path | None = None,
     target: str | None = None,
+    classes: list[str] | None = None,
     model_name: str | None = None,
     description: str | None = None,
     version: str = "0.1.0",
@@ -79,8 +81,17 @@ def create_from_model(
     model_file = Path(model_file)
     if target is not None and data is None:
         raise ModelFileError("--target names a column of --data: give --data CSV too")
+    mlflow = None
+    if model_file.is_dir():
+        from lambda_ml_serve.from_model.mlmodel import read_mlmodel
+
+        mlflow = read_mlmodel(model_file)
+        model_file = mlflow.artifact
     info = describe(model_file)
+    if mlflow is not None:
+        _apply_signature(info, mlflow)
     summary = read_data(data, info, target) if data is not None else None
+    _resolve_classes(info, summary, classes, model_file)
     name = model_name or suggested_name(model_file)
     answers = _answers(name, info, model_file, description, version)
     check_answers(answers, installed_models() if taken is None else taken)
@@ -101,6 +112,18 @@ def create_from_model(
     expected = predictor.predict(example_batch)
     _check_finite(expected, model_file)
     scored = predict_all(predictor, summary, info.feature_names) if summary is not None else None
+    probabilities = None
+    if info.classes is not None:
+        from lambda_ml_serve.runtime.classifier import answer
+
+        try:
+            answered = answer(expected, info.classes)
+        except ValueError:
+            raise ModelFileError(
+                f"{model_file} answers {len(expected[0]) if isinstance(expected[0], list) else 1} value(s) per row "
+                f"for {len(info.classes)} classes; give its labels with --classes"
+            ) from None
+        expected, probabilities = answered["predictions"], answered["probabilities"]
     card_metrics = (
         metrics(info, scored, summary.targets) if (summary is not None and summary.target is not None) else {}
     )
@@ -121,6 +144,8 @@ def create_from_model(
         _write_json(package / "example.json", {"instances": example})
         _write_json(package / "model_card.json", card)
         _write_json(rendered / "tests" / "expected_predictions.json", expected)
+        if probabilities is not None:
+            _write_json(rendered / "tests" / "expected_probabilities.json", probabilities)
         if project.exists():
             # --force, as for `new`: the generated files are written again, the user's own are kept.
             shutil.copytree(rendered, project, dirs_exist_ok=True)
@@ -152,9 +177,89 @@ def _answers(name: str, info: Description, model_file: Path, description: str | 
     }
 
 
+def _apply_signature(info: Description, mlflow: Any) -> None:
+    """An MLflow signature names the columns (the DataFrame's own), types them and says which may be missing."""
+    from lambda_ml_serve.from_model.describe import lightgbm_name
+
+    where = f"{mlflow.directory.name}/MLmodel"
+    columns = mlflow.columns
+    if columns:
+        if len(columns) != len(info.features):
+            raise ModelFileError(
+                f"{where}: the signature has {len(columns)} columns but {info.path.name} takes "
+                f"{len(info.features)} features; log the model again with its own input example"
+            )
+        if info.names_from == "generated":
+            for feature, column in zip(info.features, columns, strict=True):
+                feature.name = column.name
+            info.names_from, info.names_detail = "model", "the MLflow signature"
+            info.warnings = [w for w in info.warnings if "stores no feature names" not in w]
+        for feature, column in zip(info.features, columns, strict=True):
+            if column.name != feature.name:
+                if lightgbm_name(column.name) != feature.name:
+                    raise ModelFileError(
+                        f"{where}: signature column {column.name!r} is feature {feature.name!r} in "
+                        f"{info.path.name}; log the model again with its own input example"
+                    )
+                feature.aliases = [column.name]
+            if column.kind != "categorical" and not feature.category_strings and feature.kind == "float":
+                feature.kind = column.kind
+            feature.nullable = feature.nullable or not column.required
+    by_key = {key: f for f in info.features for key in (f.name, *f.aliases)}
+    rows = []
+    for row in mlflow.example:
+        rows.append(
+            {
+                by_key[k].name: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in row.items()
+                if k in by_key
+            }
+        )
+    if rows and all(len(r) == len(info.features) for r in rows):
+        info.example_rows = rows[:2]
+
+
+def _resolve_classes(info: Description, summary: DataSummary | None, given: list[str] | None, model_file: Path) -> None:
+    """A classifier's labels: ``--classes``, else the target column's (a file that holds only class indices)."""
+    indices_only = info.backend in ("xgboost", "lightgbm")
+    if given is not None:
+        if info.classes is None:
+            raise ModelFileError(f"--classes: {model_file} is not a classifier that answers class probabilities")
+        labels = _labels(given)
+        if len(labels) != len(info.classes):
+            raise ModelFileError(
+                f"--classes lists {len(labels)} labels but {model_file} has {len(info.classes)} classes; list them all"
+            )
+        if not indices_only and [repr(c) for c in labels] != [repr(c) for c in info.classes]:
+            raise ModelFileError(f"--classes: {model_file} names its own classes {info.classes}; leave --classes out")
+        info.classes = labels
+    elif indices_only and info.classes is not None and summary is not None and summary.target is not None:
+        labels = target_classes(summary)
+        if len(labels) != len(info.classes):
+            raise ModelFileError(
+                f"--target {summary.target!r} holds {len(labels)} distinct labels but {model_file} has "
+                f"{len(info.classes)} classes; give the labels in class-index order with --classes"
+            )
+        info.classes = labels
+    if info.classes is not None and len(set(map(repr, info.classes))) != len(info.classes):
+        raise ModelFileError(f"{model_file}: its class labels are not unique; give them with --classes")
+
+
+def _labels(given: list[str]) -> list[Any]:
+    """``--classes`` values as numbers when they all are, else as strings (as a target column is read)."""
+    for kind in (int, float):
+        try:
+            return [kind(v) for v in given]
+        except ValueError:
+            continue
+    return list(given)
+
+
 def _example(info: Description, summary: DataSummary | None, fields: list[str]) -> list[dict[str, Any]]:
     """Two example rows: from the data when given, else from the model's own split values."""
     rows: list[dict[str, Any]] = []
+    if summary is None and info.example_rows:
+        return [dict(row) for row in info.example_rows]
     if summary is not None:
         for i in summary.example_rows():
             rows.append({f.name: _typed(f, summary.values[f.name][i], digits=17) for f in info.features})
@@ -169,6 +274,8 @@ def _typed(feature: Feature, value: float, digits: int = 7) -> Any:
     """``value`` as the feature's JSON type; floats from the model are shortened to ``digits``."""
     if math.isnan(value):
         return None
+    if feature.category_strings:
+        return feature.category_strings[int(value)] if 0 <= value < len(feature.category_strings) else None
     if feature.kind == "boolean":
         return bool(value)
     if feature.kind in ("integer", "categorical"):
@@ -183,8 +290,18 @@ def _batch(info: Description, rows: list[dict[str, Any]]) -> Any:
 
     values = array("f")
     for row in rows:
-        values.extend(math.nan if row[name] is None else float(row[name]) for name in info.feature_names)
+        values.extend(_code(feature, row[feature.name]) for feature in info.features)
     return Batch(values, len(rows), len(info.features))
+
+
+def _code(feature: Feature, value: Any) -> float:
+    """A row's value as the batch holds it: a category's code, NaN for null."""
+    if value is None:
+        return math.nan
+    if feature.category_strings:
+        known = feature.category_strings.index(value) if value in feature.category_strings else None
+        return float(known) if known is not None else UNKNOWN_CODES[feature.unknown] or math.nan
+    return float(value)
 
 
 def _check_finite(predictions: list[Any], model_file: Path) -> None:
@@ -194,6 +311,9 @@ def _check_finite(predictions: list[Any], model_file: Path) -> None:
 
 
 def _annotation(feature: Feature) -> tuple[str, dict[str, str]]:
+    if feature.category_strings:
+        category = f"Category({json.dumps(feature.category_strings)}, unknown={json.dumps(feature.unknown)})"
+        return (f"Annotated[str, {category}] | None" if feature.nullable else f"Annotated[str, {category}]"), {}
     base = {"float": "float", "integer": "int", "boolean": "bool", "categorical": "int"}[feature.kind]
     constraints = {"ge": "0"} if feature.kind == "categorical" else {}
     return (f"{base} | None" if feature.nullable else base), constraints
@@ -206,8 +326,15 @@ def _feature_description(feature: Feature, info: Description, summary: DataSumma
         "boolean": "true/false (or 1/0)",
         "categorical": "a category code (a non-negative integer)",
     }[feature.kind]
+    if feature.category_strings:
+        unknown = {
+            "error": "another string is refused, as the model would refuse it",
+            "missing": "another string is read as missing, as the library reads it",
+            "minus_one": "another string is an unknown category, which the model answers",
+        }[feature.unknown]
+        parts = f"one of {', '.join(map(repr, feature.category_strings[:20]))}; {unknown}"
     details = [parts]
-    if feature.kind == "categorical" and feature.categories:
+    if feature.kind == "categorical" and feature.categories and not feature.category_strings:
         codes = sorted(set(feature.categories))
         shown = ", ".join(map(str, codes[:10])) + (", ..." if len(codes) > 10 else "")
         details.append(f"the model splits on codes {shown}")
@@ -215,9 +342,9 @@ def _feature_description(feature: Feature, info: Description, summary: DataSumma
         observed = summary.observed(feature.name)
         source = summary.columns[feature.name]
         where = "" if source.equals is None and source.column == feature.name else f" ({source.describe()})"
-        if observed is not None:
+        if observed is not None and not feature.category_strings:
             details.append(f"observed {observed[0]:.6g} to {observed[1]:.6g} in {summary.path.name}{where}")
-    elif feature.model_range is not None:
+    elif feature.model_range is not None and not feature.category_strings:
         details.append(
             f"trained on {feature.model_range[0]:.6g} to {feature.model_range[1]:.6g} (recorded in the model)"
         )
@@ -243,6 +370,8 @@ def _context(
             {
                 "name": feature.name,
                 "field": field,
+                # Every key a request may use, pydantic's preferred first: the DataFrame's own names too.
+                "names": list(dict.fromkeys([*feature.aliases, feature.name, field])),
                 "kind": feature.kind,
                 "nullable": feature.nullable,
                 "annotation": annotation,
@@ -282,7 +411,9 @@ def _context(
             "names_detail": info.names_detail,
             "types_detail": info.types_detail,
             "features": features,
-            "aliased": [f for f in features if f["field"] != f["name"]],
+            "aliased": [f for f in features if len(f["names"]) > 1],
+            "categorical": any(f.category_strings for f in info.features),
+            "classes_literal": repr(info.classes) if info.classes is not None else None,
             "output": info.output,
             "classes": info.classes,
             "extra": info.extra,

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from lambda_ml_serve.errors import ModelLoadError, ModelNotFoundError
+from lambda_ml_serve.runtime import classifier, formats, v2
 from lambda_ml_serve.runtime import explain as explaining
-from lambda_ml_serve.runtime import formats, v2
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.fast import FastPath
 from lambda_ml_serve.runtime.formats import MAX_DEPTH, nested_deeper_than
@@ -39,6 +40,7 @@ from lambda_ml_serve.runtime.settings import (
     MODEL_ENV,
     RESPONSE_ENV,
     SHA256_ENV,
+    check_classes,
     check_features,
     check_response,
 )
@@ -97,6 +99,7 @@ def load_predictor(
             f"{reason}"
         ) from exc
     check_features(predictor, spec.feature_names, f"{model.plugin}: model {spec.name!r}")
+    check_classes(predictor, spec.classes, f"{model.plugin}: model {spec.name!r}")
     return predictor
 
 
@@ -149,6 +152,8 @@ class App:
         #: Explanation requests carry at most this many rows (413 beyond).
         self.explain_max_rows = explaining.max_rows(self.max_rows)
         self.response = check_response(response or self.manifest.response)
+        #: A classifier's labels: answers carry a label and the class probabilities per row.
+        self.classes = self.manifest.classes
         self.docs = docs
         self.request_path = self.manifest.request_path
         plan = self.request_path.plan
@@ -250,7 +255,10 @@ class App:
             "example": {"instances": list(spec.example)},
             "metrics": card.get("metrics", {}),
             "explain": self.explain_metadata,
-        } | ({"classes": classes} if (classes := getattr(self.predictor, "classes", None)) is not None else {})
+        } | ({"classes": list(classes)} if (classes := self._classes_known()) is not None else {})
+
+    def _classes_known(self) -> Sequence[Any] | None:
+        return self.classes if self.classes is not None else getattr(self.predictor, "classes", None)
 
     @property
     def explain_metadata(self) -> dict[str, Any]:
@@ -286,6 +294,7 @@ class App:
             docs=self.docs,
             explain_max_rows=self.explain_max_rows,
             example_explanation=self.explain(examples["instances"]) if self.explain_metadata["available"] else None,
+            classes=self.classes,
         )
 
     @cached_property
@@ -416,9 +425,25 @@ class App:
             raise
 
     def _answer(self, predictions: list[Any]) -> Any:
+        if self.classes is not None:
+            answer = classifier.answer(predictions, self.classes)
+            if self.response == "predictions":
+                return answer[classifier.PREDICTIONS]
+            return {"model": self.manifest.model, "version": self.manifest.version, **answer}
         if self.response == "predictions":
             return predictions
         return {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
+
+    def _item_predictions(self, rows: list[Any]) -> list[Any]:
+        """Batch items: a classifier's item answers its label and probabilities."""
+        predictions = self.predictions(rows)
+        if self.classes is None:
+            return predictions
+        answer = classifier.answer(predictions, self.classes)
+        return [
+            {"label": label, classifier.PROBABILITIES: row}
+            for label, row in zip(answer[classifier.PREDICTIONS], answer[classifier.PROBABILITIES], strict=True)
+        ]
 
     def _predict_answer(self, payload: Any) -> tuple[Answer, int]:
         answer = self.predict(payload)
@@ -427,7 +452,7 @@ class App:
 
     def _score_batch(self, payload: Any) -> tuple[Answer, int]:
         """A Distributed Map batch: every item scored on its own, a bad item failing only itself."""
-        answer = answer_batch(self.predictions, payload, self.max_rows)
+        answer = answer_batch(self._item_predictions, payload, self.max_rows)
         body = {"model": self.manifest.model, "version": self.manifest.version} | answer
         return Answer(200, body, {}), len(answer["results"])
 
@@ -447,11 +472,11 @@ class App:
     def _post_invocations(self, request: Request) -> tuple[Answer, int]:
         """MLflow's ``POST /invocations``: any accepted JSON format or CSV, answered ``{"predictions": [...]}``."""
         if request.media_type in formats.CSV_TYPES:
-            return self._rows_answer(self._csv_rows(request), lambda p: {"predictions": p})
+            return self._rows_answer(self._csv_rows(request), self._mlflow_answer)
         body = request.body()
         batch = self.fast.batch_of_body(body) if self.fast else None
         if batch is not None:
-            return Answer(200, {"predictions": self.predictor.predict(batch)}, {}), batch.n_rows
+            return Answer(200, self._mlflow_answer(self.predictor.predict(batch)), {}), batch.n_rows
         payload = self._parse_body(body)
         try:
             rows = formats.rows_of(payload, self.spec.feature_names)
@@ -459,7 +484,13 @@ class App:
             if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
                 raise ApiError("bad_request", TOO_DEEP) from None
             raise
-        return self._rows_answer(rows, lambda p: {"predictions": p})
+        return self._rows_answer(rows, self._mlflow_answer)
+
+    def _mlflow_answer(self, predictions: list[Any]) -> dict[str, Any]:
+        """MLflow's response shape; a classifier answers its labels there, as MLflow's own predict does."""
+        if self.classes is None:
+            return {"predictions": predictions}
+        return {"predictions": classifier.answer(predictions, self.classes)[classifier.PREDICTIONS]}
 
     def _rows_answer(self, rows: list[Any], shape: Any) -> tuple[Answer, int]:
         predictions = self.predictions(rows)
@@ -560,7 +591,9 @@ class App:
         return {"GET": self._v2_metadata}
 
     def _v2_metadata(self, request: Request) -> tuple[Answer, int]:
-        meta = v2.model_metadata(self.spec.name, self.spec.version, self.backend, self.metadata["input_schema"])
+        meta = v2.model_metadata(
+            self.spec.name, self.spec.version, self.backend, self.metadata["input_schema"], self.classes
+        )
         return Answer(200, meta, {}), 0
 
     def _v2_infer(self, request: Request) -> tuple[Answer, int]:
@@ -594,7 +627,7 @@ class App:
         else:
             predictions = self.predictions(rows)
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
-        answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id)
+        answer = v2.infer_response(self.spec.name, self.spec.version, predictions, request_id, self.classes)
         if explained is not None:
             answer["outputs"] += v2.explanation_outputs(explained)
         if v2.wants_binary(payload):

@@ -146,8 +146,18 @@ if (explainButton) explainButton.addEventListener("click", () => send("explain")
 
 def _bounds(prop: dict[str, Any]) -> str:
     parts = [f"{sign} {prop[key]}" for key, sign in BOUNDS if key in prop]
-    if "enum" in prop:
-        parts.append("one of " + ", ".join(map(str, prop["enum"])))
+    for choice in (prop, *prop.get("anyOf", ())):
+        if "x-categories" in choice:
+            parts.append("one of " + ", ".join(map(str, choice["x-categories"])))
+            if choice.get("x-unknown-category") != "error":
+                parts.append(
+                    "another value is read as "
+                    + ("missing" if choice["x-unknown-category"] == "missing" else "unknown")
+                )
+        elif "enum" in choice:
+            parts.append("one of " + ", ".join(map(str, choice["enum"])))
+    if {"type": "null"} in prop.get("anyOf", ()):
+        parts.append("null when missing")
     return ", ".join(parts)
 
 

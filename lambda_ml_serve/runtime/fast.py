@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import math
 import struct
 from array import array
@@ -29,12 +30,15 @@ import msgspec
 from msgspec.structs import astuple
 
 from lambda_ml_serve.checks import CHECK_NAMES, CHECK_RUNNERS
+from lambda_ml_serve.fields import category_of
 from lambda_ml_serve.spec import Batch
 
 if TYPE_CHECKING:
     from lambda_ml_serve.spec import ModelSpec
 
 KINDS = {"float": float, "int": int, "bool": bool}
+#: A feature sent as one of its category strings, packed as its code (see ``lambda_ml_serve.fields``).
+CATEGORY = "category"
 BOUNDS = ("ge", "gt", "le", "lt")
 #: The top-level key of the ``{"instances": [rows]}`` shape.
 INSTANCES = "instances"
@@ -55,6 +59,9 @@ class FieldPlan:
     required: bool = True
     #: The value when the key is missing (``None``: XGBoost's missing value, NaN).
     default: float | None = None
+    #: A category feature's strings in code order (code = index), and what an unknown string becomes.
+    categories: tuple[str, ...] = ()
+    unknown: str = "error"
 
     def key(self, spelling: int) -> str:
         return self.keys[min(spelling, len(self.keys) - 1)]
@@ -88,6 +95,7 @@ class FastPlan:
                     "required": f.required,
                     "default": f.default,
                 }
+                | ({"categories": list(f.categories), "unknown": f.unknown} if f.kind == CATEGORY else {})
                 for f in self.fields
             ],
             "checks": [{"check": name, "columns": list(columns)} for name, columns in self.checks],
@@ -104,6 +112,8 @@ class FastPlan:
                 nullable=f["nullable"],
                 required=f["required"],
                 default=f["default"],
+                categories=tuple(f.get("categories", ())),
+                unknown=f.get("unknown", "error"),
             )
             for f in data["fields"]
         )
@@ -210,6 +220,18 @@ def _field_plan(model: str, name: str, field: dict, *, strict: bool, by_alias: b
     nullable = inner["type"] == "nullable"
     if nullable:
         inner = _unvalidated(where, inner["schema"])
+    category = category_of(inner)
+    if category is not None:
+        if default is not None:
+            raise Unsupported(f"{where} is a category with a default other than None")
+        return FieldPlan(
+            keys=keys,
+            kind=CATEGORY,
+            nullable=nullable,
+            required=required,
+            categories=tuple(category["categories"]),
+            unknown=category["unknown"],
+        )
     kind = inner["type"]
     if kind not in KINDS:
         raise Unsupported(f"{where} is a {kind!r}; the fast decoder reads float, int and bool features")
@@ -235,7 +257,7 @@ def _field_plan(model: str, name: str, field: dict, *, strict: bool, by_alias: b
 
 
 def _unvalidated(where: str, schema: dict) -> dict:
-    if schema["type"].startswith("function-"):
+    if schema["type"].startswith("function-") and category_of(schema) is None:
         raise Unsupported(
             f"{where} has a validator ({schema['function']['function'].__name__}) the fast decoder cannot run"
         )
@@ -276,7 +298,34 @@ def _checks(spec: ModelSpec, core_fields: dict, fields: tuple[FieldPlan, ...]) -
     return tuple(resolved)
 
 
-def _field_type(field: FieldPlan) -> Any:
+class _Category(float, enum.Enum):
+    """A category's strings as msgspec decodes them (the members' values); each member *is* its code.
+
+    Members are floats, so packing a row into float32 costs what a number does: no per-value call.
+    """
+
+    def __new__(cls, code: float, text: str) -> _Category:
+        member = float.__new__(cls, code)
+        member._value_ = text
+        return member
+
+    def __repr__(self) -> str:  # the float mixin's repr cannot show a string value
+        return f"<{type(self).__name__}.{self._name_}: {self._value_!r}>"
+
+
+def category_enum(name: str, categories: tuple[str, ...]) -> type[enum.Enum]:
+    """An Enum of the category strings whose members are their codes: decoding maps string to code.
+
+    An unknown string fails decoding, and the request takes the full path, which applies the model's
+    rule for unknown categories (a 422, NaN or -1).
+    """
+    return _Category(name, [(f"c{i}", (float(i), value)) for i, value in enumerate(categories)])  # type: ignore[call-overload]
+
+
+def _field_type(field: FieldPlan, index: int = 0) -> Any:
+    if field.kind == CATEGORY:
+        typ = category_enum(f"Category{index}", field.categories)
+        return Union[typ, None] if field.nullable else typ  # noqa: UP007
     kind = KINDS[field.kind]
     bounds = dict(field.bounds)
     typ: Any = Annotated[kind, msgspec.Meta(**bounds)] if bounds else kind
@@ -290,7 +339,7 @@ def _row_struct(plan: FastPlan, spelling: int, *, single: bool) -> type[msgspec.
     """A Struct for rows spelled one way; a single-row body also has an ``instances`` slot to detect that shape."""
     fields: list[tuple] = []
     for i, field in enumerate(plan.fields):
-        typ = _field_type(field)
+        typ = _field_type(field, i)
         fields.append((f"f{i}", typ) if field.required else (f"f{i}", typ, _missing(field)))
     rename = {f"f{i}": field.key(spelling) for i, field in enumerate(plan.fields)}
     if single:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.runtime.fast import RequestPath, derive
-from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, BACKEND_ENV, MODEL_ENV, check_features
+from lambda_ml_serve.runtime.settings import ARTIFACT_ENV, BACKEND_ENV, MODEL_ENV, check_classes, check_features
 
 if TYPE_CHECKING:
     from lambda_ml_serve.spec import Backend, ModelSpec, Predictor
@@ -49,6 +49,8 @@ class Manifest:
     artifact: Path | None = None
     #: The model's answer shape (``ModelSpec.response``); ``LAMBDA_ML_SERVE_RESPONSE`` may still override it.
     response: str = "object"
+    #: A classifier's labels (``ModelSpec.classes``): answers carry labels and probabilities.
+    classes: tuple[Any, ...] | None = None
 
     @classmethod
     def of(cls, spec: ModelSpec, backend_name: str, backend: Backend | None = None, artifact: Path | None = None):
@@ -65,6 +67,7 @@ class Manifest:
             options=dict(spec.extra),
             artifact=artifact,
             response=spec.response,
+            classes=None if spec.classes is None else tuple(spec.classes),
         )
 
     def write(self, path: Path) -> None:
@@ -83,6 +86,7 @@ class Manifest:
             "artifact": self.artifact.name,
             "request_path": self.request_path.to_json(),
             "response": self.response,
+            "classes": None if self.classes is None else list(self.classes),
         }
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -106,6 +110,7 @@ class Manifest:
             options=data["options"],
             artifact=path.parent / data["artifact"],
             response=data.get("response", "object"),
+            classes=None if data.get("classes") is None else tuple(data["classes"]),
         )
 
     def load_predictor(self) -> Predictor:
@@ -120,6 +125,7 @@ class Manifest:
                 f"({self.backend_class}): {type(exc).__name__}: {exc}"
             ) from exc
         check_features(predictor, self.features, f"model {self.model!r}")
+        check_classes(predictor, self.classes, f"model {self.model!r}")
         return predictor
 
     def load_spec(self) -> ModelSpec:

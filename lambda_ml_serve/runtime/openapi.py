@@ -75,13 +75,15 @@ def _components(model: ModelView) -> dict[str, Any]:
     values = {
         "type": "array",
         "description": f"One row as {n} values in feature order: {', '.join(spec.feature_names)}",
-        "items": {"type": ["number", "boolean"]},
+        "items": {"type": ["number", "boolean", "string", "null"]},
         "minItems": n,
         "maxItems": n,
     }
     row_or_values = {"anyOf": [_ref("Row"), _ref("RowValues")]}
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": model.max_rows}
     predictions = {"type": "array", "description": spec.output, "items": {}}
+    if model.classes is not None:
+        predictions = {"type": "array", "description": "each row's label", "items": {"enum": list(model.classes)}}
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
@@ -158,15 +160,7 @@ def _components(model: ModelView) -> dict[str, Any]:
                 )
             ]
         },
-        "PredictResponse": (
-            predictions
-            if model.response == "predictions"
-            else {
-                "type": "object",
-                "required": ["model", "version", "predictions"],
-                "properties": {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions},
-            }
-        ),
+        "PredictResponse": predictions if model.response == "predictions" else _response(model, predictions),
         "ExplanationHeader": {
             "type": "object",
             "description": "What the numbers are: exact path-dependent TreeSHAP values in the model's margin "
@@ -279,6 +273,23 @@ def _components(model: ModelView) -> dict[str, Any]:
     return {"schemas": schemas}
 
 
+def _response(model: ModelView, predictions: dict[str, Any]) -> dict[str, Any]:
+    """The answer object; a classifier's adds the class probabilities and the classes, named once."""
+    properties = {"model": {"type": "string"}, "version": {"type": "string"}, "predictions": predictions}
+    if model.classes is None:
+        return {"type": "object", "required": list(properties), "properties": properties}
+    n = len(model.classes)
+    properties |= {
+        "probabilities": {
+            "type": "array",
+            "description": "each row's class probabilities, in the order of `classes`",
+            "items": {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n},
+        },
+        "classes": {"type": "array", "const": list(model.classes), "description": "the labels, in probability order"},
+    }
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 def openapi_document(model: ModelView) -> dict[str, Any]:
     """OpenAPI 3.1 for the function's routes; the examples are answered by the model itself."""
     spec = model.spec
@@ -286,7 +297,13 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
     answer = model.example_answer
     request_examples = {key: {"summary": FORMAT_TEXT[key], "value": value} for key, value in examples.items()}
     tensors = [
-        {"name": feature, "shape": [len(examples["rows"])], "datatype": "FP32", "data": list(column)}
+        {
+            "name": feature,
+            "shape": [len(examples["rows"])],
+            # A category column is sent as its strings.
+            "datatype": "BYTES" if any(isinstance(v, str) for v in column) else "FP32",
+            "data": list(column),
+        }
         for feature, column in examples["columns"].items()
     ]
     predict_op = {

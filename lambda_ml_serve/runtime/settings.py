@@ -7,7 +7,7 @@ from here, so none of them needs to import the app for a constant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import RESPONSES
@@ -45,6 +45,20 @@ def check_features(predictor: Predictor, features: Sequence[str], who: str) -> N
             f"{who}: schema fields do not match the artifact's "
             f"features ({what}); the artifact expects {list(stored)}. Reorder or rename the "
             "schema fields (or their aliases) to match."
+        )
+
+
+def check_classes(predictor: Predictor, classes: Sequence[Any] | None, who: str) -> None:
+    """A classifier's labels must be the ones its predictor knows (when it knows any), in its order."""
+    known = getattr(predictor, "classes", None)
+    if classes is None or known is None:
+        return
+    if list(known) == list(range(len(classes))):
+        return  # a predictor that knows class indices only (as XGBoost and LightGBM files do) takes the labels
+    if [repr(c) for c in known] != [repr(c) for c in classes]:
+        raise ModelLoadError(
+            f"{who}: ModelSpec.classes {list(classes)} are not the model's own classes {list(known)} (same "
+            "labels, same types, same order); set classes to the model's"
         )
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from lambda_ml_serve.runtime.errors import ApiError
@@ -21,6 +22,8 @@ DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"}
 )
 OUTPUT = "predictions"
+#: A classifier's second output: the class probabilities, ``[n, classes]``.
+PROBABILITIES = "probabilities"
 INFER_SHAPE = (
     'a v2 inference request is {"inputs": [{"name", "shape", "datatype", "data"}]}: one tensor per '
     "feature, or one [rows, features] tensor in feature order"
@@ -219,17 +222,20 @@ def wants_binary(payload: dict[str, Any]) -> bool:
 
 
 def binary_response(response: dict[str, Any]) -> tuple[bytes, int]:
-    """An inference response with its output's data as binary: the body, and its JSON header's length."""
-    output = response["outputs"][0]
-    data, datatype = output.pop("data"), output["datatype"]
-    if datatype == "BYTES":
-        encoded = [str(v).encode("utf-8") for v in data]
-        raw = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
-    else:
-        raw = struct.pack(f"<{len(data)}{_ELEMENT[datatype]}", *data)
-    output["parameters"] = {"binary_data_size": len(raw)}
+    """An inference response with its outputs' data as binary, in output order: the body and its header's length."""
+    parts = []
+    for output in response["outputs"]:
+        data, datatype = output.pop("data"), output["datatype"]
+        if datatype == "BYTES":
+            encoded = [str(v).encode("utf-8") for v in data]
+            raw = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+        else:
+            raw = struct.pack(f"<{len(data)}{_ELEMENT[datatype]}", *data)
+        # A classifier's outputs keep their "classes" beside the size.
+        output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(raw)}
+        parts.append(raw)
     header = json.dumps(response, separators=(",", ":")).encode("utf-8")
-    return header + raw, len(header)
+    return header + b"".join(parts), len(header)
 
 
 def _datatype(values: list[Any]) -> str:
@@ -242,18 +248,35 @@ def _datatype(values: list[Any]) -> str:
     return "BYTES"
 
 
-def infer_response(name: str, version: str, predictions: list[Any], request_id: str | None) -> dict[str, Any]:
-    """The v2 inference response: one output tensor ``predictions``, ``[n]`` or ``[n, k]``."""
-    if predictions and all(isinstance(p, list) for p in predictions):
-        shape = [len(predictions), len(predictions[0])]
-        data = [v for p in predictions for v in p]
+def _output(name: str, values: list[Any]) -> dict[str, Any]:
+    if values and all(isinstance(v, list) for v in values):
+        shape = [len(values), len(values[0])]
+        data = [v for row in values for v in row]
     else:
-        shape, data = [len(predictions)], predictions
-    response: dict[str, Any] = {
-        "model_name": name,
-        "model_version": version,
-        "outputs": [{"name": OUTPUT, "shape": shape, "datatype": _datatype(data), "data": data}],
-    }
+        shape, data = [len(values)], values
+    return {"name": name, "shape": shape, "datatype": _datatype(data), "data": data}
+
+
+def infer_response(
+    name: str, version: str, predictions: list[Any], request_id: str | None, classes: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """The v2 inference response: one output tensor ``predictions``, ``[n]`` or ``[n, k]``.
+
+    A classifier answers two: ``predictions`` (a label per row, ``[n]``) and ``probabilities``
+    (``[n, classes]``), each naming the classes in its ``parameters``.
+    """
+    if classes is None:
+        outputs = [_output(OUTPUT, predictions)]
+    else:
+        from lambda_ml_serve.runtime.classifier import answer
+
+        answered = answer(predictions, classes)
+        parameters = {"classes": list(classes)}
+        outputs = [
+            _output(OUTPUT, answered["predictions"]) | {"parameters": parameters},
+            _output(PROBABILITIES, answered["probabilities"]) | {"parameters": parameters},
+        ]
+    response: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": outputs}
     if request_id is not None:
         response["id"] = request_id
     return response
@@ -285,13 +308,34 @@ def explanation_outputs(explained: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def model_metadata(name: str, version: str, platform: str, input_schema: dict[str, Any]) -> dict[str, Any]:
-    """The v2 model metadata: one input tensor per feature, the predictions tensor out."""
+def _input_datatype(prop: dict[str, Any]) -> str:
+    kinds = [prop, *prop.get("anyOf", ())]
+    if any("x-categories" in p or p.get("type") == "string" for p in kinds):
+        return "BYTES"
+    return "BOOL" if any(p.get("type") == "boolean" for p in kinds) else "FP32"
+
+
+def model_metadata(
+    name: str, version: str, platform: str, input_schema: dict[str, Any], classes: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """The v2 model metadata: one input tensor per feature (BYTES for a category), the predictions out."""
     properties = input_schema.get("properties", {})
     inputs = [
-        {"name": feature, "datatype": "BOOL" if prop.get("type") == "boolean" else "FP32", "shape": [-1]}
-        for feature, prop in properties.items()
+        {"name": feature, "datatype": _input_datatype(prop), "shape": [-1]} for feature, prop in properties.items()
     ]
+    if classes is not None:
+        parameters = {"classes": list(classes)}
+        labels = _datatype(list(classes))
+        return {
+            "name": name,
+            "versions": [version],
+            "platform": platform,
+            "inputs": inputs,
+            "outputs": [
+                {"name": OUTPUT, "datatype": labels, "shape": [-1], "parameters": parameters},
+                {"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, len(classes)], "parameters": parameters},
+            ],
+        }
     return {
         "name": name,
         "versions": [version],

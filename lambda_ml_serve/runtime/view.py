@@ -33,3 +33,5 @@ class ModelView:
     explain_max_rows: int = 0
     #: The function's explanation of ``examples["instances"]``, or None when the model does not explain.
     example_explanation: Any = None
+    #: A classifier's labels (its answers carry labels and probabilities), else None.
+    classes: tuple[Any, ...] | None = None

@@ -48,6 +48,19 @@ def prepare(artifact: Path, out_dir: Path, spec: ModelSpec | None) -> Path:
     return target
 
 
+def _refuse_categories(artifact: Path, spec: ModelSpec) -> None:
+    """The converted graph takes one float tensor: a category feature has no place in it."""
+    from lambda_ml_serve.runtime.fast import CATEGORY, derive
+
+    plan = derive(spec).plan
+    named = [f.keys[0] for f in plan.fields if f.kind == CATEGORY] if plan is not None else []
+    if named:
+        raise BuildError(
+            f"{artifact.name} has category feature(s) {', '.join(named)}, which the ONNX converters cannot take "
+            "with the model's other inputs in one float tensor; serve it with its own backend"
+        )
+
+
 def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, Any]:
     """The ONNX model converted from ``artifact``, and the original's predictor for the parity check."""
     if spec is None:
@@ -59,6 +72,7 @@ def _convert(kind: str, artifact: Path, spec: ModelSpec | None) -> tuple[Any, An
             "converting a model to ONNX needs skl2onnx and onnxmltools at build time: "
             "pip install 'lambda-ml-serve[onnx-convert]'"
         ) from None
+    _refuse_categories(artifact, spec)
     n_features = len(spec.feature_names)
     inputs = [("input", FloatTensorType([None, n_features]))]
     answer: dict[str, Any] = {}

@@ -1,8 +1,14 @@
-"""What the image runs for the scikit-learn backend: unpickle the plugin's estimator, predict on float32 batches."""
+"""What the image runs for the scikit-learn backend: unpickle the plugin's estimator, predict on float32 batches.
+
+A Pipeline that starts with a ColumnTransformer selecting columns by name (encoders on string
+columns, imputers, scalers) is served as it is: the batch is turned back into the DataFrame it was
+fitted on, category codes mapped back to their strings (see :func:`input_columns`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,72 @@ from lambda_ml_serve.spec import Batch, Explanation
 _PICKLE_STARTS = (b"\x80", b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"\x5d\x00\x00")
 
 PREDICT_PROBA = "predict_proba"
+#: What code -1 (an unknown category) becomes for the pipeline: a string no encoder was fitted on.
+UNKNOWN_CATEGORY = "\x00unknown category"
+#: Encoders whose ``categories_`` make a column a category feature, and the ``handle_unknown`` values
+#: with which they answer an unknown category (code -1) instead of failing.
+ENCODERS = ("OneHotEncoder", "OrdinalEncoder")
+ANSWERS_UNKNOWN = frozenset({"ignore", "infrequent_if_exist", "use_encoded_value", "warn"})
+#: Steps that pass NaN through to the next one, or fill it in.
+IMPUTERS = ("SimpleImputer", "KNNImputer", "IterativeImputer")
+#: Estimators that take NaN as a missing value themselves.
+NAN_NATIVE = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One column of the DataFrame a fitted pipeline takes, as ``input_columns`` reads it."""
+
+    name: str
+    #: The category strings in the encoder's order (code = index), or () for a number.
+    categories: tuple[str, ...] = ()
+    #: ``"error"`` or ``"minus_one"`` (see ``lambda_ml_serve.fields``).
+    unknown: str = "error"
+    #: Whether the pipeline answers NaN/None there (an imputer first, or an estimator that takes NaN).
+    nullable: bool = False
+
+
+def input_columns(estimator: Any) -> list[InputColumn] | None:
+    """The columns of a Pipeline led by a ColumnTransformer fitted on a DataFrame, else None.
+
+    Reads the fitted objects' attributes only (no scikit-learn import): each column's encoder gives its
+    categories and its rule for unknown ones; an imputer on its way, or a final estimator that takes
+    NaN, makes it nullable.
+    """
+    steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
+    first = steps[0]
+    names = getattr(first, "feature_names_in_", None)
+    if not hasattr(first, "transformers_") or names is None:
+        return None
+    final = type(steps[-1]).__name__
+    columns = {str(n): InputColumn(str(n), nullable=final in NAN_NATIVE) for n in names}
+    for _, transformer, selected in first.transformers_:
+        if isinstance(transformer, str):
+            continue  # "drop" or "passthrough": the column goes on as it is (or nowhere)
+        listed = selected.tolist() if hasattr(selected, "tolist") else selected
+        if not isinstance(listed, list):
+            continue  # a slice or a callable: no per-column encoder to read
+        # The remainder lists positions; named transformers list names.
+        selected = [str(names[c]) if isinstance(c, int) else str(c) for c in listed]
+        chain = [s for _, s in transformer.steps] if hasattr(transformer, "steps") else [transformer]
+        imputed = any(type(s).__name__ in IMPUTERS for s in chain)
+        encoder = next((s for s in chain if type(s).__name__ in ENCODERS), None)
+        for j, name in enumerate(selected):
+            if name not in columns:
+                continue
+            column = columns[name]
+            nullable = column.nullable or imputed
+            if encoder is not None:
+                fitted = list(encoder.categories_[j])
+                values = [v for v in fitted if isinstance(v, str)]
+                unknown = "minus_one" if getattr(encoder, "handle_unknown", "error") in ANSWERS_UNKNOWN else "error"
+                # The encoder itself answers None when it answers unknown categories or was fitted with one.
+                nullable = imputed or unknown == "minus_one" or len(values) < len(fitted)
+                column = InputColumn(name, tuple(values), unknown, nullable)
+            else:
+                column = InputColumn(name, column.categories, column.unknown, nullable)
+            columns[name] = column
+    return list(columns.values())
 
 
 class SklearnPredictor:
@@ -23,6 +95,7 @@ class SklearnPredictor:
 
         self._np = np
         self.estimator = estimator
+        self._frame = _FrameBuilder(input_columns(estimator))
         names = getattr(estimator, "feature_names_in_", None)
         #: Set only when the estimator was fitted on a DataFrame; the framework checks it against the schema.
         self.feature_names: Sequence[str] | None = None if names is None else [str(n) for n in names]
@@ -63,7 +136,45 @@ class SklearnPredictor:
         matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
         # Estimators are fitted on float64 (scikit-learn's default); widening here gives every
         # estimator the same exact values, and trees narrow them back to float32 without loss.
-        return self._np.asarray(self._predict(matrix.astype(self._np.float64))).tolist()
+        wide = matrix.astype(self._np.float64)
+        return self._np.asarray(self._predict(self._frame(wide) if self._frame.columns else wide)).tolist()
+
+
+class _FrameBuilder:
+    """Turns a float64 matrix back into the DataFrame a column-selecting pipeline was fitted on.
+
+    Numbers stay float64 columns; a category's codes become its strings (NaN -> None, -1 -> a string
+    the encoder does not know), through one lookup array per column made here, at load.
+    """
+
+    def __init__(self, columns: list[InputColumn] | None) -> None:
+        self.columns = columns or []
+        if not self.columns:
+            return
+        import numpy as np
+        import pandas as pd  # only pipelines fitted on a DataFrame get here; their image carries pandas
+
+        self._np, self._pd = np, pd
+        self._names = [c.name for c in self.columns]
+        # Index n is an unknown category (code -1), n + 1 a missing one (NaN).
+        self._lookups = {
+            i: np.array([*c.categories, UNKNOWN_CATEGORY, None], dtype=object)
+            for i, c in enumerate(self.columns)
+            if c.categories
+        }
+
+    def __call__(self, matrix: Any) -> Any:
+        np = self._np
+        data: dict[str, Any] = {}
+        for i, name in enumerate(self._names):
+            column = matrix[:, i]
+            lookup = self._lookups.get(i)
+            if lookup is not None:
+                n = len(lookup) - 2
+                index = np.where(np.isnan(column), n + 1, np.where(column < 0, n, np.nan_to_num(column)))
+                column = lookup[index.astype(np.intp)]
+            data[name] = column
+        return self._pd.DataFrame(data, columns=self._names)
 
 
 def load_estimator(artifact: Path) -> Any:

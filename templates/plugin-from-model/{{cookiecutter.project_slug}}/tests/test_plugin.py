@@ -22,6 +22,10 @@ from {{ cookiecutter.package_name }}.schema import FEATURES, {{ cookiecutter.__s
 MODEL = "{{ cookiecutter.model_name }}"
 PACKAGE = files("{{ cookiecutter.package_name }}")
 EXPECTED = json.loads((Path(__file__).parent / "expected_predictions.json").read_text(encoding="utf-8"))
+{%- if m.classes_literal %}
+#: The class probabilities of the example rows, in the order of the answer's ``classes``.
+PROBABILITIES = json.loads((Path(__file__).parent / "expected_probabilities.json").read_text(encoding="utf-8"))
+{%- endif %}
 
 
 def close(got, want, tolerance=1e-5):
@@ -53,6 +57,10 @@ def test_the_example_is_answered_as_the_library_answered_it(app):
     answer = app({"instances": list(EXAMPLE)})
     assert answer["model"] == MODEL
     assert close(answer["predictions"], EXPECTED), (answer["predictions"], EXPECTED)
+{%- if m.classes_literal %}
+    assert answer["classes"] == {{ m.classes_literal }}
+    assert close(answer["probabilities"], PROBABILITIES), (answer["probabilities"], PROBABILITIES)
+{%- endif %}
 
 
 def test_a_function_url_request_names_the_model_file(app):
@@ -69,7 +77,7 @@ def test_original_names_and_field_names_are_both_accepted(app):
 
 
 def test_an_invalid_value_is_a_422_naming_the_row_and_field(app):
-    bad = {**EXAMPLE[0], FEATURES[0]: "not a number"}
+    bad = {**EXAMPLE[0], FEATURES[0]: {"not": "a value"}}
     response = post(app, json.dumps([EXAMPLE[0], bad]).encode())
     assert response["statusCode"] == 422
     error = json.loads(response["body"])["error"]

@@ -16,7 +16,11 @@ REQUIREMENTS = {{ m.requirements|tojson }}
             requirements=REQUIREMENTS,
 {%- endif %}
 {%- if m.extra %}
-            # Probabilities rather than labels; drop this to answer the predicted class instead.
+            # The backend answers class probabilities{% if m.classes_literal %}; the answer adds each row's label{% endif %}.
             extra={{ m.extra_literal }},
+{%- endif %}
+{%- if m.classes_literal %}
+            # A classifier: each row is answered with its label and the class probabilities, in this order.
+            classes={{ m.classes_literal }},
 {%- endif %}
 {%- endblock %}

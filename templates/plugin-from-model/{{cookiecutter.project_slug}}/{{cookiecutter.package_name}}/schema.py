@@ -3,8 +3,8 @@
 
 Generated from {{ m.source_file }}: names from {{ m.names_detail }}; types from {{ m.types_detail }}.
 {%- if m.aliased %}
-A name that is not a Python identifier is the field's alias: requests use the original name
-(``{{ m.aliased[0].name }}``) or the field's own (``{{ m.aliased[0].field }}``).
+A field several names reach lists them in its validation alias: requests may use any of them
+(``{{ m.aliased[0].names|join("``, ``") }}``).
 {%- endif %}
 {%- if m.data_file %}
 The ranges in the descriptions were observed in {{ m.data_file }}; they are not enforced (add
@@ -14,7 +14,15 @@ The ranges in the descriptions were observed in {{ m.data_file }}; they are not 
 
 from __future__ import annotations
 
+{% if m.categorical -%}
+from typing import Annotated
+
+{% endif -%}
 from pydantic import {% if m.aliased %}AliasChoices, {% endif %}BaseModel, ConfigDict, Field
+{%- if m.categorical %}
+
+from lambda_ml_serve.fields import Category
+{%- endif %}
 
 
 class {{ cookiecutter.__schema_class }}(BaseModel):
@@ -24,9 +32,9 @@ class {{ cookiecutter.__schema_class }}(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="{{ cookiecutter.__schema_class }}")
 {% for f in m.features %}
     {{ f.field }}: {{ f.annotation }} = Field(
-{%- if f.field != f.name %}
+{%- if f.names|length > 1 %}
         alias={{ f.name|tojson }},
-        validation_alias=AliasChoices({{ f.name|tojson }}, {{ f.field|tojson }}),
+        validation_alias=AliasChoices({% for key in f.names %}{{ key|tojson }}{% if not loop.last %}, {% endif %}{% endfor %}),
 {%- endif %}
 {%- for key, value in f.constraints.items() %}
         {{ key }}={{ value }},

@@ -1,0 +1,507 @@
+"""Real tabular models, as teams ship them, from file to served plugin with no file edited.
+
+Each model is trained here on the wine data (a few trees, once per module) with its own library:
+an XGBoost regressor with a categorical ``color``; a LightGBM regressor on a DataFrame whose columns
+have spaces, with two category columns; a scikit-learn Pipeline (OneHotEncoder + OrdinalEncoder +
+imputer + scaler) before a multi-class HistGradientBoostingClassifier; an XGBoost multi-class
+classifier whose string labels come from ``--data``; a LightGBM multi-class classifier; a RandomForest
+binary classifier; and an MLflow model directory. Each goes through ``new --from-model``, is installed,
+and is asked with rows written as clients write them (the DataFrame's own column names, category
+strings, ``null``): through ``invoke``, through ``serve`` with pandas ``to_json(orient="records")`` and
+``dataframe_split`` bodies, and in-process with hypothesis-drawn rows (every category, unknown ones,
+missing values). Labels must equal the library's and probabilities be within 1e-5 of its own, predicting
+on a DataFrame of the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import SHARED, shared_file, url_event
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from served import serving
+
+from lambda_ml_serve.cli import main
+
+SEED = 5
+TRAIN_ROWS = 700
+#: Held-out rows clients send; some of their values are set to null below.
+CLIENT_ROWS = 6
+NUMBERS = [
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+]
+#: Columns with missing values in the training data and in the clients' rows.
+GAPPY = ["citric acid", "alcohol"]
+COLOURS = ["red", "white"]
+SWEETNESS = ["dry", "medium", "sweet"]
+GRADES = ["high", "low", "mid"]  # sorted, as a label encoder orders them
+
+
+def wine_frame() -> pd.DataFrame:
+    frame = pd.read_csv(shared_file(SHARED / "data" / "wine_concat.csv"))
+    frame = frame.sample(TRAIN_ROWS + CLIENT_ROWS, random_state=SEED).reset_index(drop=True)
+    # float32-exact numbers: the served batch is float32, the libraries read the DataFrame's float64.
+    frame[NUMBERS] = frame[NUMBERS].astype("float32").astype("float64")
+    frame["sweetness"] = pd.cut(frame["residual sugar"], [-1, 4, 12, 1e9], labels=SWEETNESS).astype(str)
+    frame["grade"] = frame["quality"].map(lambda q: "low" if q < 6 else "mid" if q < 7 else "high")
+    rng = np.random.default_rng(SEED)
+    for column in GAPPY:
+        frame.loc[rng.random(len(frame)) < 0.08, column] = np.nan
+    return frame
+
+
+@dataclass
+class Case:
+    """One model file, how its library answers a DataFrame, and how it was generated."""
+
+    key: str
+    model_file: Path
+    #: The library's own answer for a DataFrame of client rows: (labels or values, probabilities or None).
+    library: Any
+    columns: list[str]
+    args: list[str] = field(default_factory=list)
+    classes: list[Any] | None = None
+    #: Category columns, their categories (the model's order), and whether an unknown one is refused.
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    refuses_unknown: bool = False
+    #: The library takes the category strings as they are (a scikit-learn encoder), not a pandas category.
+    strings: bool = False
+
+    @property
+    def model(self) -> str:
+        return f"tab_{self.key}"
+
+    def frame(self, rows: list[dict]) -> pd.DataFrame:
+        """Client rows as the DataFrame the library was trained on (category dtypes, NaN for null)."""
+        frame = pd.DataFrame(rows, columns=self.columns)
+        for column in self.columns:
+            if column in self.categories and self.strings:
+                frame[column] = frame[column].astype(object)
+            elif column in self.categories:
+                # A category the model does not know is missing, as LightGBM re-codes it (pandas code -1).
+                known = frame[column].where(frame[column].isin(self.categories[column]))
+                frame[column] = pd.Categorical(known, categories=self.categories[column])
+            else:
+                frame[column] = pd.to_numeric(frame[column]).astype("float64")
+        return frame
+
+
+def _as_category(frame: pd.DataFrame, column: str, categories: list[str]) -> pd.Series:
+    return pd.Categorical(frame[column], categories=categories)
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    return wine_frame()
+
+
+@pytest.fixture(scope="module")
+def cases(wine, tmp_path_factory) -> dict[str, Case]:
+    """Every model trained once, saved as its users save it, with a CSV of its training data."""
+    import joblib
+    import lightgbm
+    import xgboost
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    root = tmp_path_factory.mktemp("models")
+    train = wine.iloc[:TRAIN_ROWS]
+    out: dict[str, Case] = {}
+
+    # XGBoost regressor, a pandas category column, missing values: XGBoost >= 3 stores the categories.
+    columns = [*NUMBERS, "color"]
+    X = train[columns].assign(color=_as_category(train, "color", COLOURS))
+    target = train["quality"] + 2 * (train["color"] == "red")
+    xgb_reg = xgboost.XGBRegressor(n_estimators=6, max_depth=3, enable_categorical=True, max_cat_to_onehot=1)
+    xgb_reg.fit(X, target)
+    xgb_reg.get_booster().save_model(root / "xgb_cat.json")
+    data = root / "xgb_cat.csv"
+    train[columns].assign(score=target).to_csv(data, index=False)
+    out["xgb_cat"] = Case(
+        "xgb_cat",
+        root / "xgb_cat.json",
+        lambda f: (xgb_reg.predict(f).tolist(), None),
+        columns,
+        ["--data", data, "--target", "score"],
+        categories={"color": COLOURS},
+        refuses_unknown=True,
+    )
+
+    # LightGBM regressor: columns with spaces (stored with underscores), two category columns.
+    columns = [*NUMBERS, "color", "sweetness"]
+    X = train[columns].assign(
+        color=_as_category(train, "color", COLOURS), sweetness=_as_category(train, "sweetness", SWEETNESS)
+    )
+    lgb_reg = lightgbm.LGBMRegressor(n_estimators=6, num_leaves=7, min_child_samples=5, verbose=-1)
+    lgb_reg.fit(X, train["quality"] + 2 * (train["color"] == "red"))
+    lgb_reg.booster_.save_model(root / "lgb_cat.txt")
+    data = root / "lgb_cat.csv"
+    train[columns].assign(quality=train["quality"]).to_csv(data, index=False)
+    out["lgb_cat"] = Case(
+        "lgb_cat",
+        root / "lgb_cat.txt",
+        lambda f: (lgb_reg.predict(f).tolist(), None),
+        columns,
+        ["--data", data, "--target", "quality"],
+        categories={"color": COLOURS, "sweetness": SWEETNESS},
+    )
+
+    # scikit-learn Pipeline: one-hot colour (unknown ignored), ordinal sweetness (unknown -> -1),
+    # imputed and scaled numbers, before a multi-class HistGradientBoostingClassifier with string labels.
+    columns = [*NUMBERS, "color", "sweetness"]
+    pre = ColumnTransformer(
+        [
+            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ("sweetness", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["sweetness"]),
+            ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), NUMBERS),
+        ]
+    )
+    pipeline = Pipeline([("pre", pre), ("model", HistGradientBoostingClassifier(max_iter=5, random_state=SEED))])
+    pipeline.fit(train[columns], train["grade"])
+    joblib.dump(pipeline, root / "pipeline.joblib")
+    out["pipeline"] = Case(
+        "pipeline",
+        root / "pipeline.joblib",
+        lambda f: (pipeline.predict(f).tolist(), pipeline.predict_proba(f).tolist()),
+        columns,
+        classes=GRADES,
+        categories={"color": COLOURS, "sweetness": SWEETNESS},
+        strings=True,
+    )
+
+    # XGBoost multi-class classifier: the file holds class indices, the labels come from --data.
+    columns = NUMBERS
+    encoded = train["grade"].map({g: i for i, g in enumerate(GRADES)})
+    xgb_clf = xgboost.XGBClassifier(n_estimators=4, max_depth=3).fit(train[columns], encoded)
+    xgb_clf.get_booster().save_model(root / "xgb_multi.ubj")
+    data = root / "xgb_multi.csv"
+    train[[*columns, "grade"]].to_csv(data, index=False)
+    out["xgb_multi"] = Case(
+        "xgb_multi",
+        root / "xgb_multi.ubj",
+        lambda f: ([GRADES[i] for i in xgb_clf.predict(f)], xgb_clf.predict_proba(f).tolist()),
+        columns,
+        ["--data", data, "--target", "grade"],
+        classes=GRADES,
+    )
+
+    # LightGBM multi-class classifier with integer labels (quality bands), labels given with --classes.
+    bands = (train["quality"] >= 6).astype(int) + (train["quality"] >= 7).astype(int)
+    lgb_clf = lightgbm.LGBMClassifier(n_estimators=4, num_leaves=7, verbose=-1).fit(train[columns], bands)
+    lgb_clf.booster_.save_model(root / "lgb_multi.txt")
+    out["lgb_multi"] = Case(
+        "lgb_multi",
+        root / "lgb_multi.txt",
+        lambda f: (lgb_clf.predict(f).tolist(), lgb_clf.predict_proba(f).tolist()),
+        columns,
+        ["--classes", "0,1,2"],
+        classes=[0, 1, 2],
+    )
+
+    # RandomForest binary classifier with string labels (the colour from the chemistry).
+    columns = [c for c in NUMBERS if c not in GAPPY]
+    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=SEED).fit(train[columns], train["color"])
+    joblib.dump(forest, root / "forest.joblib")
+    out["forest"] = Case(
+        "forest",
+        root / "forest.joblib",
+        lambda f: (forest.predict(f).tolist(), forest.predict_proba(f).tolist()),
+        columns,
+        classes=COLOURS,
+    )
+
+    # An MLflow model directory: a LightGBM regressor on the DataFrame's own (spaced) column names.
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    columns = NUMBERS
+    lgb_flow = lightgbm.LGBMRegressor(n_estimators=5, num_leaves=7, verbose=-1).fit(train[columns], train["quality"])
+    signature = infer_signature(train[columns], lgb_flow.predict(train[columns]))
+    # The Booster: MLflow saves LightGBM's scikit-learn wrapper through its sklearn flavour instead.
+    mlflow.lightgbm.save_model(
+        lgb_flow.booster_, root / "mlflow_model", signature=signature, input_example=train[columns].dropna().head(2)
+    )
+    out["mlflow"] = Case("mlflow", root / "mlflow_model", lambda f: (lgb_flow.predict(f).tolist(), None), columns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(cases, tmp_path_factory) -> Path:
+    """Every case generated by ``new --from-model`` and pip-installed into one folder."""
+    root = tmp_path_factory.mktemp("projects")
+    projects = []
+    for case in cases.values():
+        args = ["new", "--from-model", case.model_file, "--model-name", case.model, "--output-dir", root, "--no-input"]
+        result = CliRunner().invoke(main, [str(a) for a in [*args, *case.args]], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        projects.append(str(root / f"lambda-ml-serve-{case.model.replace('_', '-')}"))
+    target = tmp_path_factory.mktemp("site")
+    # No build isolation: the projects build with this environment's setuptools and wheel, instead of
+    # each in a fresh environment (most of this fixture's time otherwise).
+    quiet = ["--no-deps", "--no-input", "--disable-pip-version-check", "-q", "--no-build-isolation"]
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(target), *projects],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    return target
+
+
+@pytest.fixture(scope="module")
+def client_rows(wine) -> list[dict]:
+    """Held-out rows as a client writes them: the DataFrame's own names, category strings, null."""
+    rows = wine.iloc[TRAIN_ROWS:][[*NUMBERS, "color", "sweetness"]].to_dict(orient="records")
+    for i, row in enumerate(rows):
+        for column, value in row.items():
+            if isinstance(value, float) and math.isnan(value):
+                row[column] = None
+        if i % 2 == 0:
+            row[GAPPY[i % len(GAPPY) if i % 4 else 0]] = None
+    return rows
+
+
+def rows_for(case: Case, rows: list[dict]) -> list[dict]:
+    """The rows with the case's columns only; a model that takes no missing value gets none."""
+    return [{c: row[c] for c in case.columns} for row in rows]
+
+
+def assert_answers_like_the_library(case: Case, answer: dict, rows: list[dict]) -> None:
+    labels, probabilities = case.library(case.frame(rows))
+    if case.classes is None:
+        assert close(answer["predictions"], labels), (case.key, answer["predictions"], labels)
+        return
+    assert answer["classes"] == case.classes
+    assert answer["predictions"] == labels, case.key
+    assert close(answer["probabilities"], probabilities), (case.key, answer["probabilities"], probabilities)
+
+
+def close(got: Any, want: Any, tolerance: float = 1e-5) -> bool:
+    if isinstance(want, list):
+        return (
+            isinstance(got, list) and len(got) == len(want) and all(close(g, w) for g, w in zip(got, want, strict=True))
+        )
+    return math.isclose(got, want, rel_tol=tolerance, abs_tol=tolerance)
+
+
+def run(site: Path, *args: Any) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "lambda_ml_serve.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+KEYS = ["xgb_cat", "lgb_cat", "pipeline", "xgb_multi", "lgb_multi", "forest", "mlflow"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_invoke_answers_client_rows_as_the_library_does(cases, site, client_rows, key, tmp_path):
+    case = cases[key]
+    rows = rows_for(case, client_rows)
+    body = tmp_path / "rows.json"
+    body.write_text(json.dumps(rows))
+    result = run(site, "invoke", case.model, "--data", body)
+    assert result.returncode == 0, result.stderr
+    assert_answers_like_the_library(case, json.loads(result.stdout), rows)
+
+
+@pytest.fixture(scope="module")
+def site_on_path(site):
+    """``serve`` subprocesses see the installed plugins."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), before) if p)
+    yield site
+    if before is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = before
+
+
+def post(url: str, body: str) -> dict:
+    request = urllib.request.Request(url, data=body.encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize("key", ["xgb_cat", "pipeline", "xgb_multi", "mlflow"])
+def test_serve_answers_pandas_bodies(cases, site_on_path, client_rows, key):
+    case = cases[key]
+    rows = rows_for(case, client_rows)
+    frame = pd.DataFrame(rows, columns=case.columns)
+    records = frame.to_json(orient="records")
+    split = '{"dataframe_split": ' + frame.to_json(orient="split", index=False) + "}"
+    with serving(case.model) as url:
+        for body in (records, split):
+            assert_answers_like_the_library(case, post(url + "/", body), rows)
+
+
+# -- in-process: hypothesis-drawn rows against the library, backend by backend ----------------------
+
+
+@pytest.fixture(scope="module")
+def apps(cases, site) -> dict[str, Any]:
+    """Each generated plugin's App, loaded in this process from the installed folder."""
+    sys.path.insert(0, str(site))
+    from lambda_ml_serve.plugins import build_registry
+    from lambda_ml_serve.runtime.app import App
+
+    registry = build_registry()
+
+    loaded = {key: App.load(case.model, registry=registry) for key, case in cases.items()}
+    yield loaded
+    sys.path.remove(str(site))
+
+
+def _value(case: Case, column: str, wine: pd.DataFrame) -> st.SearchStrategy:
+    if column in case.categories:
+        return st.sampled_from([*case.categories[column], "purple"])
+    present = wine[column].dropna().unique().tolist()
+    return st.sampled_from(present)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_drawn_rows_agree_with_the_library(apps, cases, wine, key):
+    case, app = cases[key], apps[key]
+    nullable = nullable_columns(app, case)
+
+    def row() -> st.SearchStrategy:
+        fields = {}
+        for column in case.columns:
+            value = _value(case, column, wine)
+            fields[column] = value | st.none() if column in nullable else value
+        return st.fixed_dictionaries(fields)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(rows=st.lists(row(), min_size=1, max_size=5))
+    def check(rows):
+        response = app(url_event(json.dumps(rows)))
+        unknown = any(row[c] is not None and row[c] not in case.categories[c] for row in rows for c in case.categories)
+        if unknown and case.refuses_unknown:
+            assert response["statusCode"] == 422, response["body"]
+            assert "purple" not in response["body"]
+            return
+        assert response["statusCode"] == 200, response["body"]
+        assert_answers_like_the_library(case, json.loads(response["body"]), rows)
+
+    check()
+
+
+def nullable_columns(app: Any, case: Case) -> set[str]:
+    """The client columns the generated schema lets be null."""
+    from pydantic import AliasChoices
+
+    found = set()
+    for name, info in app.spec.schema.model_fields.items():
+        keys = {name, info.alias}
+        if isinstance(info.validation_alias, AliasChoices):
+            keys |= set(info.validation_alias.choices)
+        if type(None) in getattr(info.annotation, "__args__", ()):
+            found |= keys & set(case.columns)
+    return found
+
+
+def test_the_documents_show_categories_and_the_classifier_answer(apps):
+    pipeline = apps["pipeline"]
+    color = pipeline.metadata["input_schema"]["properties"]["color"]
+    assert color["anyOf"][0]["x-categories"] == COLOURS
+    document = pipeline.openapi
+    response = document["components"]["schemas"]["PredictResponse"]
+    assert set(response["required"]) == {"model", "version", "predictions", "probabilities", "classes"}
+    assert pipeline.metadata["classes"] == GRADES
+    xgb = apps["xgb_cat"].metadata["input_schema"]["properties"]["color"]
+    assert xgb["anyOf"][0]["enum"] == COLOURS
+    v2 = json.loads(apps["xgb_multi"](url_event(None, method="GET", path="/v2/models/tab_xgb_multi"))["body"])
+    assert [o["name"] for o in v2["outputs"]] == ["predictions", "probabilities"]
+    assert v2["outputs"][1]["parameters"]["classes"] == GRADES
+
+
+# -- the compiled backend: categorical splits, multi-class sums, binary labels -------------------------
+
+
+@pytest.mark.parametrize("key", ["xgb_cat", "lgb_cat", "xgb_multi", "lgb_multi", "forest", "pipeline"])
+def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key, tmp_path):
+    """``build --backend compiled``'s prepare passes its parity gate and serves the same answers."""
+    import platform
+
+    from lambda_ml_serve.backends.compiled import CompiledBackend
+    from lambda_ml_serve.runtime.app import App
+
+    arch = {"x86_64": "x86_64", "aarch64": "arm64"}[platform.machine()]
+    case, app = cases[key], apps[key]
+    library = CompiledBackend().prepare(app.spec.artifact_path, tmp_path, arch=arch, spec=app.spec)
+    compiled = App(app.spec, CompiledBackend().load(library), backend="compiled")
+    rows = rows_for(case, client_rows)
+    response = compiled(url_event(json.dumps(rows)))
+    assert response["statusCode"] == 200, response["body"]
+    assert_answers_like_the_library(case, json.loads(response["body"]), rows)
+
+
+# -- MLflow model directories that cannot be served are refused in one line, nothing written ---------
+
+
+@pytest.mark.parametrize(
+    ("mlmodel", "message"),
+    [
+        (None, "without an MLmodel file"),
+        ("flavors:\n  python_function:\n    loader_module: custom\n", "is not served"),
+        ("flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n", "'skops'"),
+        ("flavors:\n  xgboost:\n    data: ../model.ubj\n", "is not in"),
+        ("flavors: [\n", "not a readable MLmodel file"),
+        (
+            'flavors:\n  lightgbm:\n    data: model.lgb\nsignature:\n  inputs: \'[{"type": "tensor"}]\'\n',
+            "tensor signature",
+        ),
+    ],
+)
+def test_mlflow_directories_that_cannot_be_served_are_refused_in_one_line(tmp_path, mlmodel, message):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.lgb").write_text("tree\nversion=v4\n")
+    if mlmodel is not None:
+        (model_dir / "MLmodel").write_text(mlmodel)
+    out = tmp_path / "out"
+    args = ["new", "--from-model", model_dir, "--model-name", "refused", "--output-dir", out, "--no-input"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=200) | st.builds(lambda s: "flavors:\n  " + s, st.text(max_size=120)))
+def test_any_mlmodel_text_is_read_or_refused_in_one_line(tmp_path_factory, text):
+    from lambda_ml_serve.from_model.mlmodel import read_mlmodel
+    from lambda_ml_serve.modelfiles import ModelFileError
+
+    model_dir = tmp_path_factory.mktemp("mlmodel")
+    (model_dir / "MLmodel").write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        read_mlmodel(model_dir)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc) and str(model_dir) in str(exc)
