@@ -27,19 +27,27 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class TreeArrays:
-    """One tree as node arrays (node 0 is the root; a leaf has ``left == -1``).
-
-    ``le`` says how a split compares: ``x <= threshold`` goes left (scikit-learn) rather than
-    ``x < threshold`` (the compiled backend's float32 form).
-    """
+class NodeArrays:
+    """One tree as node arrays (node 0 is the root; a leaf has ``left == -1``)."""
 
     left: np.ndarray
     right: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
+    #: Where a missing value (NaN) goes.
     default_left: np.ndarray
+    #: Leaf values (0 on inner nodes).
     value: np.ndarray
+
+
+@dataclass(frozen=True)
+class TreeArrays(NodeArrays):
+    """A tree with its covers, for TreeSHAP.
+
+    ``le`` says how a split compares: ``x <= threshold`` goes left (scikit-learn) rather than
+    ``x < threshold`` (the compiled backend's float32 form).
+    """
+
     cover: np.ndarray
     le: bool = False
 

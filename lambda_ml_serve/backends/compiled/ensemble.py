@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lambda_ml_serve.backends.treeshap import NodeArrays
 from lambda_ml_serve.errors import CompileError
 
 if TYPE_CHECKING:
@@ -63,18 +64,10 @@ _LIGHTGBM_DEFAULT_NAME = re.compile(r"Column_\d+")
 
 
 @dataclass(frozen=True)
-class Tree:
-    """One tree as node arrays (node 0 is the root; a leaf has ``left == -1``)."""
+class Tree(NodeArrays):
+    """One tree as node arrays: ``threshold`` is float32 and ``x < threshold`` goes left; ``value`` is
+    float64, one column per output the tree adds to."""
 
-    left: np.ndarray
-    right: np.ndarray
-    feature: np.ndarray
-    #: float32; ``x < threshold`` goes left.
-    threshold: np.ndarray
-    #: Where a missing value (NaN) goes.
-    default_left: np.ndarray
-    #: float64 leaf values (0 on inner nodes), one column per output the tree adds to.
-    value: np.ndarray
     #: Per node: -1 for a numerical split (or a leaf), else the index of the category set whose codes go left.
     category_set: np.ndarray
     #: The first output (class) the tree's leaves add to.
