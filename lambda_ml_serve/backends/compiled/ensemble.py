@@ -270,12 +270,13 @@ def _from_xgboost(artifact: Path, spec: ModelSpec | None) -> Ensemble:
 
 
 def _classes(spec: ModelSpec | None, count: int) -> list[Any]:
-    """A classifier's labels when its file holds only their indices: the spec's ``classes``, else 0..n-1."""
-    named = (spec.extra if spec is not None else {}).get("classes")
+    """A classifier's labels when its file holds only their indices: ``ModelSpec.classes`` (or the older
+    ``extra["classes"]`` option), else 0..n-1."""
+    named = None if spec is None else (spec.classes if spec.classes is not None else spec.extra.get("classes"))
     if named is None:
         return list(range(count))
     if not isinstance(named, (list, tuple)) or len(named) != count:
-        raise CompileError(f"model {spec.name!r}: its 'classes' option must list the model's {count} classes")
+        raise CompileError(f"model {spec.name!r}: its classes must list the model's {count} classes")
     return list(named)
 
 
