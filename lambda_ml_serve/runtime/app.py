@@ -477,14 +477,17 @@ class App:
         batch = self.fast.batch_of_body(body) if self.fast else None
         if batch is not None:
             return Answer(200, self._mlflow_answer(self.predictor.predict(batch)), {}), batch.n_rows
-        payload = self._parse_body(body)
+        return self._rows_answer(self._rows(self._parse_body(body)), self._mlflow_answer)
+
+    def _rows(self, payload: Any) -> list[Any]:
+        """The rows of a body in any accepted format; a shape error on a deeply nested body is a 400."""
         try:
-            rows = formats.rows_of(payload, self.spec.feature_names)
+            return formats.rows_of(payload, self.spec.feature_names)
         except ApiError as exc:
+            # Valid rows are flat, so nesting is measured only on the way to an error answer.
             if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
                 raise ApiError("bad_request", TOO_DEEP) from None
             raise
-        return self._rows_answer(rows, self._mlflow_answer)
 
     def _mlflow_answer(self, predictions: list[Any]) -> dict[str, Any]:
         """MLflow's response shape; a classifier answers its labels there, as MLflow's own predict does."""
@@ -522,13 +525,7 @@ class App:
 
     def explain(self, payload: Any, options: explaining.ExplainOptions | None = None) -> dict[str, Any]:
         """The answer to an explanation request: the predictions' answer with each row's explanation."""
-        try:
-            rows = formats.rows_of(payload, self.spec.feature_names)
-        except ApiError as exc:
-            if exc.type == "validation_error" and nested_deeper_than(payload, MAX_DEPTH):
-                raise ApiError("bad_request", TOO_DEEP) from None
-            raise
-        _, predictions, explained = self._explained(rows, options or explaining.ExplainOptions())
+        _, predictions, explained = self._explained(self._rows(payload), options or explaining.ExplainOptions())
         answer = self._answer(predictions)
         if not isinstance(answer, dict):  # the bare-array response: an explanation is always an object
             answer = {"model": self.manifest.model, "version": self.manifest.version, "predictions": predictions}
