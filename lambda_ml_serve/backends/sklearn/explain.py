@@ -13,7 +13,7 @@ output for two classes) or per-class scores (softmax); a forest's or tree's clas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -225,7 +225,15 @@ def _named(columns: Any) -> bool:
 class Explainer:
     """Explains a fitted scikit-learn tree model, or a Pipeline ending with one."""
 
-    def __init__(self, estimator: Any, feature_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        feature_names: Sequence[str] | None = None,
+        to_input: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
+        """``to_input`` turns the float rows into what the pipeline was fitted on (a DataFrame with the
+        category strings, for a ColumnTransformer that selects columns by name)."""
+        self._to_input = to_input
         self._preprocess = None
         self._sources: list[int] | None = None
         final = estimator
@@ -251,7 +259,8 @@ class Explainer:
         x = np.asarray(x, dtype=np.float64)
         if self._preprocess is None:
             return self._model.explain(x)
-        transformed = np.asarray(self._preprocess.transform(x), dtype=np.float64)
+        inputs = self._to_input(x) if self._to_input is not None else x
+        transformed = np.asarray(self._preprocess.transform(inputs), dtype=np.float64)
         if hasattr(transformed, "toarray"):
             transformed = transformed.toarray()
         if transformed.shape[1] != len(self._sources or ()):

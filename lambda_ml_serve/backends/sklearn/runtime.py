@@ -129,7 +129,7 @@ class SklearnPredictor:
         if self._explainer is None:
             from lambda_ml_serve.backends.sklearn.explain import Explainer
 
-            self._explainer = Explainer(self.estimator)
+            self._explainer = Explainer(self.estimator, to_input=self._frame if self._frame.columns else None)
         return self._explainer
 
     def predict(self, batch: Batch) -> list[Any]:
