@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+from lambda_ml_serve_wine_quality.data import PHYSICO_CHEMICAL
 from pydantic import BaseModel, ConfigDict, create_model
 from run import REPO, machine, rows_from
 
@@ -26,19 +27,7 @@ from lambda_ml_serve.runtime.fast import FastPath, derive
 from lambda_ml_serve.runtime.validation import RowValidator
 from lambda_ml_serve.spec import ModelSpec
 
-NUMBERS = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-]
+NUMBERS = list(PHYSICO_CHEMICAL)
 SIZES = (1, 100, 10_000)
 COLOUR = Annotated[str, Category(["red", "white"])]
 

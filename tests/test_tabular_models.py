@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from conftest import SHARED, shared_file, url_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lambda_ml_serve_wine_quality.data import PHYSICO_CHEMICAL
 from served import serving
 
 from lambda_ml_serve.cli import main
@@ -40,19 +41,7 @@ SEED = 5
 TRAIN_ROWS = 700
 #: Held-out rows clients send; some of their values are set to null below.
 CLIENT_ROWS = 6
-NUMBERS = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-]
+NUMBERS = list(PHYSICO_CHEMICAL)
 #: Columns with missing values in the training data and in the clients' rows.
 GAPPY = ["citric acid", "alcohol"]
 COLOURS = ["red", "white"]
