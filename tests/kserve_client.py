@@ -1,8 +1,10 @@
 """Run in the kserve environment: KServe's ``InferenceRESTClient`` asks ``BASE_URL`` for predictions.
 
-Reads rows (a JSON list of objects) on stdin and prints ``{case: predictions}`` as JSON. The client
-keeps its defaults (tensors set from numpy are sent as binary) except the protocol: its default is
-KServe's own v1 (``/v1/models/NAME:predict``); the Open Inference Protocol is v2.
+Reads rows (a JSON list of objects) on stdin and prints ``{case: predictions}`` as JSON. First the
+client exactly as it comes (``RESTConfig()``: KServe's own v1 protocol, ``GET /v1/models/NAME`` and
+``POST /v1/models/NAME:predict`` with ``{"instances": rows}``), then over the Open Inference Protocol
+(``protocol="v2"``) with its other defaults (tensors set from numpy are sent as binary) and with JSON
+tensors.
 """
 
 from __future__ import annotations
@@ -34,9 +36,19 @@ def matrix(rows: list[dict], dtype: str, binary: bool) -> list[InferInput]:
     return [tensor]
 
 
+async def v1_default(base_url: str, rows: list[dict]) -> list[float]:
+    client = InferenceRESTClient(RESTConfig())
+    try:
+        assert await client.is_model_ready(base_url, MODEL)
+        response = await client.infer(base_url, {"instances": rows}, model_name=MODEL)
+    finally:
+        await client.close()
+    return response["predictions"]
+
+
 async def main(base_url: str, rows: list[dict]) -> dict[str, list[float]]:
+    answers = {"v1-default": await v1_default(base_url, rows)}
     client = InferenceRESTClient(RESTConfig(protocol="v2"))
-    answers = {}
     try:
         assert await client.is_server_ready(base_url) and await client.is_server_live(base_url)
         assert await client.is_model_ready(base_url, MODEL)

@@ -89,7 +89,7 @@ def test_tritonclient(served, rows, expected, binary: bool) -> None:
 
 def test_kserve_rest_client(served, kserve_predictions, rows, expected) -> None:
     answers = kserve_predictions(served, rows)
-    assert len(answers) == 8 and answers == dict.fromkeys(answers, expected)
+    assert len(answers) == 9 and answers == dict.fromkeys(answers, expected)  # v1 default + 8 v2 cases
 
 
 @pytest.mark.skipif(subprocess.run(["which", "curl"], capture_output=True).returncode, reason="curl is not installed")
