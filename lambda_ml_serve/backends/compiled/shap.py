@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lambda_ml_serve.backends import treeshap
+from lambda_ml_serve.backends.sklearn.explain import PIPELINE_NOTE
 from lambda_ml_serve.errors import CompileError
 from lambda_ml_serve.spec import Batch
 
@@ -236,6 +237,7 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
     if fold_map is not None:
         # The model's own columns, each summed into the field it is computed from.
         metadata["fold"] = [int(j) for j in fold_map]
+        metadata["note"] = PIPELINE_NOTE
     return source, metadata
 
 
@@ -311,7 +313,9 @@ def library_contributions(ensemble: Ensemble, artifact: Path, matrix: np.ndarray
 
         from lambda_ml_serve.backends.sklearn.explain import Explainer
 
-        base, contributions = Explainer(joblib.load(artifact)).explain_matrix(matrix)
+        # A Pipeline is given what it was fitted on (a DataFrame of its fields), as its predictions are.
+        explainer = Explainer(joblib.load(artifact), to_input=getattr(ensemble, "explain_input", None))
+        base, contributions = explainer.explain_matrix(matrix)
         values = np.concatenate([contributions, base[..., None]], axis=-1)
     return np.asarray(values, dtype=np.float64).reshape(n, -1, f + 1)
 
