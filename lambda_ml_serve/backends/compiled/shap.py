@@ -68,7 +68,6 @@ def tree_arrays(ensemble: Ensemble) -> tuple[list[ExplainTree], list[int]]:
     model's own splits read (:attr:`Ensemble.explain_features`): TreeSHAP over a field as one feature
     would give the group's Shapley value, not the sum of its columns' that the sklearn backend answers.
     """
-
     fold_map = getattr(ensemble, "explain_features", None)
     trees, outputs = [], []
     for t, tree in enumerate(ensemble.trees):
@@ -81,13 +80,14 @@ def tree_arrays(ensemble: Ensemble) -> tuple[list[ExplainTree], list[int]]:
         feature = field
         if fold_map is not None:
             columns = getattr(tree, "explain_feature", None)
-            if columns is None or len(columns) != len(tree.left):
+            inner = np.asarray(tree.left) >= 0
+            if columns is None or len(columns) != len(tree.left) or (np.asarray(columns)[inner] >= len(fold_map)).any():
                 raise CompileError(
                     f"the pipeline's preprocessing was folded into tree {t} without one node per split of the "
                     "model, so its contributions per field cannot be computed: serve explanations with backend "
                     "'sklearn'"
                 )
-            feature = np.where(np.asarray(tree.left) >= 0, np.asarray(columns), 0)
+            feature = np.where(inner, np.asarray(columns), 0)
         category_set = np.asarray(getattr(tree, "category_set", np.full(len(tree.left), -1)))
         values = np.asarray(tree.value, dtype=np.float64)
         values = values[:, None] if values.ndim == 1 else values
@@ -328,7 +328,6 @@ def check_explain_parity(
 
     Returns the largest absolute difference seen.
     """
-
     library = next(iter(ensemble.library))
     matrix = np.ascontiguousarray(matrix[:EXPLAIN_PARITY_ROWS])
     batch = Batch(array("f", matrix.tobytes()), len(matrix), ensemble.num_feature)
