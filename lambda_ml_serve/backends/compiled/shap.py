@@ -296,7 +296,6 @@ def _tables(depths: Sequence[int], zero_ok: Sequence[bool]) -> tuple[list[int], 
 
 def library_contributions(ensemble: Ensemble, artifact: Path, matrix: np.ndarray) -> np.ndarray:
     """The source library's own SHAP values for ``matrix``: rows x outputs x (features + 1), bias last."""
-
     n, f = matrix.shape
     if ensemble.source == "xgboost":
         import xgboost
