@@ -2,9 +2,8 @@
 
 tritonclient sends tensors as binary by default (a JSON header, then the tensors' bytes, with
 ``Inference-Header-Content-Length``) and asks for binary outputs when it names none. Each way, the
-predictions are the in-process handler's for the same rows. KServe's ``InferenceRESTClient`` is not
-used here: kserve 0.21 requires pandas<3, protobuf<7 and psutil<6, below the versions this project
-runs with.
+predictions are the in-process handler's for the same rows. KServe's ``InferenceRESTClient`` needs an
+environment of its own: tests/test_kserve_client.py.
 """
 
 from __future__ import annotations
