@@ -74,6 +74,9 @@ class Tree(NodeArrays):
     output: int
     #: Each node's cover (the training rows, or their hessian sum, that reached it): TreeSHAP's weights.
     cover: np.ndarray | None = None
+    #: A Pipeline's folded tree: per node, the column of the preprocessing's output its split read
+    #: (``feature`` is then the input field the folded split reads); None otherwise.
+    explain_feature: np.ndarray | None = None
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
@@ -127,6 +130,12 @@ class Ensemble:
     raw_thresholds: list[np.ndarray]
     #: Each tree's depth.
     depths: list[int]
+    #: A Pipeline's preprocessing: for each column it writes, the input field it is computed from
+    #: (explanations sum a field's columns), or None when the trees split on the input itself.
+    explain_features: list[int] | None = None
+    #: A Pipeline's own input (a DataFrame) for a float32 matrix of the kernel's input, for the
+    #: explanation gate's reference; None when the model takes the matrix.
+    explain_input: Callable[[Any], Any] | None = None
 
     def max_depth(self) -> int:
         return max(self.depths)
@@ -424,6 +433,8 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         accepts_missing=accepts_missing,
         fold=None if folded is None else folded.fold,
         num_feature=num_feature,
+        explain_features=None if folded is None else list(folded.source),
+        explain_input=None if folded is None else folded.frame,
     )
 
 
@@ -443,13 +454,16 @@ def _ensemble(
     zero_band: float = 0.0,
     fold: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     num_feature: int | None = None,
+    explain_features: list[int] | None = None,
+    explain_input: Callable[[Any], Any] | None = None,
 ) -> Ensemble:
     """The plain form of a treelite model, refusing what the kernel cannot compute.
 
     ``classes``: a classifier's labels (its answers are then their probabilities). ``categories``:
     the categorical features and how many categories the model knows of each. ``zero_band``: the
     source library reads every value within it of zero as zero (LightGBM). ``fold`` rewrites all the trees'
-    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`).
+    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`);
+    ``explain_features`` and ``explain_input`` are then what its explanations need (see :class:`Ensemble`).
     """
     import numpy as np
 
@@ -515,6 +529,7 @@ def _ensemble(
                 category_set=category_set,
                 output=max(int(class_ids[t]), 0),
                 cover=_cover(accessor),
+                explain_feature=arrays.get("explain_feature"),
             )
         )
         for j in np.unique(feature[numerical]):
@@ -547,6 +562,8 @@ def _ensemble(
         label_reference=label_reference,
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
+        explain_features=explain_features,
+        explain_input=explain_input,
     )
 
 

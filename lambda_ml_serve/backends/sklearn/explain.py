@@ -47,6 +47,12 @@ ONE_TO_ONE = frozenset(
     }
 )
 
+#: What a pipeline's explanation says of its contributions (the compiled backend's says the same).
+PIPELINE_NOTE = (
+    "contributions of the pipeline's input fields: the SHAP values of the columns each field's "
+    "preprocessing writes (one-hot columns and the like) summed back to the field"
+)
+
 
 def _refuse(what: str) -> ExplainUnavailable:
     return ExplainUnavailable(
@@ -245,14 +251,12 @@ class Explainer:
                 self._sources = _column_sources(self._preprocess, n_inputs)
                 self._n_inputs = n_inputs
         self._model = _Model(final)
+        # scikit-learn's own trees (not HistGradientBoosting's) compare their input as float32: a
+        # preprocessed float64 column is rounded so that every split decides as in prediction.
+        self._float32 = type(final).__name__ in (*FORESTS, *BOOSTED)
         self.link = self._model.link
         self.outputs = self._model.outputs
-        self.note = (
-            "contributions of the pipeline's input fields: the SHAP values of the columns each field's "
-            "preprocessing writes (one-hot columns and the like) summed back to the field"
-            if self._sources is not None
-            else None
-        )
+        self.note = PIPELINE_NOTE if self._sources is not None else None
 
     def explain_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows x outputs expected values, rows x outputs x input fields contributions) for float rows ``x``."""
@@ -263,6 +267,9 @@ class Explainer:
         transformed = np.asarray(self._preprocess.transform(inputs), dtype=np.float64)
         if hasattr(transformed, "toarray"):
             transformed = transformed.toarray()
+        if self._float32:
+            with np.errstate(over="ignore"):  # past float32's range is infinite, as the trees read it
+                transformed = transformed.astype(np.float32).astype(np.float64)
         if transformed.shape[1] != len(self._sources or ()):
             raise _refuse("the pipeline's preprocessing writes another number of columns than its steps describe")
         base, phi = self._model.explain(transformed)
