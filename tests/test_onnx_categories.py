@@ -364,3 +364,85 @@ def nullable_columns(app: Any, case: Case) -> set[str]:
         if type(None) in getattr(info.annotation, "__args__", ()):
             found |= keys & set(case.columns)
     return found
+
+
+def test_the_parity_rows_hold_every_category_unknown_ones_and_missing_values(apps):
+    from lambda_ml_serve.backends.onnx.prepare import parity_batch
+
+    own, _ = apps["pipeline"]
+    batch = parity_batch(own.spec)
+    matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+    names = list(own.spec.feature_names)
+    for column, categories in (("color", COLOURS), ("sweetness", SWEETNESS)):
+        codes = matrix[:, names.index(column)]
+        assert set(range(len(categories))) | {-1} <= set(codes[~np.isnan(codes)].tolist())  # -1: unknown
+        assert np.isnan(codes).any()
+    assert np.isnan(matrix[:, names.index("alcohol")]).any()
+
+
+# -- what the ONNX converters cannot take is refused in one line, naming the file, column and reason ----
+
+
+def _refused(tmp_path: Path, frame: pd.DataFrame, encoder: Any) -> str:
+    import joblib
+    from pydantic import create_model
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+
+    from lambda_ml_serve.backends.onnx import OnnxBackend
+    from lambda_ml_serve.errors import BuildError
+    from lambda_ml_serve.spec import ModelSpec
+
+    pre = ColumnTransformer([("c", encoder, ["c"])], remainder="passthrough")
+    model = Pipeline([("pre", pre), ("m", GradientBoostingRegressor(n_estimators=3))]).fit(frame, frame["a"])
+    joblib.dump(model, tmp_path / "refused.joblib")
+    schema = create_model("Row", a=(float, ...), c=(str | None, None))
+    spec = ModelSpec(name="refused", version="1", backend="sklearn", package="-", artifact="-", schema=schema)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BuildError) as caught:
+        OnnxBackend().prepare(tmp_path / "refused.joblib", out, spec=spec)
+    assert list(out.iterdir()) == []
+    message = str(caught.value)
+    assert "\n" not in message and "refused.joblib" in message and "backend 'sklearn'" in message
+    return message
+
+
+def _frame(categories: list[Any]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.random(120), "c": pd.Series(rng.choice(np.array(categories, dtype=object), 120))})
+
+
+def test_an_encoder_fitted_with_a_missing_category_is_refused(tmp_path):
+    from sklearn.preprocessing import OneHotEncoder
+
+    message = _refused(tmp_path, _frame(["x", "y", None]), OneHotEncoder(handle_unknown="ignore"))
+    assert "OneHotEncoder of column(s) 'c' was fitted with a missing value as a category" in message
+
+
+def test_infrequent_categories_are_refused(tmp_path):
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = _frame(["x"] * 8 + ["y"] * 8 + ["z"])
+    encoder = OneHotEncoder(min_frequency=20, handle_unknown="infrequent_if_exist")
+    assert "OneHotEncoder of column(s) 'c' groups infrequent categories" in _refused(tmp_path, frame, encoder)
+
+
+def test_a_string_imputer_skl2onnx_cannot_convert_is_refused(tmp_path):
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    encoder = make_pipeline(SimpleImputer(strategy="most_frequent"), OrdinalEncoder())
+    assert "SimpleImputer of column(s) 'c' fills in missing strings" in _refused(tmp_path, _frame(["x", "y"]), encoder)
+
+
+def test_what_skl2onnx_cannot_convert_otherwise_is_refused_in_one_line(tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    # A Python function before the encoder: there is no graph of it to convert.
+    encoder = make_pipeline(FunctionTransformer(np.asarray), OneHotEncoder())
+    message = _refused(tmp_path, _frame(["x", "y"]), encoder)
+    assert "skl2onnx cannot convert this ColumnTransformer -> GradientBoostingRegressor" in message

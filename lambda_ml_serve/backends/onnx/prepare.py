@@ -147,16 +147,8 @@ def _sklearn_inputs(artifact: Path, estimator: Any, n_features: int) -> tuple[li
     if columns is None:
         return [("input", FloatTensorType([None, n_features]))], {}
     first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
-    for _, transformer, _ in first.transformers_:
-        chain = [s for _, s in transformer.steps] if hasattr(transformer, "steps") else [transformer]
-        for step in chain:
-            for fitted in getattr(step, "categories_", ()) if type(step).__name__ in ENCODERS else ():
-                if any(not isinstance(v, str) for v in fitted):
-                    raise BuildError(
-                        f"{artifact.name}: the {type(step).__name__} of column(s) {_selected(first, transformer)} "
-                        "was fitted with a missing value or a non-string as a category, which an ONNX string "
-                        "input cannot carry; serve it with backend 'sklearn'"
-                    )
+    for _, transformer, selected in first.transformers_:
+        _refuse_unconvertible(artifact, transformer, selected)
     types: list[Any] = []
     categories: dict[int, list[str]] = {}
     for j, column in enumerate(columns):
@@ -168,13 +160,27 @@ def _sklearn_inputs(artifact: Path, estimator: Any, n_features: int) -> tuple[li
     return types, categories
 
 
-def _selected(transformer: Any, step: Any) -> str:
-    """The columns a ColumnTransformer hands ``step``, for a message."""
-    for _, candidate, selected in transformer.transformers_:
-        if candidate is step:
-            listed = selected.tolist() if hasattr(selected, "tolist") else selected
-            return ", ".join(repr(str(c)) for c in (listed if isinstance(listed, list) else [listed]))
-    return "?"
+def _refuse_unconvertible(artifact: Path, transformer: Any, selected: Any) -> None:
+    """Refuse, naming the columns, a string step skl2onnx cannot convert as scikit-learn answers it."""
+    if isinstance(transformer, str):
+        return  # "drop" or "passthrough"
+    listed = selected.tolist() if hasattr(selected, "tolist") else selected
+    columns = ", ".join(repr(str(c)) for c in (listed if isinstance(listed, list) else [listed]))
+    chain = [s for _, s in transformer.steps] if hasattr(transformer, "steps") else [transformer]
+    encoders = [s for s in chain if type(s).__name__ in ENCODERS]
+    strings = any(isinstance(v, str) for e in encoders for fitted in e.categories_ for v in fitted)
+    for step in chain:
+        name = type(step).__name__
+        if name in ENCODERS and any(not isinstance(v, str) for f in step.categories_ for v in f) and strings:
+            reason = "was fitted with a missing value as a category, which an ONNX string input cannot carry"
+        elif name in ENCODERS and any(c is not None for c in getattr(step, "infrequent_categories_", None) or ()):
+            reason = "groups infrequent categories, which skl2onnx does not convert"
+        elif name == "SimpleImputer" and strings and not isinstance(step.missing_values, str):
+            reason = "fills in missing strings, which skl2onnx converts only for a string marker (missing_values='')"
+        else:
+            continue
+        fix = "serve it with backend 'sklearn'"
+        raise BuildError(f"{artifact.name}: the {name} of column(s) {columns} {reason}; {fix}")
 
 
 def _steps(estimator: Any) -> str:
