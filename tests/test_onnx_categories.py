@@ -446,3 +446,134 @@ def test_what_skl2onnx_cannot_convert_otherwise_is_refused_in_one_line(tmp_path)
     encoder = make_pipeline(FunctionTransformer(np.asarray), OneHotEncoder())
     message = _refused(tmp_path, _frame(["x", "y"]), encoder)
     assert "skl2onnx cannot convert this ColumnTransformer -> GradientBoostingRegressor" in message
+
+
+# -- ONNX files users bring: one named input per feature, strings for the categories ---------------
+
+PLAIN = ["acidity", "sugar", "alcohol"]
+
+
+@pytest.fixture(scope="module")
+def onnx_files(wine, tmp_path_factory) -> dict[str, Any]:
+    """A skl2onnx pipeline file (its encoders list the categories) and a hand-written graph (they do not)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    root = tmp_path_factory.mktemp("onnx_files")
+    train = wine.iloc[:TRAIN_ROWS].rename(columns={"fixed acidity": "acidity", "residual sugar": "sugar"})
+    columns = [*PLAIN, "color", "sweetness"]
+    pre = ColumnTransformer(
+        [
+            ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ("sweetness", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["sweetness"]),
+            ("numbers", SimpleImputer(), PLAIN),
+        ]
+    )
+    pipeline = Pipeline([("pre", pre), ("model", GradientBoostingClassifier(n_estimators=5, random_state=SEED))])
+    pipeline.fit(train[columns], train["grade"])
+    types = [(c, (StringTensorType if c in ("color", "sweetness") else FloatTensorType)([None, 1])) for c in columns]
+    (root / "pipeline.onnx").write_bytes(to_onnx(pipeline, initial_types=types).SerializeToString())
+
+    # score = alcohol + 2 where color == "red": a graph that compares the string itself.
+    nodes = [
+        helper.make_node("Constant", [], ["red"], value=helper.make_tensor("red", TensorProto.STRING, [1], [b"red"])),
+        helper.make_node("Equal", ["color", "red"], ["is_red"]),
+        helper.make_node("Cast", ["is_red"], ["red_float"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["two"], value=helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])),
+        helper.make_node("Mul", ["red_float", "two"], ["bonus"]),
+        helper.make_node("Add", ["alcohol", "bonus"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "score",
+        [
+            helper.make_tensor_value_info("alcohol", TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info("color", TensorProto.STRING, [None, 1]),
+        ],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+    )
+    handmade = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])  # Equal on strings: opset 19
+    handmade.ir_version = 8
+    onnx.save(handmade, root / "handmade.onnx")
+    data = root / "handmade.csv"
+    train[["alcohol", "color"]].dropna().assign(score=1.0).to_csv(data, index=False)
+    return {"root": root, "pipeline": pipeline, "columns": columns, "data": data}
+
+
+def _generate(model_file: Path, name: str, out: Path, *extra: Any) -> Any:
+    args = ["new", "--from-model", model_file, "--model-name", name, "--output-dir", out, "--no-input", *extra]
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def onnx_apps(onnx_files, tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("onnx_projects")
+    files = onnx_files["root"]
+    for name, model_file, extra in (
+        ("oc_user_pipeline", files / "pipeline.onnx", []),
+        ("oc_user_handmade", files / "handmade.onnx", ["--data", onnx_files["data"]]),
+    ):
+        result = _generate(model_file, name, root, *extra)
+        assert result.exit_code == 0, result.output
+    site = tmp_path_factory.mktemp("onnx_site")
+    quiet = ["--no-deps", "--no-input", "--disable-pip-version-check", "-q", "--no-build-isolation"]
+    projects = [str(p) for p in root.iterdir() if p.is_dir()]
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(site), *projects],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    sys.path.insert(0, str(site))
+    from lambda_ml_serve.plugins import build_registry
+    from lambda_ml_serve.runtime.app import App
+
+    registry = build_registry()
+    yield {name: App.load(name, registry=registry) for name in ("oc_user_pipeline", "oc_user_handmade")}
+    sys.path.remove(str(site))
+
+
+def test_a_pipeline_onnx_file_is_served_with_the_categories_its_encoders_list(onnx_apps, onnx_files, client_rows):
+    app = onnx_apps["oc_user_pipeline"]
+    properties = app.metadata["input_schema"]["properties"]
+    assert properties["color"]["anyOf"][0]["x-categories"] == COLOURS
+    assert properties["sweetness"]["anyOf"][0]["x-categories"] == SWEETNESS
+    renamed = {"fixed acidity": "acidity", "residual sugar": "sugar"}
+    rows = [{renamed.get(k, k): v for k, v in row.items()} for row in client_rows]
+    # Without --data nothing says a number may be missing: the rows have all of theirs.
+    rows = [{c: 10.0 if row[c] is None and c in PLAIN else row[c] for c in onnx_files["columns"]} for row in rows]
+    assert any(r["sweetness"] is None for r in rows) and any(r["color"] not in COLOURS for r in rows)
+    response = ask(app, rows)
+    assert response["statusCode"] == 200, response["body"]
+    answer = json.loads(response["body"])
+    frame = pd.DataFrame(rows, columns=onnx_files["columns"]).astype({c: "float64" for c in PLAIN})
+    pipeline = onnx_files["pipeline"]
+    assert answer["classes"] == GRADES
+    assert answer["predictions"] == pipeline.predict(frame).tolist()
+    assert close(answer["probabilities"], pipeline.predict_proba(frame).tolist())
+
+
+def test_a_string_input_no_encoder_lists_takes_its_categories_from_the_data(onnx_apps):
+    app = onnx_apps["oc_user_handmade"]
+    color = app.metadata["input_schema"]["properties"]["color"]
+    assert color["enum"] == COLOURS
+    rows = [{"alcohol": 10.0, "color": "red"}, {"alcohol": 9.5, "color": "white"}]
+    answer = json.loads(ask(app, rows)["body"])
+    assert close(answer["predictions"], [12.0, 9.5])
+    refused = ask(app, [{"alcohol": 10.0, "color": "rosé"}])
+    assert refused["statusCode"] == 422 and "rosé" not in refused["body"]
+
+
+def test_a_string_input_whose_categories_nobody_gives_is_refused(onnx_files, tmp_path):
+    result = _generate(onnx_files["root"] / "handmade.onnx", "oc_refused", tmp_path)
+    assert result.exit_code == 1
+    assert "string input 'color' has categories that neither the graph lists" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
