@@ -3,6 +3,11 @@
 A Pipeline that starts with a ColumnTransformer selecting columns by name (encoders on string
 columns, imputers, scalers) is served as it is: the batch is turned back into the DataFrame it was
 fitted on, category codes mapped back to their strings (see :func:`input_columns`).
+
+So is a HistGradientBoosting model fitted on a DataFrame with pandas ``category`` columns (its own
+categorical splits, ``categorical_features="from_dtype"``): those columns are handed to it as pandas
+Categoricals of the categories it was fitted with. It reads an unknown category as a missing value
+(its ``OrdinalEncoder`` codes both as NaN), so such a field's unknown strings are accepted as missing.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class InputColumn:
     unknown: str = "error"
     #: Whether the pipeline answers NaN/None there (an imputer first, or an estimator that takes NaN).
     nullable: bool = False
+    #: Handed over as a pandas Categorical of ``categories`` (HistGradientBoosting's own categorical
+    #: features) rather than as strings.
+    categorical_dtype: bool = False
 
 
 def input_columns(estimator: Any) -> list[InputColumn] | None:
@@ -54,6 +62,14 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
     steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
     first = steps[0]
     names = getattr(first, "feature_names_in_", None)
+    if len(steps) == 1 and names is not None and native_categories(first):
+        known = native_categories(first)
+        return [
+            InputColumn(str(n), tuple(known[j]), "missing", True, True)
+            if j in known
+            else InputColumn(str(n), (), "error", True)
+            for j, n in enumerate(names)
+        ]
     if not hasattr(first, "transformers_") or names is None:
         return None
     final = type(steps[-1]).__name__
@@ -85,6 +101,27 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
                 column = InputColumn(name, column.categories, column.unknown, nullable)
             columns[name] = column
     return list(columns.values())
+
+
+def native_categories(estimator: Any) -> dict[int, list[Any]]:
+    """A HistGradientBoosting model's own categorical features: input column -> its categories, in the
+    order of the codes its trees split on (its ``OrdinalEncoder``'s ``categories_``, NaN left out).
+
+    Empty for any other estimator, and for one without categorical features. Reads attributes only.
+    """
+    mask = getattr(estimator, "is_categorical_", None)
+    preprocessor = getattr(estimator, "_preprocessor", None)
+    if type(estimator).__name__ not in NAN_NATIVE or mask is None or preprocessor is None:
+        return {}
+    encoder = preprocessor.named_transformers_["encoder"]
+    columns = [j for j, categorical in enumerate(mask) if categorical]
+    found = {}
+    for j, fitted in zip(columns, encoder.categories_, strict=True):
+        values = list(fitted)
+        if values and isinstance(values[-1], float) and values[-1] != values[-1]:
+            values = values[:-1]  # NaN, which the encoder lists last when it saw one: a missing value
+        found[j] = values
+    return found
 
 
 class SklearnPredictor:
@@ -160,7 +197,10 @@ class _FrameBuilder:
         self._lookups = {
             i: np.array([*c.categories, UNKNOWN_CATEGORY, None], dtype=object)
             for i, c in enumerate(self.columns)
-            if c.categories
+            if c.categories and not c.categorical_dtype
+        }
+        self._dtypes = {
+            i: pd.CategoricalDtype(list(c.categories)) for i, c in enumerate(self.columns) if c.categorical_dtype
         }
 
     def __call__(self, matrix: Any) -> Any:
@@ -168,6 +208,15 @@ class _FrameBuilder:
         data: dict[str, Any] = {}
         for i, name in enumerate(self._names):
             column = matrix[:, i]
+            dtype = self._dtypes.get(i)
+            if dtype is not None:
+                # A code is read as the compiled kernel reads it (truncated; negative or past the list:
+                # no category), and no category is a missing value (-1), as the model reads an unknown one.
+                n = len(dtype.categories)
+                with np.errstate(invalid="ignore"):
+                    codes = np.where((column >= 0) & (column < n), column, -1)
+                data[name] = self._pd.Categorical.from_codes(codes.astype(np.int64), dtype=dtype)
+                continue
             lookup = self._lookups.get(i)
             if lookup is not None:
                 n = len(lookup) - 2
