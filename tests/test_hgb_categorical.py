@@ -438,3 +438,31 @@ def test_compiled_sets_follow_the_schemas_category_order(models, tmp_path):
             if row[column] is not None:
                 matrix[i, j] = order[column].index(row[column])
     assert np.allclose(ensemble.reference(matrix), model.predict(as_model_frame(rows)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["binary", "poisson", "multiclass"])
+def test_compiled_answers_every_code_as_the_library_does(kind, tmp_path):
+    """Every category, odd codes (NaN, negative, fractional, past the list and the bitset words) and
+    missing numbers, on a binary classifier, a Poisson regressor (exp link) and a multi-class model."""
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from test_compiled_tabular import answers, compiled, frame, rows
+
+    data, target, classes = frame()
+    model = {
+        "binary": lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(data, classes > 0),
+        "poisson": lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=15).fit(data, np.exp(target / 3)),
+        "multiclass": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(data, classes),
+    }[kind]()
+    joblib.dump(model, tmp_path / "model.joblib")
+    predictor = compiled(tmp_path / "model.joblib", tmp_path / "out")
+    matrix = rows(2000)
+    got = np.array(answers(predictor, matrix), dtype=np.float64).reshape(len(matrix), -1)
+    # The library on a DataFrame: a code names the model's category (truncated, as the schema only sends
+    # whole codes), anything else is no category, which the model reads as missing.
+    categories = list(model._preprocessor.named_transformers_["encoder"].categories_[0])
+    colour = [categories[int(c)] if 0 <= c < len(categories) else None for c in matrix[:, 2]]
+    given = pd.DataFrame({"acidity": matrix[:, 0], "sugar": matrix[:, 1]}).astype("float64")
+    given["color"] = pd.Categorical(colour, categories=categories)
+    want = model.predict_proba(given) if kind != "poisson" else model.predict(given)[:, None]
+    assert np.abs(got - want).max() <= 1e-5
