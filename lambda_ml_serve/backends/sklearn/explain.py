@@ -102,6 +102,11 @@ class HistogramLayout:
 
         n = int(estimator.n_features_in_)
         self.categories = native_categories(estimator)
+        if getattr(estimator, "is_categorical_", None) is not None and not self.categories:
+            raise _refuse(
+                "this HistGradientBoosting model's categorical features predate scikit-learn 1.4 (no "
+                "preprocessor records their categories); refit it with scikit-learn >= 1.4"
+            )
         categorical = [j for j in range(n) if j in self.categories]
         self.input_of = np.array(categorical + [j for j in range(n) if j not in self.categories], dtype=np.int64)
 

@@ -62,8 +62,8 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
     steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
     first = steps[0]
     names = getattr(first, "feature_names_in_", None)
-    if len(steps) == 1 and names is not None and native_categories(first):
-        known = native_categories(first)
+    known = native_categories(first) if len(steps) == 1 and names is not None else {}
+    if known:
         return [
             InputColumn(str(n), tuple(known[j]), "missing", True, True)
             if j in known
