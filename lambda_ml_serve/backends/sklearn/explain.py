@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lambda_ml_serve.backends import treeshap
+from lambda_ml_serve.backends.sklearn.categories import HISTOGRAM, native_categories
 from lambda_ml_serve.spec import Batch, ExplainUnavailable, Explanation
 
 FORESTS = (
@@ -37,7 +38,6 @@ FORESTS = (
     "ExtraTreesClassifier",
 )
 BOOSTED = ("GradientBoostingRegressor", "GradientBoostingClassifier")
-HISTOGRAM = ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
 EXPLAINED = (*FORESTS, *BOOSTED, *HISTOGRAM)
 #: Preprocessing that maps each input column to its own output column(s).
 ONE_TO_ONE = frozenset(
@@ -98,8 +98,6 @@ class HistogramLayout:
     """
 
     def __init__(self, estimator: Any) -> None:
-        from lambda_ml_serve.backends.sklearn.runtime import native_categories
-
         n = int(estimator.n_features_in_)
         self.categories = native_categories(estimator)
         if getattr(estimator, "is_categorical_", None) is not None and not self.categories:

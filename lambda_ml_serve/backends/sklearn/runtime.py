@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.backends.sklearn.categories import native_categories
 from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch, Explanation
 
@@ -101,27 +102,6 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
                 column = InputColumn(name, column.categories, column.unknown, nullable)
             columns[name] = column
     return list(columns.values())
-
-
-def native_categories(estimator: Any) -> dict[int, list[Any]]:
-    """A HistGradientBoosting model's own categorical features: input column -> its categories, in the
-    order of the codes its trees split on (its ``OrdinalEncoder``'s ``categories_``, NaN left out).
-
-    Empty for any other estimator, and for one without categorical features. Reads attributes only.
-    """
-    mask = getattr(estimator, "is_categorical_", None)
-    preprocessor = getattr(estimator, "_preprocessor", None)
-    if type(estimator).__name__ not in NAN_NATIVE or mask is None or preprocessor is None:
-        return {}
-    encoder = preprocessor.named_transformers_["encoder"]
-    columns = [j for j, categorical in enumerate(mask) if categorical]
-    found = {}
-    for j, fitted in zip(columns, encoder.categories_, strict=True):
-        values = list(fitted)
-        if values and isinstance(values[-1], float) and values[-1] != values[-1]:
-            values = values[:-1]  # NaN, which the encoder lists last when it saw one: a missing value
-        found[j] = values
-    return found
 
 
 class SklearnPredictor:
