@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -147,11 +148,20 @@ def request_rows(frame, n: int, *, exact: bool = True) -> list[dict]:
 
 
 def source_digest() -> str:
-    """The framework's sources and templates: a plugin or context made from other sources is stale."""
+    """The framework's sources and templates: a plugin or context made from other sources is stale.
+
+    Both this checkout's and the installed framework's: a context vendors the framework from the
+    source tree it is installed (editable) from, which may be another checkout.
+    """
+    roots = {REPO}
+    installed = json.loads(importlib.metadata.distribution("lambda-ml-serve").read_text("direct_url.json") or "{}")
+    if installed.get("dir_info", {}).get("editable"):
+        roots.add(Path(installed["url"].removeprefix("file://")))
     digest = hashlib.sha256()
-    for root in (REPO / "lambda_ml_serve", REPO / "templates"):
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    for repo in sorted(roots):
+        for root in (repo / "lambda_ml_serve", repo / "templates"):
+            for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+                digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -262,8 +272,9 @@ def prepare(args: argparse.Namespace, frame) -> tuple[Path, dict[tuple[str, str]
     folder = args.cache / "tabular" / cache_key(args.data)
     index = folder / "contexts.json"
     if not index.is_file():
-        if folder.exists():
-            shutil.rmtree(folder)
+        # Contexts made from other sources are stale (and ~600 MB each): only the current one is kept.
+        for stale in folder.parent.glob("*") if folder.parent.is_dir() else ():
+            shutil.rmtree(stale)
         train(frame, folder / "models")
         python = f"{sys.version_info.major}.{sys.version_info.minor}"
         outcome = generate(folder, python)
