@@ -358,6 +358,11 @@ def _sklearn_columns(estimator: Any, description: Description) -> None:
         return
     for feature, column in zip(description.features, columns, strict=True):
         feature.nullable = column.nullable
+        if column.categories and not all(isinstance(c, str) for c in column.categories):
+            raise ModelFileError(
+                f"{description.path}: column {column.name!r} has categories that are not strings; refit the model "
+                "with string categories (e.g. X[col].astype(str).astype('category'))"
+            )
         if column.categories:
             feature.kind, feature.category_strings, feature.unknown = (
                 "categorical",
@@ -365,6 +370,11 @@ def _sklearn_columns(estimator: Any, description: Description) -> None:
                 column.unknown,
             )
     description.types_detail = "the pipeline's encoders (categories_) and imputers; other columns are numbers"
+    if any(c.categorical_dtype for c in columns):
+        description.types_detail = (
+            "the model's categorical features (its encoder's categories_; an unknown category is read as "
+            "missing, as HistGradientBoosting reads it); other columns are numbers"
+        )
     # The pipeline is served the DataFrame it was fitted on: the image needs pandas, at this version.
     description.requirements.append(f"pandas=={importlib.metadata.version('pandas')}")
     description.requirements = sorted(set(description.requirements))
