@@ -8,8 +8,11 @@
   pandas DataFrame with the ``category`` column, as the library serves it; cold start (load and
   answer one row, in a fresh interpreter) and 1 / 100 / 10,000 rows.
 - ``leafwise``: a 500-tree, 127-leaf LightGBM regressor (8 features): the compiled library against
-  lleaves (LLVM, compiled for this CPU; ``pip install '.[bench]'``) and ``Booster.predict``, at
-  1 / 100 / 1,000 / 10,000 rows.
+  lleaves (LLVM, compiled for this CPU) and ``Booster.predict``, at 1 / 100 / 1,000 / 10,000 rows.
+  lleaves 1.3 cannot run beside numba's llvmlite, so it runs in bench/.venv-lleaves (created on
+  first use with LLEAVES_PACKAGES) as a long-lived worker (bench/lleaves_worker.py) pinned to this
+  process's CPU, asked for its timing in turn with the others; its answers are checked against
+  LightGBM's on all 10,000 rows.
 
 Every round runs every variant at every size in turn (interleaved), each timing the mean of enough
 calls to last ~20 ms; the table shows medians over rounds and ratios to the kernel.
@@ -18,6 +21,7 @@ calls to last ~20 ms; the table shows medians over rounds and ratios to the kern
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,6 +31,8 @@ import time
 from array import array
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+LLEAVES_VENV = HERE / ".venv-lleaves"
 COLORS = ["red", "white", "rose", "orange", "green", "blue", "black", "amber"]
 
 
@@ -133,46 +139,92 @@ def leafwise(rounds: int, work: Path) -> list[str]:
     booster = lightgbm.train(params, lightgbm.Dataset(features, target), num_boost_round=500)
     booster.save_model(str(work / "leafwise.txt"))
     kernel = CompiledBackend().load(CompiledBackend().prepare(work / "leafwise.txt", work / "lw", arch="x86_64"))
-    try:
-        import lleaves
-    except ImportError:
-        lleaves = None
-    compiled_lleaves = None
-    if lleaves is not None:
-        try:
-            compiled_lleaves = lleaves.Model(model_file=str(work / "leafwise.txt"))
-            compiled_lleaves.compile(cache=str(work / "lleaves.o"))
-        except AttributeError as exc:  # lleaves 1.3 calls llvmlite API that llvmlite 0.45 removed
-            print(f"note: lleaves cannot compile here ({exc}); its column is left out", file=sys.stderr)
-            compiled_lleaves = None
     requests = np.ascontiguousarray(rng.normal(size=(10_000, 8)))
+    np.save(work / "rows.npy", requests)
+    compiled_lleaves = LleavesWorker(work / "leafwise.txt", work / "rows.npy", work / "lleaves.o")
     sizes = (1, 100, 1_000, 10_000)
     samples: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for n in sizes:
-            wide = np.ascontiguousarray(requests[:n])
-            narrow = wide.astype(np.float32)
-            batch = Batch(array("f", narrow.tobytes()), n, 8)
-            samples.setdefault(("kernel", n), []).append(per_call(lambda b=batch: kernel.predict(b)))
-            samples.setdefault(("lightgbm", n), []).append(
-                per_call(lambda w=wide: booster.predict(w, num_threads=1).tolist())
-            )
-            if compiled_lleaves is not None:
-                samples.setdefault(("lleaves", n), []).append(
-                    per_call(lambda w=wide: compiled_lleaves.predict(w, n_jobs=1).tolist())
+    try:
+        for _ in range(rounds):
+            for n in sizes:
+                wide = np.ascontiguousarray(requests[:n])
+                narrow = wide.astype(np.float32)
+                batch = Batch(array("f", narrow.tobytes()), n, 8)
+                samples.setdefault(("kernel", n), []).append(per_call(lambda b=batch: kernel.predict(b)))
+                samples.setdefault(("lleaves", n), []).append(compiled_lleaves.ask({"time": n})["seconds"])
+                samples.setdefault(("lightgbm", n), []).append(
+                    per_call(lambda w=wide: booster.predict(w, num_threads=1).tolist())
                 )
-    names = [n for n in ("kernel", "lleaves", "lightgbm") if n == "kernel" or (n, 1) in samples]
+        want = booster.predict(requests, num_threads=1)
+        got = np.array(compiled_lleaves.ask({"answer": len(requests)})["predictions"])
+    finally:
+        compiled_lleaves.close()
+    kernel_got = np.array(kernel.predict(Batch(array("f", requests.astype(np.float32).tobytes()), len(requests), 8)))
+    kernel_want = booster.predict(requests.astype(np.float32), num_threads=1)
+    names = ("kernel", "lleaves", "lightgbm")
     lines = [
-        f"leaf-wise LightGBM (500 trees, 127 leaves; layout {kernel.metadata['layout']!r}):",
+        f"leaf-wise LightGBM (500 trees, 127 leaves; layout {kernel.metadata['layout']!r}; "
+        f"lleaves {compiled_lleaves.version}):",
         "| rows | " + " | ".join(f"{n} (µs)" for n in names) + " | lleaves / kernel | lightgbm / kernel |",
         "| ---: |" + " ---: |" * (len(names) + 2),
     ]
     for n in sizes:
         us = {name: statistics.median(samples[name, n]) * 1e6 for name in names}
-        lleaves_ratio = f"{us['lleaves'] / us['kernel']:.2f}x" if "lleaves" in us else "-"
         cells = " | ".join(f"{us[name]:,.1f}" for name in names)
-        lines.append(f"| {n:,} | {cells} | {lleaves_ratio} | {us['lightgbm'] / us['kernel']:.2f}x |")
+        lines.append(
+            f"| {n:,} | {cells} | {us['lleaves'] / us['kernel']:.2f}x | {us['lightgbm'] / us['kernel']:.2f}x |"
+        )
+    lines.append(
+        f"Largest difference from LightGBM on the 10,000 rows: lleaves {np.abs(got - want).max():.2g} "
+        f"(float64 rows), kernel {np.abs(kernel_got - kernel_want).max():.2g} (the same rows as float32)."
+    )
     return lines
+
+
+def lleaves_packages() -> tuple[str, ...]:
+    """lleaves and the llvmlite it calls (< 0.45 still has PassManagerBuilder; 0.44 has Python 3.11
+    wheels); lightgbm and numpy as in this environment."""
+    import lightgbm
+    import numpy
+
+    return ("lleaves==1.3.0", "llvmlite==0.44.0", f"lightgbm=={lightgbm.__version__}", f"numpy=={numpy.__version__}")
+
+
+class LleavesWorker:
+    """lleaves compiled for this CPU in its own environment, timed on request (bench/lleaves_worker.py)."""
+
+    def __init__(self, model: Path, rows: Path, cache: Path) -> None:
+        from variants import venv_python
+
+        python = venv_python(LLEAVES_VENV, lleaves_packages())
+        command = [python, str(HERE / "lleaves_worker.py"), str(model), str(rows), str(cache)]
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        if len(cpus) == 1:
+            command = ["taskset", "-c", str(next(iter(cpus))), *command]
+        # -I: the venv's own packages only, nothing from this environment's PYTHONPATH.
+        command[command.index(python) + 1 : command.index(python) + 1] = ["-I"]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version: str = self._read()["ready"]
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the lleaves worker exited (exit {self.proc.wait()}); see its messages above")
+        return json.loads(line)
+
+    def ask(self, command: dict) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"done": True}) + "\n")
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def main() -> None:

@@ -134,19 +134,25 @@ def legacy_readable(path: Path, cache: Path) -> Path:
     return out
 
 
-def original_python() -> str:
-    """The baseline environment's interpreter, created with ORIGINAL_PACKAGES on first use."""
-    python = ORIGINAL_VENV / "bin" / "python"
-    marker = ORIGINAL_VENV / "packages.txt"
-    wanted = "\n".join(ORIGINAL_PACKAGES) + "\n"
+def venv_python(folder: Path, packages: tuple[str, ...]) -> str:
+    """The interpreter of a virtual environment holding exactly ``packages``, created (or recreated,
+    when the pins changed) on first use."""
+    python = folder / "bin" / "python"
+    marker = folder / "packages.txt"
+    wanted = "\n".join(packages) + "\n"
     if not (python.is_file() and marker.is_file() and marker.read_text() == wanted):
-        print(f"creating {ORIGINAL_VENV} with {' '.join(ORIGINAL_PACKAGES)} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(ORIGINAL_VENV)], check=True)
+        print(f"creating {folder} with {' '.join(packages)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *ORIGINAL_PACKAGES], check=True
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages], check=True
         )
         marker.write_text(wanted)
     return str(python)
+
+
+def original_python() -> str:
+    """The baseline environment's interpreter, created with ORIGINAL_PACKAGES on first use."""
+    return venv_python(ORIGINAL_VENV, ORIGINAL_PACKAGES)
 
 
 def baselines(model: BenchModel) -> list[Variant]:

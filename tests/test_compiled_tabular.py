@@ -246,6 +246,56 @@ def test_lightgbm_reads_negative_and_fractional_codes_its_own_way(lightgbm_model
     assert np.abs(np.array(answers(predictor, matrix)) - want).max() <= 1e-9
 
 
+def test_deep_leaf_wise_trees_stop_each_row_at_its_own_leaf(tmp_path):
+    """Deep, unbalanced LightGBM trees with a categorical split and missing values: the node layout's walks
+    (one row alone, and blocks whose rows leave at their own leaves) answer what LightGBM answers, in
+    batches around the block size and in one batch of every row."""
+    require_libraries()
+    import lightgbm
+    import numpy as np
+
+    from lambda_ml_serve.backends.compiled import codegen
+
+    data, target, _ = frame(4000)
+    params = {"verbose": -1, "num_threads": 1, "num_leaves": 127, "min_data_in_leaf": 2, "min_data_per_group": 5}
+    booster = lightgbm.train(params, lightgbm.Dataset(data, target), num_boost_round=20)
+    booster.save_model(str(tmp_path / "deep.txt"))
+    predictor = compiled(tmp_path / "deep.txt", tmp_path / "out")
+    assert predictor.metadata["layout"] == "node" and predictor.metadata["depth"] >= 15
+    matrix = rows()
+    want = booster.predict(matrix, num_threads=1)
+    block = codegen.NODE_BLOCK
+    for start, size in [(0, 1), (5, 1), (0, 2), (0, block - 1), (0, block), (1, block + 1), (0, len(matrix))]:
+        got = np.array(answers(predictor, np.ascontiguousarray(matrix[start : start + size])))
+        assert float(np.abs(got - want[start : start + size]).max()) <= 1e-9, (start, size)
+
+
+def test_node_links_name_each_inner_nodes_children_and_which_are_leaves(tmp_path):
+    """The node layout's link: left child index x 4, +1 when it is a leaf, +2 when the right one is."""
+    require_libraries()
+    import lightgbm
+    import numpy as np
+
+    from lambda_ml_serve.backends.compiled import codegen
+
+    data, target, _ = frame()
+    booster = lightgbm.train({"verbose": -1, "num_leaves": 31}, lightgbm.Dataset(data, target), num_boost_round=3)
+    booster.save_model(str(tmp_path / "small.txt"))
+    for tree in read_ensemble(tmp_path / "small.txt", None).trees:
+        tables = codegen._node_tables(tree)
+        link = tables["link"]
+        # A leaf's link points to itself minus one; an inner node's left child comes after it.
+        leaf = (link >> 2) + 1 == np.arange(len(link))
+        leaf[0] = len(link) == 1
+        for node in range(len(link)):
+            if leaf[node]:
+                continue
+            left = link[node] >> 2
+            assert 0 < left < len(link) - 1
+            assert (link[node] & 1, link[node] >> 1 & 1) == (leaf[left], leaf[left + 1])
+        assert leaf.sum() == (~leaf).sum() + 1  # every inner node has two children, every other node is one
+
+
 # ------------------------------------------------------------------------------------ scikit-learn
 
 

@@ -37,34 +37,23 @@ def app() -> App:
 
 
 @pytest.fixture(scope="module")
-def rows(app: App, samples: list[dict]) -> list[dict]:
-    """The samples and the spec's examples: red and white wines."""
-    return samples + list(app.spec.example)
-
-
-@pytest.fixture(scope="module")
-def expected(app: App, rows: list[dict]) -> list[float]:
-    return app(rows)["predictions"]
-
-
-@pytest.fixture(scope="module")
 def served(wine_image: str) -> str:
     with serving(MODEL, "--image", wine_image, "--cors", ORIGIN, timeout=180) as url:
         yield url
 
 
-def test_mlflow_scoring_client(served, rows, expected) -> None:
+def test_mlflow_scoring_client(served, wine_rows, wine_expected) -> None:
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
     parts = urlsplit(served)
     client = ScoringServerClient(parts.hostname, parts.port)
     client.ping()
-    response = client.invoke(pandas.DataFrame(rows), params={"top_k": 3})
-    assert response.get_predictions(predictions_format="ndarray").tolist() == expected
+    response = client.invoke(pandas.DataFrame(wine_rows), params={"top_k": 3})
+    assert response.get_predictions(predictions_format="ndarray").tolist() == wine_expected
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_tritonclient(served, rows, expected, binary: bool) -> None:
+def test_tritonclient(served, wine_rows, wine_expected, binary: bool) -> None:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(served.removeprefix("http://"))
@@ -72,24 +61,25 @@ def test_tritonclient(served, rows, expected, binary: bool) -> None:
         assert client.is_server_ready() and "binary_tensor_data" in client.get_server_metadata()["extensions"]
         for dtype in (numpy.float32, numpy.float64):
             datatype = "FP32" if dtype is numpy.float32 else "FP64"
-            values = numpy.asarray([list(row.values()) for row in rows], dtype=dtype)
+            values = numpy.asarray([list(row.values()) for row in wine_rows], dtype=dtype)
             matrix = httpclient.InferInput("input-0", list(values.shape), datatype)
             matrix.set_data_from_numpy(values, binary_data=binary)
             per_feature = []
-            for name in rows[0]:
-                tensor = httpclient.InferInput(name, [len(rows)], datatype)
-                tensor.set_data_from_numpy(numpy.asarray([row[name] for row in rows], dtype=dtype), binary_data=binary)
+            for name in wine_rows[0]:
+                tensor = httpclient.InferInput(name, [len(wine_rows)], datatype)
+                column = numpy.asarray([row[name] for row in wine_rows], dtype=dtype)
+                tensor.set_data_from_numpy(column, binary_data=binary)
                 per_feature.append(tensor)
             outputs = [httpclient.InferRequestedOutput("predictions", binary_data=binary)]
             for inputs in ([matrix], per_feature):
-                assert client.infer(MODEL, inputs, outputs=outputs).as_numpy("predictions").tolist() == expected
+                assert client.infer(MODEL, inputs, outputs=outputs).as_numpy("predictions").tolist() == wine_expected
     finally:
         client.close()
 
 
-def test_kserve_rest_client(served, kserve_predictions, rows, expected) -> None:
-    answers = kserve_predictions(served, rows)
-    assert len(answers) == 9 and answers == dict.fromkeys(answers, expected)  # v1 default + 8 v2 cases
+def test_kserve_rest_client(served, kserve_predictions, wine_rows, wine_expected) -> None:
+    answers = kserve_predictions(served, wine_rows)
+    assert len(answers) == 9 and answers == dict.fromkeys(answers, wine_expected)  # v1 default + 8 v2 cases
 
 
 @pytest.mark.skipif(subprocess.run(["which", "curl"], capture_output=True).returncode, reason="curl is not installed")

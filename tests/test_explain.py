@@ -584,19 +584,19 @@ def test_lightgbm_backend_explains_categorical_splits(tmp_path):
     assert_explains(as_arrays(explanation), want, booster.predict(rows, raw_score=True))
 
 
-def test_sklearn_categorical_histogram_model_is_refused_with_501_naming_the_fix():
+def test_sklearn_categorical_histogram_model_is_explained_through_its_bitsets():
     from lambda_ml_serve.backends.sklearn.runtime import SklearnPredictor
-    from lambda_ml_serve.runtime.errors import ApiError
-    from lambda_ml_serve.runtime.explain import explain_batch
 
     x, y = data()
     x[:, 0] = np.floor(x[:, 0] * 4)
     model = ensemble.HistGradientBoostingRegressor(max_iter=5, categorical_features=[0]).fit(x, y)
     predictor = SklearnPredictor(model)
-    assert predictor.explains is False
-    with pytest.raises(ApiError) as refused:
-        explain_batch(predictor, batch_of(x[:2]), "sklearn")
-    assert refused.value.status == 501 and "categorical" in refused.value.message
+    assert predictor.explains is True
+    rows = x[:20].copy()
+    rows[:3, 0] = [np.nan, 99.0, -7.0]  # missing, and two categories the model never saw: missing too
+    base, phi = as_arrays(predictor.explain(batch_of(rows)))
+    margin = model.predict(rows.astype(np.float32).astype(np.float64))
+    assert np.max(np.abs(base[:, 0] + phi[:, 0].sum(axis=1) - margin)) <= 1e-9
 
 
 @settings(max_examples=30, deadline=None)

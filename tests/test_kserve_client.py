@@ -9,26 +9,14 @@ every way the predictions are the in-process handler's for the same rows.
 
 from __future__ import annotations
 
-import io
-
-import pytest
 from served import serving
-
-from lambda_ml_serve.runtime.app import App
 
 pytest_plugins = ["kserve_fixtures"]
 
 
-@pytest.fixture(scope="module")
-def app() -> App:
-    return App.load("wine_quality", log_stream=io.StringIO())
-
-
-def test_kserve_rest_client_gets_the_in_process_predictions(kserve_predictions, app, samples) -> None:
-    rows = samples + list(app.spec.example)
-    expected = app(rows)["predictions"]
+def test_kserve_rest_client_gets_the_in_process_predictions(kserve_predictions, wine_rows, wine_expected) -> None:
     with serving() as url:
-        answers = kserve_predictions(url, rows)
+        answers = kserve_predictions(url, wine_rows)
     # v1 with every default, then v2: per-feature and matrix tensors, FP32 and FP64, binary and JSON
     assert len(answers) == 9 and "v1-default" in answers
-    assert answers == dict.fromkeys(answers, expected)
+    assert answers == dict.fromkeys(answers, wine_expected)

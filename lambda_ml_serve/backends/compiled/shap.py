@@ -314,7 +314,8 @@ def library_contributions(ensemble: Ensemble, artifact: Path, matrix: np.ndarray
 
         # A Pipeline is given what it was fitted on (a DataFrame of its fields), as its predictions are.
         explainer = Explainer(joblib.load(artifact), to_input=getattr(ensemble, "explain_input", None))
-        base, contributions = explainer.explain_matrix(matrix)
+        codes = getattr(ensemble, "explain_codes", None)
+        base, contributions = explainer.explain_matrix(codes(matrix) if codes is not None else matrix)
         values = np.concatenate([contributions, base[..., None]], axis=-1)
     return np.asarray(values, dtype=np.float64).reshape(n, -1, f + 1)
 
