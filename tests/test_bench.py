@@ -40,7 +40,7 @@ def test_harness_measures_and_reports_every_variant():
         assert len(result["cold"]) == 2
         assert all(set(cold) == {*run.STAGES, "total"} and min(cold.values()) >= 0 for cold in result["cold"])
         assert {size: len(times) for size, times in result["warm"].items()} == {1: 4, 10: 2}
-        assert len(result["predictions"]) == 10 and result["max_rss_kb"] > 0
+        assert len(result["predictions"]) == 10 and result["rss_kb"] > 0
         assert "pandas" not in result["modules"]
 
     report = run.render("the project's model", measured, results, args)
