@@ -15,14 +15,15 @@ import statistics
 import time
 from pathlib import Path
 
-from run import REPO, rows_from
-from worker import event
+from run import rows_from
+from variants import REPO
 
 from lambda_ml_serve.checks import exactly_one
 from lambda_ml_serve.runtime.app import App
 from lambda_ml_serve.runtime.formats import rows_of
 from lambda_ml_serve.runtime.http import dumps
 from lambda_ml_serve.runtime.telemetry import RequestLog, request_record
+from lambda_ml_serve.tune.worker import event
 
 ARTIFACTS = {"xgboost": "model.ubj", "compiled": "model.so"}
 
@@ -42,7 +43,7 @@ def stages(app: App, body: bytes, repeats: int) -> dict[str, float]:
     rows = rows_of(json.loads(body), app.spec.feature_names)
     models = app.validator.validate(rows)
     batch = app.validator.pack(models)
-    answer = app._answer(batch)
+    answer = app._answer(app.predictor.predict(batch))
     url_event = event(body.decode())
     assert app.fast.batch_of(url_event).values == batch.values
     full = copy.copy(app)

@@ -3,8 +3,8 @@
     python bench/init.py [--runs 15] [--cpu 1] [--extra LABEL=ROOT ...]
     (after bench/run.py, which renders the contexts it reads: .cache/bench/<backend>)
 
-For each backend, fresh interpreters run the image's handler (``bench/worker.py``) from the context's
-site-packages only (``-S -E``), taking turns: with the manifest build wrote beside the artifact, and
+For each backend, fresh interpreters run the image's handler (through ``lambda_ml_serve/tune/worker.py``)
+from the context's site-packages only (``-S -E``), taking turns: with the manifest build wrote beside the artifact, and
 with the same artifact in a folder without it (the registry init: entry points, pluggy, pydantic, the
 plugin). ``--extra LABEL=ROOT`` adds ``ROOT/<backend>/site-packages``, served the registry way, e.g.
 an earlier build's contexts.
@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import HERE, MODEL, REPO, rows_from
+from run import rows_from
+from variants import MODEL, REPO, worker_command
 
 ARTIFACTS = {"xgboost": "model.ubj", "compiled": "model.so"}
 
@@ -34,19 +35,8 @@ def first_answer(site: Path, artifact: Path, backend: str, body: str, cpu: int) 
 
     The CPU time (user + system) hardly changes when other processes share the CPU; the wall time does.
     """
-    bootstrap = f"import sys; sys.path[:0] = [{str(site)!r}, {str(HERE)!r}]; import worker; worker.main()"
-    command = [
-        "taskset",
-        "-c",
-        str(cpu),
-        sys.executable,
-        "-S",
-        "-E",
-        "-c",
-        bootstrap,
-        "lambda_ml_serve.runtime.handler",
-        "cold",
-    ]
+    command = ["taskset", "-c", str(cpu), *worker_command(sys.executable, [site], isolated=True)]
+    command += ["lambda_ml_serve.runtime.handler", "[]", "cold"]
     env = {
         **os.environ,
         "LAMBDA_ML_SERVE_MODEL": MODEL,
@@ -55,13 +45,13 @@ def first_answer(site: Path, artifact: Path, backend: str, body: str, cpu: int) 
         "LAMBDA_ML_SERVE_BACKEND": backend,
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.time()
-    proc = subprocess.run(command, input=json.dumps({"1": body}), capture_output=True, text=True, env=env)
+    started = time.monotonic()
+    proc = subprocess.run(command, input=body, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{site} ({artifact.name}) failed:\n{proc.stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return json.loads(proc.stdout)["ready"] - started, cpu_seconds
+    return json.loads(proc.stdout)["answered"] - started, cpu_seconds
 
 
 def main() -> None:

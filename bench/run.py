@@ -200,10 +200,10 @@ def render(title: str, variants: list[Variant], results: dict[str, dict], args: 
     ]
     for label in labels:
         r = results[label]
-        rss = r["max_rss_kb"] / 1024
+        rss = r["rss_kb"] / 1024
         diff = max(abs(a - b) for a, b in zip(r["predictions"], reference, strict=True))
         out.append(
-            f"| {label} | {rss:.0f} MB | {ratio(results[base]['max_rss_kb'], r['max_rss_kb'])} | "
+            f"| {label} | {rss:.0f} MB | {ratio(results[base]['rss_kb'], r['rss_kb'])} | "
             f"{r['installed_mb']:.0f} MB | {', '.join(r['modules']) or 'none'} | {diff:.2g} |"
         )
     goals = [(v.label, key, goal) for v in variants for key, goal in v.goals.items()]

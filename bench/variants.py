@@ -28,6 +28,8 @@ RUNTIME = "lambda_ml_serve.runtime.handler"
 #: The original service's environment (xgboost 1.6.2 wrote its model; these run it on Python 3.11).
 ORIGINAL_PACKAGES = ("xgboost==1.6.2", "pandas==1.5.3", "scikit-learn==1.2.2", "numpy==1.26.4", "scipy==1.17.1")
 ORIGINAL_VENV = HERE / ".venv-original"
+#: The process that imports a handler and answers timing commands (tune measures with it too).
+WORKER = REPO / "lambda_ml_serve" / "tune" / "worker.py"
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,12 @@ class Variant:
 
 
 def worker_command(python: str, paths: list[Path], *, isolated: bool) -> list[str]:
-    """An interpreter that puts ``paths`` first on sys.path and runs worker.main()."""
-    bootstrap = f"import sys; sys.path[:0] = {[str(p) for p in [*paths, HERE]]!r}; import worker; worker.main()"
+    """An interpreter that puts ``paths`` (and bench/, for the baselines' handlers) first on sys.path and
+    runs the measured-process worker that ``tune`` uses too (standard library only)."""
+    bootstrap = (
+        f"import sys; sys.path[:0] = {[str(p) for p in [*paths, HERE]]!r}; "
+        f"__file__ = {str(WORKER)!r}; exec(compile(open(__file__).read(), __file__, 'exec'))"
+    )
     # -S -E: no site-packages and no PYTHON* variables, so nothing outside the context is importable.
     return [python, *(["-S", "-E"] if isolated else []), "-c", bootstrap]
 

@@ -40,6 +40,11 @@ PICKLE_BUILTINS = frozenset(
         "bool",
     ]
 )
+#: Single objects allowed from other modules. ``functools.partial`` (HistGradientBoosting keeps one of
+#: scikit-learn's ``check_array`` in its preprocessor) only binds arguments to a function: that function
+#: is itself a global of the pickle, resolved here like any other, so a partial of a function outside
+#: :data:`PICKLE_MODULES` is refused as that function would be.
+PICKLE_GLOBALS = frozenset({("functools", "partial")})
 #: Distributions to pin for the libraries a pickle refers to (module -> distribution).
 PICKLE_DISTRIBUTIONS = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 _COMPRESSED = (b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"\x5d\x00\x00")
@@ -123,7 +128,11 @@ def _restricted_globals() -> Iterator[list[str]]:
     class Restricted(base):  # type: ignore[misc, valid-type]
         def find_class(self, module: str, name: str) -> Any:
             root = module.split(".")[0]
-            allowed = root in PICKLE_MODULES or (root == "builtins" and name in PICKLE_BUILTINS)
+            allowed = (
+                root in PICKLE_MODULES
+                or (root == "builtins" and name in PICKLE_BUILTINS)
+                or (module, name) in PICKLE_GLOBALS
+            )
             if not allowed:
                 raise ModelFileError(f"{module}.{name}")
             seen.append(root)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -58,7 +59,19 @@ def samples(samples_body: bytes) -> list[dict]:
 def wine_app():
     from lambda_ml_serve.runtime.app import App
 
-    return App.load("wine_quality")
+    return App.load("wine_quality", log_stream=io.StringIO())
+
+
+@pytest.fixture(scope="session")
+def wine_rows(wine_app, samples: list[dict]) -> list[dict]:
+    """The samples and the spec's examples: red and white wines, as the clients' tests send them."""
+    return samples + list(wine_app.spec.example)
+
+
+@pytest.fixture(scope="session")
+def wine_expected(wine_app, wine_rows: list[dict]) -> list[float]:
+    """The in-process handler's predictions for ``wine_rows``: what every client must get."""
+    return wine_app(wine_rows)["predictions"]
 
 
 def url_event(body: str | bytes | None = None, *, method: str = "POST", path: str = "/", **extra) -> dict:

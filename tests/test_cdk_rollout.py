@@ -125,7 +125,9 @@ def test_rollout_alarms_watch_the_alias_and_the_models_own_metrics(new_stack, wi
     by_name = {name: alarms[logical_id(stack, alarm)]["Properties"] for name, alarm in model.alarms.items()}
 
     latency = by_name["latency_p99"]
-    assert metric_of(latency) == ("LambdaMLServe", "latency_ms", "p99", [{"Name": "model", "Value": "wine_quality"}])
+    # The function's own records (dimension "function", its name), not every stack's serving the model.
+    function_name = {"Ref": logical_id(stack, model.function)}
+    assert metric_of(latency) == ("LambdaMLServe", "latency_ms", "p99", [{"Name": "function", "Value": function_name}])
     assert latency["Threshold"] == 250 and latency["EvaluationPeriods"] == 3
     assert latency["Metrics"][0]["MetricStat"]["Period"] == 60
     errors = by_name["errors"]
@@ -147,9 +149,11 @@ def test_rollout_alarms_watch_the_alias_and_the_models_own_metrics(new_stack, wi
         for f in filters.values()
     }
     assert patterns == {
-        "server_errors": "{ $.status >= 500 && $.model = * }",
-        "client_errors": "{ $.status >= 400 && $.status < 500 && $.model = * }",
+        "server_errors": "{ $.status >= 500 && $.function = * }",
+        "client_errors": "{ $.status >= 400 && $.status < 500 && $.function = * }",
     }
+    for f in filters.values():
+        assert f["Properties"]["MetricTransformations"][0]["Dimensions"] == [{"Key": "function", "Value": "$.function"}]
     group = only(template, "AWS::CodeDeploy::DeploymentGroup")["Properties"]
     assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaLinear10PercentEvery1Minute"
 

@@ -6,52 +6,31 @@ both). Skipped without an engine locally; with CI set, a missing engine fails th
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import urllib.error
 import urllib.request
 
+import numpy
+import pandas
 import pytest
 from conftest import DATA, cli, post_when_up, url_event
+from test_event_sources import SOURCES, answer_of, http_event
 from test_node_client import run_node
 
-from lambda_ml_serve.bundling.context import BYTECODE_STAGE_LABEL, render_build_context
+from lambda_ml_serve.bundling.context import render_build_context
 from lambda_ml_serve.bundling.docker import build_image
 from lambda_ml_serve.local.container import RieContainer, free_port
 
 pytestmark = pytest.mark.container
 pytest_plugins = ["container_fixtures"]
-# One tag per run: engineers and CI runs sharing an engine must not see each other's containers.
-TAG = f"lambda-ml-serve-test/wine_quality:run-{os.getpid()}"
-
-
-def dangling_bytecode_stages() -> set[str]:
-    listing = ["docker", "images", "-q", "--filter", "dangling=true", "--filter", f"label={BYTECODE_STAGE_LABEL}"]
-    return set(subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split())
 
 
 @pytest.fixture(scope="module")
-def image(standin, tmp_path_factory):
-    context = render_build_context(
-        "wine_quality", tmp_path_factory.mktemp("ctx") / "wine", python="3.11", base_image=standin
-    )
-    lines: list[str] = []
-    before = dangling_bytecode_stages()
-    build_image(context, TAG, progress=lines.append)
-    output = "\n".join(lines)
-    # What a newcomer saw on every build: a builder choice they never made, a warning per RUN step,
-    # and one untagged image of the bytecode stage left behind.
-    assert "DOCKER_BUILDKIT" not in output and "DEPRECATED" not in output
-    assert "IPv4 forwarding is disabled" not in output
-    assert dangling_bytecode_stages() <= before
-    yield TAG
-    subprocess.run(["docker", "rmi", "-f", TAG], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def function(image):
-    with RieContainer(image) as container:
+def function(wine_image):
+    with RieContainer(wine_image) as container:
         yield container
 
 
@@ -79,18 +58,49 @@ def test_statuses_in_the_container(function, wine_app, event, status):
     assert json.loads(response["body"]) == json.loads(wine_app(event)["body"])
 
 
+@pytest.mark.parametrize("name", SOURCES)
+def test_every_event_source_in_the_container(function, wine_app, name, samples):
+    """MLflow's routes, CSV, binary v2, gzip bodies and answers, HEAD: the in-process answers, byte for byte."""
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput("input-0", [len(samples), len(samples[0])], "FP64")
+    tensor.set_data_from_numpy(numpy.asarray([list(row.values()) for row in samples]))
+    binary, length = httpclient.InferenceServerClient.generate_request_body([tensor])
+    json_type = {"content-type": "application/json"}
+    compressed = gzip.compress(json.dumps(samples).encode())
+    requests = [
+        ("POST", "/invocations", json_type, json.dumps({"dataframe_records": samples}).encode()),
+        ("POST", "/invocations", {"content-type": "text/csv"}, pandas.DataFrame(samples).to_csv(index=False).encode()),
+        ("GET", "/ping", {}, None),
+        ("HEAD", "/openapi.json", {"accept-encoding": "gzip"}, None),
+        ("POST", "/v2/models/wine_quality/infer", {"inference-header-content-length": str(length)}, binary),
+        ("POST", "/invocations", {**json_type, "content-encoding": "gzip"}, compressed),
+        ("POST", "/", {**json_type, "accept-encoding": "gzip"}, json.dumps(samples * 200).encode()),
+    ]
+    for method, path, headers, body in requests:
+        event = http_event(name, method, path, headers, body)
+        response = function.invoke(event)
+        assert response["statusCode"] == 200, (method, path, response["body"])
+        got_headers, got_body = answer_of(response)
+        in_process_headers, in_process_body = answer_of(wine_app(event))
+        assert got_body == in_process_body, (method, path)
+        # An ALB event carries no request id: each answer makes its own.
+        assert got_headers.keys() == in_process_headers.keys() and got_headers.pop("x-request-id")
+        assert got_headers == {k: v for k, v in in_process_headers.items() if k != "x-request-id"}, (method, path)
+
+
 def test_direct_invocation(function, wine_app, samples):
     assert function.invoke({"instances": samples}) == wine_app({"instances": samples})
 
 
-def test_image_is_lean(image):
+def test_image_is_lean(wine_image):
     probe = (
         "import importlib.util as u, json, sys, lambda_ml_serve.runtime.handler;"
         "print(json.dumps({'installed': [m for m in ('pandas', 'sklearn', 'boto3', 'pip') if u.find_spec(m)],"
         "'imported': [m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules]}))"
     )
     result = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", probe],
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", wine_image, "-c", probe],
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,14 +109,14 @@ def test_image_is_lean(image):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"installed": [], "imported": []}
 
 
-def test_serve_image_puts_the_local_function_url_in_front(image, wine_app, samples_body):
+def test_serve_image_puts_the_local_function_url_in_front(wine_image, wine_app, samples_body):
     def running() -> set[str]:
-        ps = ["docker", "ps", "-q", "--filter", f"ancestor={image}"]
+        ps = ["docker", "ps", "-q", "--filter", f"ancestor={wine_image}"]
         return set(subprocess.run(ps, capture_output=True, text=True).stdout.split())
 
     before = running()
     port = free_port()
-    command = cli("serve wine_quality --image", image, "--port", port)
+    command = cli("serve wine_quality --image", wine_image, "--port", port)
     proc = subprocess.Popen([*command, "--concurrency", "2"], stderr=subprocess.PIPE, text=True)
     try:
         headers, body = post_when_up(proc, port, samples_body)

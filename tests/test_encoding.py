@@ -75,12 +75,16 @@ def test_dumps_writes_exactly_what_json_dumps_writes(payload):
     rows=st.integers(0, 10_000),
     latency_ms=st.floats(0, 1e6) | st.floats(0, 1e-3),
     error=st.none() | st.text(max_size=40),
+    function=st.none() | st.text(min_size=1, max_size=64),
 )
-def test_log_line_is_the_request_records_json(request_id, status, rows, latency_ms, error):
+def test_log_line_is_the_request_records_json(request_id, status, rows, latency_ms, error, function):
     stream = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(telemetry.time, "time", lambda: 1_796_000_000.123)
-        RequestLog("wine_quality", "1.0.0", stream).write(request_id, status, rows, latency_ms, error)
+        patch.delenv(telemetry.FUNCTION_ENV, raising=False)
+        RequestLog("wine_quality", "1.0.0", stream, "ab" * 32, function).write(
+            request_id, status, rows, latency_ms, error
+        )
         record = request_record(
             request_id=request_id,
             model="wine_quality",
@@ -88,6 +92,8 @@ def test_log_line_is_the_request_records_json(request_id, status, rows, latency_
             status=status,
             rows=rows,
             latency_ms=latency_ms,
+            model_sha256="ab" * 32,
             error=error,
+            function=function,
         )
     assert stream.getvalue() == json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import gzip
 import io
 import json
 from pathlib import Path
@@ -129,3 +130,80 @@ def test_direct_invocation_still_answers_the_plain_payload(app, samples, expecte
     # A row whose feature happens to be called "body" would not be a test event: other keys are present.
     answer = app({"body": "x", **samples[0]})
     assert answer["error"]["type"] == "validation_error"
+
+
+SOURCES = ["function-url", "apigw-http-v2", "apigw-rest-v1", "alb", "alb-multivalue"]
+
+
+def http_event(name: str, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> dict:
+    """The source's event for a request: its method, path, headers (replacing any of the same name), body."""
+    loaded = event(
+        name, base64.b64encode(body).decode() if body is not None else None, isBase64Encoded=body is not None
+    )
+    if "http" in loaded["requestContext"]:
+        loaded["rawPath"] = path
+        loaded["requestContext"]["http"].update(method=method, path=path)
+    else:
+        loaded.update(path=path, httpMethod=method)
+    for key, wrap in (("headers", str), ("multiValueHeaders", lambda value: [value])):
+        if loaded.get(key):
+            kept = {k: v for k, v in loaded[key].items() if k.lower() not in headers}
+            loaded[key] = kept | {k: wrap(v) for k, v in headers.items()}
+    return loaded
+
+
+def answer_of(response: dict) -> tuple[dict[str, str], bytes]:
+    """The response's headers (one value each) and body bytes, as the client receives them."""
+    multi = response.get("multiValueHeaders")
+    headers = {k: v[0] for k, v in multi.items()} if multi else response["headers"]
+    body = base64.b64decode(response["body"]) if response["isBase64Encoded"] else response["body"].encode()
+    return headers, body
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_binary_v2_tensors_on_every_event_source(app, name, samples, expected):
+    import numpy
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput("input-0", [len(samples), len(samples[0])], "FP32")
+    tensor.set_data_from_numpy(numpy.asarray([list(row.values()) for row in samples], dtype=numpy.float32))
+    body, length = httpclient.InferenceServerClient.generate_request_body([tensor])  # binary in, binary out
+    headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(length)}
+    response = app(http_event(name, "POST", "/v2/models/wine_quality/infer", headers, body))
+    assert response["statusCode"] == 200
+    answer_headers, answer = answer_of(response)
+    parsed = httpclient.InferenceServerClient.parse_response_body(
+        answer, header_length=int(answer_headers["inference-header-content-length"])
+    )
+    assert parsed.as_numpy("predictions").tolist() == expected
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_gzip_bodies_and_gzip_answers_on_every_event_source(app, name, samples, expected):
+    gzip_body = {"content-type": "application/json", "content-encoding": "gzip"}
+    body = gzip.compress(json.dumps({"dataframe_records": samples}).encode())
+    response = app(http_event(name, "POST", "/invocations", gzip_body, body))
+    assert response["statusCode"] == 200
+    assert json.loads(answer_of(response)[1]) == {"predictions": expected}
+    many = samples * 200
+    gzip_answer = {"content-type": "application/json", "accept-encoding": "gzip, deflate"}
+    response = app(http_event(name, "POST", "/invocations", gzip_answer, json.dumps(many).encode()))
+    headers, answer = answer_of(response)
+    assert response["statusCode"] == 200 and headers["content-encoding"] == "gzip"
+    assert json.loads(gzip.decompress(answer)) == {"predictions": expected * 200}
+
+
+@pytest.mark.parametrize("path", ["/", "/ping", "/openapi.json", "/v2/models/wine_quality"])
+@pytest.mark.parametrize("name", SOURCES)
+def test_head_through_every_event_source_states_what_get_would_send(app, name, path):
+    for accept in ("identity", "gzip"):
+        got = app(http_event(name, "GET", path, {"accept-encoding": accept}))
+        head = app(http_event(name, "HEAD", path, {"accept-encoding": accept}))
+        assert head["statusCode"] == got["statusCode"] == 200
+        get_headers, get_body = answer_of(got)
+        head_headers, head_body = answer_of(head)
+        assert head_body == b"" and get_body
+        assert head_headers["content-length"] == str(len(get_body))
+        assert {k: v for k, v in head_headers.items() if k not in ("content-length", "x-request-id")} == {
+            k: v for k, v in get_headers.items() if k != "x-request-id"
+        }

@@ -584,19 +584,19 @@ def test_lightgbm_backend_explains_categorical_splits(tmp_path):
     assert_explains(as_arrays(explanation), want, booster.predict(rows, raw_score=True))
 
 
-def test_sklearn_categorical_histogram_model_is_refused_with_501_naming_the_fix():
+def test_sklearn_categorical_histogram_model_is_explained_through_its_bitsets():
     from lambda_ml_serve.backends.sklearn.runtime import SklearnPredictor
-    from lambda_ml_serve.runtime.errors import ApiError
-    from lambda_ml_serve.runtime.explain import explain_batch
 
     x, y = data()
     x[:, 0] = np.floor(x[:, 0] * 4)
     model = ensemble.HistGradientBoostingRegressor(max_iter=5, categorical_features=[0]).fit(x, y)
     predictor = SklearnPredictor(model)
-    assert predictor.explains is False
-    with pytest.raises(ApiError) as refused:
-        explain_batch(predictor, batch_of(x[:2]), "sklearn")
-    assert refused.value.status == 501 and "categorical" in refused.value.message
+    assert predictor.explains is True
+    rows = x[:20].copy()
+    rows[:3, 0] = [np.nan, 99.0, -7.0]  # missing, and two categories the model never saw: missing too
+    base, phi = as_arrays(predictor.explain(batch_of(rows)))
+    margin = model.predict(rows.astype(np.float32).astype(np.float64))
+    assert np.max(np.abs(base[:, 0] + phi[:, 0].sum(axis=1) - margin)) <= 1e-9
 
 
 @settings(max_examples=30, deadline=None)
@@ -635,3 +635,265 @@ def test_compiled_backend_explains_a_multiclass_model_per_class(xgboost_models, 
     matrix = xgboost.DMatrix(rows, missing=np.nan)
     want = library_layout(booster.predict(matrix, pred_contribs=True), len(rows))
     assert_explains(as_arrays(predictor.explain(batch_of(rows))), want, booster.predict(matrix, output_margin=True))
+
+
+# ---------------------------------------------------------------- compiled: categorical splits and pipelines
+
+N_CATEGORIES = 6
+#: Codes no model knows, as each library reads them: below 0, fractional, past the last category, huge.
+UNKNOWN_CODES = (-1.0, -0.5, -2.0, 3.7, float(N_CATEGORIES), N_CATEGORIES + 3.5, 1e6)
+XGBOOST_TYPES = ["q", "c", "q", "q", "q"]
+
+
+def categorical_data(n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Column 1 is a category code in [0, N_CATEGORIES) that moves the target; NaN in every column."""
+    x, y = data(n, missing=0.1, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    x[:, 1] = rng.integers(0, N_CATEGORIES, n)
+    x[rng.random(n) < 0.1, 1] = np.nan
+    y = y + np.where(np.isin(x[:, 1], [1, 3, 4]), 2.0, 0.0)
+    return x, y
+
+
+def categorical_rows(seed: int) -> np.ndarray:
+    """Rows holding every category, every unknown code and NaN in the categorical column."""
+    x, _ = categorical_data(60, seed=seed)
+    codes = [*range(N_CATEGORIES), *UNKNOWN_CODES, np.nan]
+    x[: len(codes), 1] = codes
+    return x
+
+
+@pytest.fixture(scope="module")
+def categorical_models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """XGBoost (regressor, 3-class) and LightGBM models that split on category sets, compiled (gate passed)."""
+    require_toolchain()
+    folder = tmp_path_factory.mktemp("compiled-categorical")
+    x, y = categorical_data()
+    labels = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+
+    def dmatrix(target):
+        return xgboost.DMatrix(x, target, feature_types=XGBOOST_TYPES, enable_categorical=True)
+
+    regressor = xgboost.train({"max_depth": 4, "max_cat_to_onehot": 1}, dmatrix(y), 15)
+    regressor.save_model(folder / "xgboost-regressor.json")
+    params = {"max_depth": 3, "objective": "multi:softprob", "num_class": 3, "max_cat_to_onehot": 1}
+    xgboost.train(params, dmatrix(labels), 8).save_model(folder / "xgboost-classifier.json")
+    lightgbm.train(
+        {"num_leaves": 15, "verbose": -1, "min_data_in_leaf": 5, "min_data_per_group": 5, "cat_smooth": 1},
+        lightgbm.Dataset(x, y, categorical_feature=[1]),
+        15,
+    ).save_model(folder / "lightgbm.txt")
+    sources = {
+        "xgboost-regressor": folder / "xgboost-regressor.json",
+        "xgboost-classifier": folder / "xgboost-classifier.json",
+        "lightgbm": folder / "lightgbm.txt",
+    }
+    return {
+        name: (source, CompiledBackend().prepare(source, folder / name, arch=HOST_ARCH))
+        for name, source in sources.items()
+    }
+
+
+def categorical_reference(name: str, source: Path, rows: np.ndarray):
+    """(expected values, contributions) and margins from the library's own TreeSHAP."""
+    if name.startswith("xgboost"):
+        booster = xgboost.Booster(model_file=str(source))
+        matrix = xgboost.DMatrix(rows, missing=np.nan, feature_types=XGBOOST_TYPES, enable_categorical=True)
+        values = booster.predict(matrix, pred_contribs=True)
+        return library_layout(values, len(rows)), booster.predict(matrix, output_margin=True)
+    booster = lightgbm.Booster(model_file=str(source))
+    return library_layout(booster.predict(rows, pred_contrib=True), len(rows)), booster.predict(rows, raw_score=True)
+
+
+@pytest.mark.parametrize("name", ["xgboost-regressor", "xgboost-classifier", "lightgbm"])
+def test_compiled_backend_explains_categorical_splits_like_the_library(categorical_models, name):
+    source, library = categorical_models[name]
+    from lambda_ml_serve.backends.compiled.ensemble import read_ensemble
+
+    assert read_ensemble(source, None).category_sets  # the trees do split on category sets
+    predictor = CompiledBackend().load(library)
+    assert predictor.explains  # the build compiled its explanations: GET / and info say "available"
+    assert predictor.metadata["explain"]["outputs"] == (3 if name == "xgboost-classifier" else 1)
+    rows = categorical_rows(seed=7)
+    want, margin = categorical_reference(name, source, rows)
+    assert_explains(as_arrays(predictor.explain(batch_of(rows))), want, margin)
+
+
+category_cells = st.one_of(
+    st.none(), st.integers(0, N_CATEGORIES - 1).map(float), st.sampled_from(UNKNOWN_CODES), st.floats(-3, 40, width=32)
+)
+number_cells = st.one_of(st.none(), st.floats(-0.5, 1.5, width=32))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(["xgboost-regressor", "xgboost-classifier", "lightgbm"]),
+    st.lists(
+        st.tuples(number_cells, category_cells, number_cells, number_cells, number_cells), min_size=1, max_size=12
+    ),
+)
+def test_compiled_categorical_explanations_agree_on_generated_rows(categorical_models, name, rows):
+    source, library = categorical_models[name]
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float32)
+    want, margin = categorical_reference(name, source, matrix)
+    assert_explains(as_arrays(CompiledBackend().load(library).explain(batch_of(matrix))), want, margin)
+
+
+COLOURS = ["blue", "green", "red", "white"]
+SWEETNESS = ["dry", "medium", "sweet"]
+#: The pipelines' input fields in order: categories travel as codes into these lists (sorted, as the encoders').
+PIPELINE_FIELDS = ["acidity", "colour", "sweetness", "sugar"]
+
+
+def fit_pipeline(estimator):
+    """A ColumnTransformer (one-hot, ordinal, imputed and scaled, passthrough) before ``estimator``."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 500
+    frame = pd.DataFrame(
+        {
+            "acidity": rng.normal(7, 1, n),
+            "colour": rng.choice(COLOURS, n),
+            "sweetness": rng.choice(SWEETNESS, n),
+            "sugar": rng.gamma(2, 3, n),
+        }
+    )
+    frame.loc[rng.random(n) < 0.1, "acidity"] = np.nan
+    score = (frame["sugar"] > 6).astype(int) + (frame["colour"] == "red") + (frame["sweetness"] == "sweet")
+    prepare = ColumnTransformer(
+        [
+            ("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+            ("sweetness", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["sweetness"]),
+            ("acidity", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["acidity"]),
+            ("sugar", "passthrough", ["sugar"]),
+        ]
+    )
+    target = (
+        np.array(["low", "mid", "high", "top"])[score]
+        if hasattr(estimator, "predict_proba")
+        else score + 0.1 * frame["sugar"]
+    )
+    return Pipeline([("prepare", prepare), ("model", estimator)]).fit(frame, target)
+
+
+def pipeline_frame(matrix: np.ndarray):
+    """What a client of the pipeline sends for the kernel's rows: category strings (an unseen one for an
+    unknown code), NaN for missing."""
+    import pandas as pd
+
+    data = {}
+    for j, name in enumerate(PIPELINE_FIELDS):
+        column = matrix[:, j].astype(np.float64)
+        if name in ("colour", "sweetness"):
+            known = COLOURS if name == "colour" else SWEETNESS
+            data[name] = pd.Series(
+                [np.nan if np.isnan(v) else (known[int(v)] if 0 <= v < len(known) else "never seen") for v in column],
+                dtype=object,
+            )
+        else:
+            data[name] = column
+    return pd.DataFrame(data)
+
+
+@pytest.fixture(scope="module")
+def compiled_pipelines(tmp_path_factory) -> dict[str, tuple[object, Path]]:
+    """The pipelines before a HistGradientBoosting 4-class classifier and a random forest, compiled."""
+    import joblib
+
+    require_toolchain()
+    folder = tmp_path_factory.mktemp("compiled-pipelines")
+    estimators = {
+        "histogram classifier": ensemble.HistGradientBoostingClassifier(max_iter=8, max_depth=4, random_state=0),
+        "forest": ensemble.RandomForestRegressor(6, max_depth=6, random_state=0),
+    }
+    made = {}
+    for name, estimator in estimators.items():
+        pipeline = fit_pipeline(estimator)
+        artifact = folder / f"{name.replace(' ', '-')}.joblib"
+        joblib.dump(pipeline, artifact)
+        made[name] = (pipeline, CompiledBackend().prepare(artifact, folder / name.replace(" ", "-"), arch=HOST_ARCH))
+    return made
+
+
+def pipeline_margin(pipeline, matrix: np.ndarray) -> np.ndarray:
+    frame = pipeline_frame(matrix)
+    if hasattr(pipeline, "predict_proba"):
+        return pipeline.decision_function(frame)
+    return pipeline.predict(frame)
+
+
+def pipeline_kernel_rows(seed: int) -> np.ndarray:
+    """The kernel's input for the pipelines: every category, unknown codes and NaN in both encoded fields."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    matrix = np.column_stack(
+        [rng.normal(7, 1.5, n), rng.integers(0, 4, n), rng.integers(0, 3, n), rng.gamma(2, 3, n)]
+    ).astype(np.float32)
+    matrix[rng.random(n) < 0.15, 0] = np.nan
+    matrix[:10, 1] = [0, 1, 2, 3, -1, 4, 9.5, 1e6, np.nan, -0.5]
+    matrix[:10, 2] = [np.nan, 0, 1, 2, -1, 3, 7, -3, 2.5, np.nan]
+    return matrix
+
+
+@pytest.mark.parametrize("name", ["histogram classifier", "forest"])
+def test_compiled_pipeline_explanations_are_the_sklearn_backends_per_field(compiled_pipelines, name):
+    pipeline, library = compiled_pipelines[name]
+    predictor = CompiledBackend().load(library)
+    assert predictor.explains
+    rows = pipeline_kernel_rows(seed=11)
+    explanation = predictor.explain(batch_of(rows))
+    assert "summed back to the field" in explanation.note
+    want = Explainer(pipeline, to_input=pipeline_frame).explain_matrix(rows)
+    assert_explains(as_arrays(explanation), want, pipeline_margin(pipeline, rows))
+    # Four one-hot columns, one ordinal, one scaled, one passed through: one contribution per input field.
+    assert predictor.metadata["explain"]["fold"] == [1, 1, 1, 1, 2, 0, 3]
+    if name == "histogram classifier":
+        assert explanation.outputs == ["high", "low", "mid", "top"] and explanation.link == "softmax"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(["histogram classifier", "forest"]),
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(0, 14, width=32)),
+            st.one_of(st.none(), st.integers(-2, 6).map(float), st.floats(-2, 8, width=32)),
+            st.one_of(st.none(), st.integers(-2, 5).map(float), st.floats(-2, 8, width=32)),
+            st.one_of(st.none(), st.floats(0, 30, width=32)),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_compiled_pipeline_explanations_agree_on_generated_rows(compiled_pipelines, name, rows):
+    pipeline, library = compiled_pipelines[name]
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float32)
+    want = Explainer(pipeline, to_input=pipeline_frame).explain_matrix(matrix)
+    got = as_arrays(CompiledBackend().load(library).explain(batch_of(matrix)))
+    assert_explains(got, want, pipeline_margin(pipeline, matrix))
+
+
+def test_a_fold_without_one_node_per_split_builds_without_explanations(tmp_path, monkeypatch, capsys):
+    """Explanations over folded trees need each node's own column; without it the build says so in one line."""
+    import joblib
+
+    from lambda_ml_serve.backends.compiled import pipeline as folding
+
+    require_toolchain()
+    fitted = fit_pipeline(ensemble.RandomForestRegressor(3, max_depth=4, random_state=0))
+    joblib.dump(fitted, tmp_path / "pipeline.joblib")
+    fold = folding.Preprocessing.fold
+
+    def without_columns(self, trees):
+        return [{k: v for k, v in tree.items() if k != "explain_feature"} for tree in fold(self, trees)]
+
+    monkeypatch.setattr(folding.Preprocessing, "fold", without_columns)
+    library = CompiledBackend().prepare(tmp_path / "pipeline.joblib", tmp_path / "out", arch=HOST_ARCH)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("no explanations compiled")]
+    assert len(lines) == 1 and "one node per split" in lines[0] and "backend 'sklearn'" in lines[0]
+    assert CompiledBackend().load(library).explains is False

@@ -407,11 +407,17 @@ def test_the_generated_plugins_own_tests_pass(generated, site):
             b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93.",
             "is a pickle of objects from 'os'",
         ),
+        (
+            # functools.partial is read (HistGradientBoosting keeps one), never around a forbidden function.
+            b"\x80\x04\x95B\x00\x00\x00\x00\x00\x00\x00\x8c\tfunctools\x94\x8c\x07partial\x94\x93\x94\x8c\x05posix"
+            b"\x94\x8c\x06system\x94\x93\x94\x85\x94R\x94(h\x05\x8c\x04true\x94\x85\x94}\x94Nt\x94b.",
+            "is a pickle of objects from 'posix'",
+        ),
         (b"tree\nversion=v4\nnum_class=", "is not a readable LightGBM model"),
         (b"{L\x00learner garbage", "is not a readable XGBoost model"),
         (b"plain text", "is not a model file lambda-ml-serve reads"),
     ],
-    ids=["empty", "json", "foreign-pickle", "corrupt-lightgbm", "corrupt-ubj", "text"],
+    ids=["empty", "json", "foreign-pickle", "partial-of-foreign", "corrupt-lightgbm", "corrupt-ubj", "text"],
 )
 def test_unreadable_files_are_refused_in_one_line_and_nothing_is_written(tmp_path, content, message):
     model_file = tmp_path / "model.bin"

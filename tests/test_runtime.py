@@ -222,8 +222,23 @@ def test_one_log_line_per_request_is_emf(wine_app, samples_body):
     assert first["latency_ms"] >= 0
     metrics = first["_aws"]["CloudWatchMetrics"][0]
     assert {m["Name"] for m in metrics["Metrics"]} == {"latency_ms", "rows"}
-    assert metrics["Dimensions"] == [["model"]]
+    assert metrics["Dimensions"] == [["model"], ["model", "version"]]  # no function outside Lambda
     assert (second["status"], second["rows"]) == (400, 0)
+
+
+def test_on_lambda_the_records_name_the_function_and_have_its_metrics(wine_app, samples_body, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "stack-Model-1AB2")
+    log = io.StringIO()
+    app = App(wine_app.spec, wine_app.predictor, log_stream=log)
+    app(url_event(samples_body))
+    app(url_event("nope"))
+    for line in log.getvalue().splitlines():
+        record = json.loads(line)
+        assert record["function"] == "stack-Model-1AB2"
+        # Every dimension of the directive is a field of the record, as EMF requires.
+        dimensions = record["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+        assert dimensions == [["model"], ["model", "version"], ["function"]]
+        assert all(name in record for names in dimensions for name in names)
 
 
 def test_log_line_counts_the_rows_sent_when_they_are_refused(wine_app, samples):

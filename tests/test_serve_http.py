@@ -79,9 +79,28 @@ def request(url: str, method: str, headers: dict[str, str] | None = None, body: 
 def test_head_wherever_get_works(plain: str, path: str) -> None:
     get_status, get_headers, get_body = request(plain + path, "GET")
     status, headers, body = request(plain + path, "HEAD")
-    assert status == get_status == 200 and body == b""
+    assert status == get_status == 200 and body == b"" and get_body
     assert headers["content-type"] == get_headers["content-type"]
-    assert get_body
+    assert headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+
+
+def test_head_states_the_length_of_the_compressed_answer_get_would_send(plain: str) -> None:
+    gzip = {"accept-encoding": "gzip"}
+    _, get_headers, get_body = request(plain + "/openapi.json", "GET", gzip)
+    status, headers, body = request(plain + "/openapi.json", "HEAD", gzip)
+    assert get_headers["content-encoding"] == headers["content-encoding"] == "gzip"
+    assert status == 200 and body == b""
+    assert headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+    # On the wire: the connection closes right after the headers, the stated length not followed by bytes.
+    parts = urlsplit(plain)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(b"HEAD /openapi.json HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    top, _, after = data.partition(b"\r\n\r\n")
+    stated = [line.split(b":")[1].strip() for line in top.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    assert top.startswith(b"HTTP/1.1 200") and int(stated[0]) > 0 and after == b""
 
 
 def test_head_on_a_post_only_route_is_a_405_naming_the_methods(plain: str) -> None:

@@ -2,9 +2,8 @@
 
 tritonclient sends tensors as binary by default (a JSON header, then the tensors' bytes, with
 ``Inference-Header-Content-Length``) and asks for binary outputs when it names none. Each way, the
-predictions are the in-process handler's for the same rows. KServe's ``InferenceRESTClient`` is not
-used here: kserve 0.21 requires pandas<3, protobuf<7 and psutil<6, below the versions this project
-runs with.
+predictions are the in-process handler's for the same rows. KServe's ``InferenceRESTClient`` needs an
+environment of its own: tests/test_kserve_client.py.
 """
 
 from __future__ import annotations
@@ -29,17 +28,6 @@ COLOR = ("color_red", "color_white")
 @pytest.fixture(scope="module")
 def app() -> App:
     return App.load(MODEL, log_stream=io.StringIO())
-
-
-@pytest.fixture(scope="module")
-def rows(app: App, samples: list[dict]) -> list[dict]:
-    """The samples and the spec's examples: red and white wines."""
-    return samples + list(app.spec.example)
-
-
-@pytest.fixture(scope="module")
-def expected(app: App, rows: list[dict]) -> list[float]:
-    return app(rows)["predictions"]
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +66,14 @@ def matrix(rows: list[dict], dtype: str, binary: bool) -> list:
 @pytest.mark.parametrize("dtype", ["FP32", "FP64"])
 @pytest.mark.parametrize("layout", [per_feature, matrix], ids=["per-feature", "matrix"])
 def test_tritonclient_gets_the_in_process_predictions(
-    triton, rows, expected, layout, dtype: str, binary_in: bool, binary_out: bool | None
+    triton, wine_rows, wine_expected, layout, dtype: str, binary_in: bool, binary_out: bool | None
 ) -> None:
     import tritonclient.http as httpclient
 
     # No outputs named: tritonclient asks for every output in binary (binary_data_output).
     outputs = None if binary_out is None else [httpclient.InferRequestedOutput("predictions", binary_data=binary_out)]
-    result = triton.infer(MODEL, layout(rows, dtype, binary_in), outputs=outputs)
-    assert result.as_numpy("predictions").tolist() == expected
+    result = triton.infer(MODEL, layout(wine_rows, dtype, binary_in), outputs=outputs)
+    assert result.as_numpy("predictions").tolist() == wine_expected
     output = result.get_output("predictions")
     assert ("binary_data_size" in output.get("parameters", {})) is (binary_out is not False)
 
@@ -96,28 +84,28 @@ def test_tritonclient_reads_server_metadata_and_the_extension(triton) -> None:
     assert triton.get_model_metadata(MODEL)["name"] == MODEL
 
 
-def test_bool_int_and_bytes_tensors(app, rows, expected) -> None:
+def test_bool_int_and_bytes_tensors(app, wine_rows, wine_expected) -> None:
     """One-hot colours as BOOL or INT8, or the colour as a BYTES tensor of names: the same rows."""
     import tritonclient.http as httpclient
 
-    numeric = [name for name in rows[0] if name not in COLOR]
+    numeric = [name for name in wine_rows[0] if name not in COLOR]
     for colour in ("BOOL", "INT8", "BYTES"):
-        inputs = per_feature([{k: row[k] for k in numeric} for row in rows], "FP64", True)
+        inputs = per_feature([{k: row[k] for k in numeric} for row in wine_rows], "FP64", True)
         if colour == "BYTES":
-            names = numpy.asarray([b"red" if row["color_red"] else b"white" for row in rows], dtype=object)
-            tensor = httpclient.InferInput("color", [len(rows)], "BYTES")
+            names = numpy.asarray([b"red" if row["color_red"] else b"white" for row in wine_rows], dtype=object)
+            tensor = httpclient.InferInput("color", [len(wine_rows)], "BYTES")
             tensor.set_data_from_numpy(names, binary_data=True)
             inputs.append(tensor)
         for name in COLOR if colour != "BYTES" else ():
-            tensor = httpclient.InferInput(name, [len(rows)], colour)
+            tensor = httpclient.InferInput(name, [len(wine_rows)], colour)
             dtype = numpy.bool_ if colour == "BOOL" else numpy.int8
-            tensor.set_data_from_numpy(numpy.asarray([row[name] for row in rows], dtype=dtype), binary_data=True)
+            tensor.set_data_from_numpy(numpy.asarray([row[name] for row in wine_rows], dtype=dtype), binary_data=True)
             inputs.append(tensor)
         outputs = [httpclient.InferRequestedOutput("predictions", binary_data=False)]
         body, length = httpclient.InferenceServerClient.generate_request_body(inputs, outputs)
         response = post_binary(app, body, length)
         assert response["statusCode"] == 200, (colour, response["body"])
-        assert json.loads(response["body"])["outputs"][0]["data"] == expected
+        assert json.loads(response["body"])["outputs"][0]["data"] == wine_expected
 
 
 def post_binary(app: App, body: bytes, header_length: int | str | None) -> dict:

@@ -308,7 +308,9 @@ class ModelFunction(Construct):
         self.url: str = self.function_url.url
 
         #: The model's metrics (EMF, Lambda's, the 4xx/5xx filters), for more alarms and widgets.
-        self.metrics = ModelMetrics(self, model=model, log_group=self.log_group, alias=self.alias)
+        self.metrics = ModelMetrics(
+            self, model=model, function_name=self.function.function_name, log_group=self.log_group, alias=self.alias
+        )
         #: The rollout alarms by name (errors, throttles, server_errors, latency_p99): add actions to them.
         self.alarms: dict[str, cloudwatch.Alarm] = rollout.rollout_alarms(self, self.alias, self.metrics, thresholds)
         #: The pre-traffic check and CodeDeploy's deployment group, with ``deployment``.

@@ -1,8 +1,10 @@
 """The model's metrics (its own EMF records, Lambda's, and two log metric filters) and its dashboard.
 
-The function writes one EMF record per request (namespace ``LambdaMLServe``, dimension ``model``):
-``latency_ms`` and ``rows``. The answer's status is a field of the same record, so 4xx and 5xx counts
-are metric filters on the log group rather than more metrics in every record.
+The function writes one EMF record per request (namespace ``LambdaMLServe``; dimensions ``model``,
+``model`` + ``version`` and ``function``): ``latency_ms`` and ``rows``. The alarms and widgets read
+the ``function`` ones, so two stacks serving the same model keep their metrics apart. The answer's
+status is a field of the same record, so 4xx and 5xx counts are metric filters on the function's log
+group (published per function too) rather than more metrics in every record.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ PERIOD = Duration.minutes(1)
 class ModelMetrics:
     """The metrics of one model function, for alarms and dashboard widgets."""
 
-    def __init__(self, scope: Construct, *, model: str, log_group: logs.ILogGroup, alias: lambda_.Alias) -> None:
+    def __init__(
+        self, scope: Construct, *, model: str, function_name: str, log_group: logs.ILogGroup, alias: lambda_.Alias
+    ) -> None:
         self.model = model
         self.alias = alias
         self.log_group = log_group
-        self.dimensions = {"model": model}
+        #: The function's own metrics: the records name it (Lambda's AWS_LAMBDA_FUNCTION_NAME).
+        self.dimensions = {"function": function_name}
         # Counted from the request records' status: the records' "status" is the answer's HTTP status.
         for name, pattern in {
-            "client_errors": "{ $.status >= 400 && $.status < 500 && $.model = * }",
-            "server_errors": "{ $.status >= 500 && $.model = * }",
+            "client_errors": "{ $.status >= 400 && $.status < 500 && $.function = * }",
+            "server_errors": "{ $.status >= 500 && $.function = * }",
         }.items():
             logs.MetricFilter(
                 scope,
@@ -41,7 +46,7 @@ class ModelMetrics:
                 metric_namespace=NAMESPACE,
                 metric_name=name,
                 metric_value="1",
-                dimensions={"model": "$.model"},
+                dimensions={"function": "$.function"},
                 unit=cloudwatch.Unit.COUNT,
             )
 

@@ -13,8 +13,8 @@ without its factor ``i``. The compiled backend's generated C (``compiled/shap.py
 same formula; this module is the scikit-learn backend's explainer and the compiled backend's
 build-time reference for its tables.
 
-A split sends a row left when ``goes_left(x)`` (a threshold test given per tree, see
-:class:`TreeArrays`), and a missing value (NaN) the node's default way.
+A split sends a row left when ``goes_left(x)`` (a threshold test given per tree, or membership of a
+node's set of category codes, see :class:`TreeArrays`), and a missing value (NaN) the node's default way.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class TreeArrays(NodeArrays):
 
     cover: np.ndarray
     le: bool = False
+    #: Categorical splits (HistGradientBoosting's): per node, the category codes that go left (every
+    #: other code goes right), or None for a numerical split; None when the tree has none.
+    left_categories: tuple[np.ndarray | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,12 @@ def shapley_weights(d: int) -> np.ndarray:
 
 def goes_left(tree: TreeArrays, node: int, x: np.ndarray) -> np.ndarray:
     """Whether each value of ``x`` (a column) goes left at ``node``; NaN goes the default way."""
-    t = tree.threshold[node]
-    test = (x <= t) if tree.le else (x < t)
+    members = tree.left_categories[node] if tree.left_categories is not None else None
+    if members is not None:
+        test = np.isin(x, members)
+    else:
+        t = tree.threshold[node]
+        test = (x <= t) if tree.le else (x < t)
     return np.where(np.isnan(x), bool(tree.default_left[node]), test)
 
 

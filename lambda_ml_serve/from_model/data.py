@@ -91,6 +91,8 @@ def read_data(path: Path, description: Description, target: str | None) -> DataS
     if description.names_from == "generated":
         _name_from_header(description, [c for c in header if c != target], path)
     columns = _columns(description, header, rows, index, path)
+    if description.backend == "onnx":
+        _onnx_categories(description, columns, rows, index)
     values = {}
     by_name = {f.name: f for f in description.features}
     for name, source in columns.items():
@@ -102,6 +104,19 @@ def read_data(path: Path, description: Description, target: str | None) -> DataS
     for feature in description.features:
         feature.nullable = feature.nullable or any(math.isnan(v) for v in values[feature.name])
     return summary
+
+
+def _onnx_categories(
+    description: Description, columns: dict[str, Column], rows: list[list[str]], index: dict[str, int]
+) -> None:
+    """A string input no encoder in the graph lists: its categories are the column's values, sorted."""
+    for feature in description.features:
+        source = columns[feature.name]
+        if feature.kind == "categorical" and not feature.category_strings and source.equals is None:
+            j = index[source.column]
+            found = sorted({row[j] for row in rows if j < len(row) and row[j] != ""})
+            # Only what the data holds is known to be answered: another string gets a 422.
+            feature.category_strings, feature.unknown = found, "error"
 
 
 def _name_from_header(description: Description, columns: list[str], path: Path) -> None:

@@ -358,6 +358,11 @@ def _sklearn_columns(estimator: Any, description: Description) -> None:
         return
     for feature, column in zip(description.features, columns, strict=True):
         feature.nullable = column.nullable
+        if column.categories and not all(isinstance(c, str) for c in column.categories):
+            raise ModelFileError(
+                f"{description.path}: column {column.name!r} has categories that are not strings; refit the model "
+                "with string categories (e.g. X[col].astype(str).astype('category'))"
+            )
         if column.categories:
             feature.kind, feature.category_strings, feature.unknown = (
                 "categorical",
@@ -365,6 +370,11 @@ def _sklearn_columns(estimator: Any, description: Description) -> None:
                 column.unknown,
             )
     description.types_detail = "the pipeline's encoders (categories_) and imputers; other columns are numbers"
+    if any(c.categorical_dtype for c in columns):
+        description.types_detail = (
+            "the model's categorical features (its encoder's categories_; an unknown category is read as "
+            "missing, as HistGradientBoosting reads it); other columns are numbers"
+        )
     # The pipeline is served the DataFrame it was fitted on: the image needs pandas, at this version.
     description.requirements.append(f"pandas=={importlib.metadata.version('pandas')}")
     description.requirements = sorted(set(description.requirements))
@@ -384,9 +394,12 @@ def _trees(estimator: Any) -> list[Any]:
 
 # -- ONNX -------------------------------------------------------------------------------------------
 
-#: ONNX TensorProto element types the backend feeds, and the feature kind of each.
-ONNX_KINDS = {1: "float", 11: "float", 7: "integer", 6: "integer", 9: "boolean"}
+#: ONNX TensorProto element types the backend feeds, and the feature kind of each (a string is a category).
+ONNX_KINDS = {1: "float", 11: "float", 7: "integer", 6: "integer", 9: "boolean", 8: "categorical"}
 ONNX_TREES = ("TreeEnsembleRegressor", "TreeEnsembleClassifier")
+#: Operators that pass a column on as it is (selected, reshaped), on the way from an input to its encoder.
+ONNX_TRANSFORMS = ("OneHotEncoder", "LabelEncoder", "Scaler", "Imputer", "Normalizer", "Binarizer")
+ONNX_PASSING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Gather", "ArrayFeatureExtractor")
 
 
 def _onnx(path: Path) -> Description:
@@ -399,10 +412,11 @@ def _onnx(path: Path) -> Description:
     kinds = []
     for item in inputs:
         elem = item.type.tensor_type.elem_type
-        if elem not in ONNX_KINDS:
+        if elem not in ONNX_KINDS or (ONNX_KINDS[elem] == "categorical" and len(inputs) == 1):
             raise ModelFileError(
                 f"{path}: input {item.name!r} is not a numeric tensor (ONNX type {elem}); the onnx backend feeds "
-                "numbers: convert the model with float inputs (e.g. skl2onnx FloatTensorType)"
+                "numbers, and strings to one input per category feature: convert the model with float inputs "
+                "(e.g. skl2onnx FloatTensorType) and a StringTensorType input per category column"
             )
         kinds.append(ONNX_KINDS[elem])
     meta = {p.key: p.value for p in model.metadata_props}
@@ -430,10 +444,19 @@ def _onnx(path: Path) -> Description:
     else:
         description.features = [Feature(i.name, k) for i, k in zip(inputs, kinds, strict=True)]
         description.names_from, description.names_detail = "model", "the model's input names (one input per feature)"
+        for feature in description.features:
+            if feature.kind == "categorical":
+                feature.category_strings, feature.unknown = _onnx_categories(graph, feature.name)
+                # A graph that answers an unknown string answers a missing one (fed as unknown) too.
+                feature.nullable = feature.unknown == "minus_one"
+        if "categorical" in kinds:
+            description.types_detail += " (a string input is a category: its encoder's categories, or --data's)"
+    # Behind encoders and scalers a tree's feature ids index the transformed columns, not the inputs.
+    transformed = any(n.op_type in ONNX_TRANSFORMS for n in graph.node)
     for node in graph.node:
         if node.op_type in ONNX_TREES:
             attrs = {a.name: a for a in node.attribute}
-            if "nodes_featureids" in attrs and "nodes_values" in attrs:
+            if "nodes_featureids" in attrs and "nodes_values" in attrs and not transformed:
                 modes = [m.decode() for m in attrs["nodes_modes"].strings] if "nodes_modes" in attrs else []
                 for j, value, mode in zip(
                     attrs["nodes_featureids"].ints, attrs["nodes_values"].floats, modes, strict=False
@@ -452,6 +475,33 @@ def _onnx(path: Path) -> Description:
         description.extra = {"predict_proba": True}
         description.output = "the probability of each class, in the order of `classes`"
     return description
+
+
+def _onnx_categories(graph: Any, name: str) -> tuple[list[str], str]:
+    """The categories of string input ``name`` from the encoder that reads it, and its unknown rule.
+
+    Follows the column through operators that pass it on to a OneHotEncoder (``cats_strings``; it
+    answers an unknown string with zeros when ``zeros`` is 1, else fails) or a LabelEncoder
+    (``keys_strings``; it answers an unknown string with its default). ``([], "error")`` if none reads it.
+    """
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        if node.input:
+            consumers.setdefault(node.input[0], []).append(node)
+    frontier, seen = [name], set()
+    while frontier:
+        current = frontier.pop(0)
+        seen.add(current)
+        for node in consumers.get(current, ()):
+            attrs = {a.name: a for a in node.attribute}
+            if node.op_type == "OneHotEncoder" and "cats_strings" in attrs:
+                zeros = attrs["zeros"].i if "zeros" in attrs else 1
+                return [v.decode() for v in attrs["cats_strings"].strings], "minus_one" if zeros else "error"
+            if node.op_type == "LabelEncoder" and "keys_strings" in attrs:
+                return [v.decode() for v in attrs["keys_strings"].strings], "minus_one"
+            if node.op_type in ONNX_PASSING:
+                frontier.extend(o for o in node.output if o not in seen)
+    return [], "error"
 
 
 def _onnx_estimator(model: Any) -> str:

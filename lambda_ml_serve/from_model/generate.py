@@ -57,6 +57,24 @@ def field_names(names: list[str]) -> list[str]:
     return out
 
 
+def _onnx_string_inputs(info: Description, model_file: Path) -> None:
+    """An ONNX model's string inputs are served with their categories (``extra["categories"]``), or refused."""
+    if info.backend != "onnx":
+        return
+    from lambda_ml_serve.backends.onnx.runtime import CATEGORIES
+
+    strings = [f for f in info.features if f.kind == "categorical"]
+    unknown = [f.name for f in strings if not f.category_strings]
+    if unknown:
+        raise ModelFileError(
+            f"{model_file}: string input {unknown[0]!r} has categories that neither the graph lists (no "
+            "OneHotEncoder or LabelEncoder reads it) nor --data gives; pass --data with a column "
+            f"{unknown[0]!r} holding every category the model knows"
+        )
+    if strings:
+        info.extra = {**info.extra, CATEGORIES: {f.name: list(f.category_strings) for f in strings}}
+
+
 def create_from_model(
     model_file: Path,
     *,
@@ -91,6 +109,7 @@ def create_from_model(
     if mlflow is not None:
         _apply_signature(info, mlflow)
     summary = read_data(data, info, target) if data is not None else None
+    _onnx_string_inputs(info, model_file)
     _resolve_classes(info, summary, classes, model_file)
     name = model_name or suggested_name(model_file)
     answers = _answers(name, info, model_file, description, version)

@@ -236,7 +236,7 @@ class FunctionUrlApp:
             names = {name for name, _ in added}
             kept = [(k, v) for k, v in response.headers if k.lower() not in names]
             response = HttpResponse(response.status, [*kept, *added], response.body)
-        await send({"type": "http.response.start", "status": response.status, "headers": _encode(response)})
+        await send({"type": "http.response.start", "status": response.status, "headers": _encode(response, method)})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
 
     def _front_door(self, scope: dict, method: str, headers: dict[str, str]) -> HttpResponse | None:
@@ -291,9 +291,13 @@ class FunctionUrlApp:
         self._executor.shutdown(wait=False)
 
 
-def _encode(response: HttpResponse) -> list[tuple[bytes, bytes]]:
+def _encode(response: HttpResponse, method: str) -> list[tuple[bytes, bytes]]:
     headers = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers]
-    return [*headers, (b"content-length", str(len(response.body)).encode())]
+    given = [value for name, value in headers if name == b"content-length"]
+    headers = [(name, value) for name, value in headers if name != b"content-length"]
+    # The length of a HEAD answer is the GET body's, which the function states; every other answer's is its body's.
+    length = given[0] if method == "HEAD" and given and given[0].isdigit() else str(len(response.body)).encode()
+    return [*headers, (b"content-length", length)]
 
 
 def access_log_for(log_format: str, stream: TextIO) -> AccessLog | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -57,6 +58,8 @@ SHA256_HEADER = "x-model-sha256"
 PREDICT_PATHS = frozenset({"/", "/predict"})
 #: MLflow's scoring protocol (and SageMaker's container contract): predict, and say the model is up.
 INVOCATIONS, PING_PATHS = "/invocations", ("/ping", "/health")
+#: KServe's own protocol (its clients' default, "v1"): model readiness, predict and explain.
+V1_MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?P<action>:predict|:explain)?$")
 HTML = "text/html; charset=utf-8"
 #: The page's script and style are inline and it may only call this origin: nothing is fetched from elsewhere.
 DOCS_HEADERS = {
@@ -356,7 +359,9 @@ class App:
             if is_batch_event(request.payload):
                 return self._score_batch(request.payload)
             return self._predict_answer(request.payload)
-        routes = self._routes.get(request.path) or self._v2_model_routes(request.path)
+        routes = (
+            self._routes.get(request.path) or self._v2_model_routes(request.path) or self._v1_model_routes(request.path)
+        )
         if routes is None:
             raise ApiError(
                 "not_found",
@@ -586,6 +591,35 @@ class App:
         if action == "/ready":
             return {"GET": self._v2_health}
         return {"GET": self._v2_metadata}
+
+    def _v1_model_routes(self, path: str) -> dict[str, Any] | None:
+        match = V1_MODEL_PATH.match(path)
+        if match is None:
+            return None
+        if match["name"] != self.spec.name:
+            raise ApiError("not_found", f"no such model; this function serves {self.spec.name!r}")
+        if match["action"] == ":predict":
+            return {"POST": self._v1_predict}
+        if match["action"] == ":explain":
+            return {"POST": self._post_explain}
+        return {"GET": self._v1_ready}
+
+    def _v1_ready(self, request: Request) -> tuple[Answer, int]:
+        return Answer(200, {"name": self.spec.name, "ready": True}, {}), 0
+
+    def _v1_predict(self, request: Request) -> tuple[Answer, int]:
+        """KServe's ``:predict``: ``{"instances": [...]}`` (or any accepted format) -> ``{"predictions": [...]}``."""
+        body = request.body()
+        batch = self.fast.batch_of_body(body) if self.fast else None
+        if batch is not None:
+            return Answer(200, self._v1_answer(self.predictor.predict(batch)), {}), batch.n_rows
+        return self._rows_answer(self._rows(self._parse_body(body)), self._v1_answer)
+
+    def _v1_answer(self, predictions: list[Any]) -> dict[str, Any]:
+        """``predictions`` as KServe's v1 answers them; a classifier's labels, probabilities and classes."""
+        if self.classes is None:
+            return {"predictions": predictions}
+        return classifier.answer(predictions, self.classes)
 
     def _v2_metadata(self, request: Request) -> tuple[Answer, int]:
         meta = v2.model_metadata(

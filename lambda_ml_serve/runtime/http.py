@@ -208,20 +208,24 @@ def http_response(
 def respond(request: Request, answer: Answer, headers: dict[str, str] | None = None) -> Any:
     """Write the answer in the response format of the request's event source, with ``headers`` added.
 
-    A HEAD request gets the headers of the GET answer and no body; an answer of at least
-    :data:`~lambda_ml_serve.runtime.codings.COMPRESS_MIN_BYTES` is gzip-compressed for a request that
-    accepts gzip.
+    An answer of at least :data:`~lambda_ml_serve.runtime.codings.COMPRESS_MIN_BYTES` is
+    gzip-compressed for a request that accepts gzip. A HEAD request gets the headers of the GET answer,
+    ``content-length`` (of the body GET would send) included, and no body.
     """
     if not request.http:
         return answer.payload
     all_headers = {**answer.headers, **headers} if headers else answer.headers
     response = http_response(answer.status, answer.payload, request.request_id, all_headers, answer.content_type)
-    if request.method == "HEAD":
-        response["body"], response["isBase64Encoded"] = "", False
-    elif len(response["body"]) >= codings.COMPRESS_MIN_BYTES and codings.accepts_gzip(
+    if len(response["body"]) >= codings.COMPRESS_MIN_BYTES and codings.accepts_gzip(
         request.headers.get("accept-encoding")
     ):
         _compress(response)
+    if request.method == "HEAD":
+        # The body's length is only known once it is written; its bytes are not sent.
+        body = response["body"]
+        size = len(base64.b64decode(body)) if response["isBase64Encoded"] else len(body.encode("utf-8"))
+        response["headers"]["content-length"] = str(size)
+        response["body"], response["isBase64Encoded"] = "", False
     if request.source == ALB:
         phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
         response["statusDescription"] = f"{answer.status} {phrase}".rstrip()

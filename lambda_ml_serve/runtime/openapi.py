@@ -368,8 +368,22 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
         },
     }
     ping = {"get": {"summary": "Health (MLflow, SageMaker)", "responses": {"200": {"description": "Healthy"}}}}
-    v2_errors = _errors((*BODY_ERRORS, "not_implemented"), "V2Error")
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [spec.name]}}
+    v1_predict = {
+        "summary": "Predict (KServe's v1 protocol)",
+        "description": '`{"instances": [...]}` or any JSON format of `POST /`.',
+        "operationId": "kserve_v1_predict",
+        "parameters": [name],
+        "requestBody": {"required": True, "content": _json(_ref("PredictRequest"), examples=request_examples)},
+        "responses": {
+            "200": {
+                "description": "The predictions (a classifier adds probabilities and classes)",
+                "content": _json({"type": "object", "properties": {"predictions": {"type": "array"}}}),
+            },
+            **_errors((*BODY_ERRORS, "internal_error"), "Error"),
+        },
+    }
+    v2_errors = _errors((*BODY_ERRORS, "not_implemented"), "V2Error")
     paths = {
         "/": {
             "get": {
@@ -383,6 +397,17 @@ def openapi_document(model: ModelView) -> dict[str, Any]:
         "/invocations": {"post": invocations},
         "/ping": ping,
         "/health": copy.deepcopy(ping),
+        "/v1/models/{name}": {
+            "get": {
+                "summary": "Model readiness (KServe's v1 protocol)",
+                "parameters": [name],
+                "responses": {"200": {"description": "`{name, ready: true}`"}},
+            }
+        },
+        "/v1/models/{name}:predict": {"post": v1_predict},
+        "/v1/models/{name}:explain": {
+            "post": explain_op | {"operationId": "kserve_v1_explain", "parameters": [name, *explain_query[1:]]}
+        },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         "/v2": {"get": {"summary": "v2 server and extensions", "responses": {"200": {"description": "Server"}}}},
         "/v2/health/live": {"get": {"summary": "v2 liveness", "responses": {"200": {"description": "Live"}}}},

@@ -19,18 +19,28 @@ import msgspec
 from lambda_ml_serve.runtime.http import dumps
 
 NAMESPACE = "LambdaMLServe"
+#: Lambda sets it in every execution environment; the records then carry the function's name.
+FUNCTION_ENV = "AWS_LAMBDA_FUNCTION_NAME"
 
 
-METRICS = [
-    {
-        "Namespace": NAMESPACE,
-        "Dimensions": [["model"]],
-        "Metrics": [
-            {"Name": "latency_ms", "Unit": "Milliseconds"},
-            {"Name": "rows", "Unit": "Count"},
-        ],
-    }
-]
+def metrics(function: str | None = None) -> list[dict[str, Any]]:
+    """The EMF metric directive: ``latency_ms`` and ``rows`` per model, per model version, and per
+    function when the record names one (so two stacks serving one model have metrics of their own)."""
+    dimensions = [["model"], ["model", "version"], *([["function"]] if function else [])]
+    return [
+        {
+            "Namespace": NAMESPACE,
+            "Dimensions": dimensions,
+            "Metrics": [
+                {"Name": "latency_ms", "Unit": "Milliseconds"},
+                {"Name": "rows", "Unit": "Count"},
+            ],
+        }
+    ]
+
+
+#: The directive of records written outside Lambda (no function name).
+METRICS = metrics()
 
 
 def request_record(
@@ -43,9 +53,10 @@ def request_record(
     latency_ms: float,
     model_sha256: str | None = None,
     error: str | None = None,
+    function: str | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": METRICS},
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": metrics(function)},
         "level": "error" if status >= 500 else "info",
         "request_id": request_id,
         "model": model,
@@ -55,6 +66,8 @@ def request_record(
         "latency_ms": round(latency_ms, 3),
         "model_sha256": model_sha256,
     }
+    if function:
+        record["function"] = function
     if error is not None:
         record["error"] = error
     return record
@@ -68,17 +81,27 @@ class RequestLog:
     a nested dict.
     """
 
-    def __init__(self, model: str, version: str, stream: TextIO | None = None, model_sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        stream: TextIO | None = None,
+        model_sha256: str | None = None,
+        function: str | None = None,
+    ) -> None:
+        """``function`` defaults to Lambda's ``AWS_LAMBDA_FUNCTION_NAME`` (none outside Lambda)."""
+        function = function if function is not None else os.environ.get(FUNCTION_ENV) or None
         self._stream = stream
-        self._names = (model, version, model_sha256)
+        self._names = (model, version, model_sha256, function)
         self._head = '{"_aws":{"Timestamp":'
-        self._metrics = f',"CloudWatchMetrics":{dumps(METRICS)}}},"level":'
+        self._metrics = f',"CloudWatchMetrics":{dumps(metrics(function))}}},"level":'
         self._model = f',"model":{dumps(model)},"version":{dumps(version)}'
-        self._tail = f',"model_sha256":{dumps(model_sha256)}}}'
+        named = f',"function":{dumps(function)}' if function else ""
+        self._tail = f',"model_sha256":{dumps(model_sha256)}{named}}}'
 
     def write(self, request_id: str, status: int, rows: int, latency_ms: float, error: str | None = None) -> None:
         if error is not None:
-            model, version, model_sha256 = self._names
+            model, version, model_sha256, function = self._names
             record = request_record(
                 request_id=request_id,
                 model=model,
@@ -88,6 +111,7 @@ class RequestLog:
                 latency_ms=latency_ms,
                 model_sha256=model_sha256,
                 error=error,
+                function=function,
             )
             line = dumps(record)
         else:

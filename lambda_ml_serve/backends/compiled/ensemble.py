@@ -11,6 +11,11 @@ Categorical codes, as each library reads a float (NaN always takes the node's de
 XGBoost truncates a code in [0, 2^24) and treats anything below 0 as outside every set; LightGBM
 truncates towards zero first (-0.5 is category 0) and treats a negative integer as outside every set.
 Above the largest category of a set, a code is outside it for both.
+
+HistGradientBoosting's own categorical features (a DataFrame's ``category`` columns) are read from its
+trees directly, not through treelite: a request's code (the index of its category in the schema's
+list) is mapped to the model's own code (the index in its ``OrdinalEncoder``'s categories), and each
+split is written so that an unknown category goes where a missing value goes, as the model sends it.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Tree(NodeArrays):
     output: int
     #: Each node's cover (the training rows, or their hessian sum, that reached it): TreeSHAP's weights.
     cover: np.ndarray | None = None
+    #: A Pipeline's folded tree: per node, the column of the preprocessing's output its split read
+    #: (``feature`` is then the input field the folded split reads); None otherwise.
+    explain_feature: np.ndarray | None = None
 
     def depth(self) -> int:
         """The number of splits on the longest path from the root to a leaf."""
@@ -127,6 +135,15 @@ class Ensemble:
     raw_thresholds: list[np.ndarray]
     #: Each tree's depth.
     depths: list[int]
+    #: A Pipeline's preprocessing: for each column it writes, the input field it is computed from
+    #: (explanations sum a field's columns), or None when the trees split on the input itself.
+    explain_features: list[int] | None = None
+    #: A Pipeline's own input (a DataFrame) for a float32 matrix of the kernel's input, for the
+    #: explanation gate's reference; None when the model takes the matrix.
+    explain_input: Callable[[Any], Any] | None = None
+    #: Rows of the kernel's input with each category as the model's own code, for the explanation gate's
+    #: reference (HistGradientBoosting's categorical features); None when the codes are the model's.
+    explain_codes: Callable[[Any], Any] | None = None
 
     def max_depth(self) -> int:
         return max(self.depths)
@@ -373,19 +390,26 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
             f"{', '.join(SKLEARN_ENSEMBLES)} (alone or after a ColumnTransformer): serve it with backend 'sklearn'"
         )
     classes = getattr(estimator, "classes_", None)
-    if getattr(estimator, "n_outputs_", 1) != 1 or getattr(estimator, "is_categorical_", None) is not None:
-        what = "several outputs" if getattr(estimator, "n_outputs_", 1) != 1 else "categorical features"
+    if getattr(estimator, "n_outputs_", 1) != 1:
         raise CompileError(
-            f"{artifact.name} is a {kind} with {what}; the compiled backend serves single-output models with "
-            "numerical splits: serve it with backend 'sklearn'"
+            f"{artifact.name} is a {kind} with several outputs; the compiled backend serves single-output models: "
+            "serve it with backend 'sklearn'"
         )
-    try:
-        model = treelite.sklearn.import_model(estimator)
-    except Exception as exc:
-        raise CompileError(f"treelite cannot import {artifact.name} ({kind}): {_first_line(exc)}") from None
+    native = None
+    if getattr(estimator, "is_categorical_", None) is not None:
+        native = _NativeCategories(estimator, artifact.name, spec, folded is not None)
+        model = native.model()
+    else:
+        try:
+            model = treelite.sklearn.import_model(estimator)
+        except Exception as exc:
+            raise CompileError(f"treelite cannot import {artifact.name} ({kind}): {_first_line(exc)}") from None
 
     def given(matrix: Any) -> Any:
-        """What the model file is given: the DataFrame of a Pipeline, else the matrix in float64."""
+        """What the model file is given: the DataFrame of a Pipeline or of a model with categories, else
+        the matrix in float64."""
+        if native is not None:
+            return native.frame(matrix)
         return folded.frame(matrix) if folded is not None else np.asarray(matrix, dtype=np.float64)
 
     def reference(matrix: Any) -> Any:
@@ -409,7 +433,8 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         names: Any = [c.name for c in folded.columns]
         categories = {j: len(c.categories) for j, c in enumerate(folded.columns) if c.categories is not None}
     else:
-        names, categories = getattr(estimator, "feature_names_in_", None), {}
+        names = getattr(estimator, "feature_names_in_", None)
+        categories = {} if native is None else {j: len(serving) for j, serving in native.serving.items()}
     return _ensemble(
         model,
         artifact,
@@ -424,7 +449,157 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         accepts_missing=accepts_missing,
         fold=None if folded is None else folded.fold,
         num_feature=num_feature,
+        explain_features=None if folded is None else list(folded.source),
+        explain_input=None if folded is None else folded.frame,
+        explain_codes=None if native is None else native.model_codes,
     )
+
+
+class _NativeCategories:
+    """A HistGradientBoosting model with its own categorical features, as the kernel reads it.
+
+    ``serving[j]``: the category strings of input column ``j`` in the order of the codes requests are
+    packed with (the schema's ``Category`` list, else the model's own); ``to_model[j][c]``: the model's
+    code of serving code ``c`` (-1: a category the model does not know).
+    """
+
+    def __init__(self, estimator: Any, artifact_name: str, spec: ModelSpec | None, in_pipeline: bool) -> None:
+        import numpy as np
+
+        from lambda_ml_serve.backends.sklearn.explain import HistogramLayout
+
+        kind = type(estimator).__name__
+        layout = HistogramLayout(estimator)
+        strings = all(isinstance(v, str) for values in layout.categories.values() for v in values)
+        if in_pipeline or not strings or getattr(estimator, "feature_names_in_", None) is None:
+            raise CompileError(
+                f"{artifact_name} is a {kind} with categorical features "
+                f"{'after preprocessing' if in_pipeline else 'given as numbers'}; the compiled backend compiles "
+                "those fitted on a DataFrame's string 'category' columns: serve it with backend 'sklearn'"
+            )
+        self.estimator, self.layout = estimator, layout
+        declared = _schema_categories(spec, int(estimator.n_features_in_))
+        self.serving: dict[int, list[str]] = {}
+        self.to_model: dict[int, Any] = {}
+        for j, model_order in layout.categories.items():
+            serving = declared.get(j) or list(model_order)
+            index = {v: i for i, v in enumerate(model_order)}
+            self.serving[j] = serving
+            self.to_model[j] = np.array([index.get(v, -1) for v in serving], dtype=np.int64)
+
+    def model(self) -> Any:
+        """The trees as a treelite model: numerical splits as they are, each categorical one as a set of
+        serving codes, written so that codes outside every set go the missing value's way."""
+        import numpy as np
+        from treelite.model_builder import Metadata, ModelBuilder, PostProcessorFunc, TreeAnnotation
+
+        from lambda_ml_serve.backends.sklearn.explain import bitset_members
+
+        estimator = self.estimator
+        predictors = estimator._predictors
+        per_iteration = len(predictors[0]) if predictors else 1
+        classes = getattr(estimator, "classes_", None)
+        if classes is None:
+            task = "kRegressor"
+            postprocessor = "exponential" if estimator.loss in ("poisson", "gamma") else "identity"
+        else:
+            task, postprocessor = ("kBinaryClf", "sigmoid") if len(classes) == 2 else ("kMultiClf", "softmax")
+        builder = ModelBuilder(
+            threshold_type="float64",
+            leaf_output_type="float64",
+            metadata=Metadata(int(estimator.n_features_in_), task, False, 1, [per_iteration], (1, 1)),
+            tree_annotation=TreeAnnotation(
+                len(predictors) * per_iteration,
+                [0] * (len(predictors) * per_iteration),
+                [k for _ in predictors for k in range(per_iteration)],
+            ),
+            postprocessor=PostProcessorFunc(postprocessor),
+            base_scores=[float(v) for v in np.ravel(estimator._baseline_prediction)],
+        )
+        for iteration in predictors:
+            for predictor in iteration:
+                nodes, bitsets = predictor.nodes, np.asarray(predictor.raw_left_cat_bitsets, dtype=np.uint32)
+                builder.start_tree()
+                for i, node in enumerate(nodes):
+                    builder.start_node(i)
+                    if node["is_leaf"]:
+                        builder.leaf(float(node["value"]))
+                    else:
+                        j = int(self.layout.input_of[int(node["feature_idx"])])
+                        missing_left = bool(node["missing_go_to_left"])
+                        children = {"left_child_key": int(node["left"]), "right_child_key": int(node["right"])}
+                        if node["is_categorical"]:
+                            model_left = set(bitset_members(bitsets[node["bitset_idx"]]).astype(int).tolist())
+                            codes = self.to_model[j]
+                            left = [c for c, m in enumerate(codes) if m in model_left]
+                            known_right = [c for c, m in enumerate(codes) if m >= 0 and m not in model_left]
+                            # A set's non-members (unknown codes too) take the other child: the missing one's.
+                            builder.categorical_test(
+                                j,
+                                default_left=missing_left,
+                                category_list=known_right if missing_left else left,
+                                category_list_right_child=missing_left,
+                                **children,
+                            )
+                        else:
+                            builder.numerical_test(
+                                j, float(node["num_threshold"]), default_left=missing_left, opname="<=", **children
+                            )
+                    builder.data_count(int(node["count"]))
+                    builder.end_node()
+                builder.end_tree()
+        return builder.commit()
+
+    def frame(self, matrix: Any) -> Any:
+        """The DataFrame the model predicts for rows of serving codes: each category column a Categorical
+        of its serving strings (a code outside them is no category: missing, as the model reads it)."""
+        import numpy as np
+        import pandas as pd
+
+        matrix = np.asarray(matrix, dtype=np.float64)
+        data: dict[str, Any] = {}
+        for j, name in enumerate(self.estimator.feature_names_in_):
+            column = matrix[:, j]
+            serving = self.serving.get(j)
+            if serving is not None:
+                with np.errstate(invalid="ignore"):
+                    codes = np.where((column >= 0) & (column < len(serving)), column, -1).astype(np.int64)
+                column = pd.Categorical.from_codes(codes, categories=serving)
+            data[str(name)] = column
+        return pd.DataFrame(data)
+
+    def model_codes(self, matrix: Any) -> Any:
+        """Rows of serving codes with each category as the model's own code (NaN: none it knows)."""
+        import numpy as np
+
+        matrix = np.array(matrix, dtype=np.float64)
+        for j, codes in self.to_model.items():
+            column = matrix[:, j]
+            with np.errstate(invalid="ignore"):
+                inside = (column >= 0) & (column < len(codes))
+            mapped = codes[np.where(inside, column, 0).astype(np.int64)]
+            matrix[:, j] = np.where(inside & (mapped >= 0), mapped, np.nan)
+        return matrix
+
+
+def _schema_categories(spec: ModelSpec | None, count: int) -> dict[int, list[str]]:
+    """The category strings a spec's schema declares, by field position (``Category`` fields only)."""
+    import typing
+
+    from lambda_ml_serve.fields import Category
+
+    if spec is None:
+        return {}
+    found: dict[int, list[str]] = {}
+    for j, info in enumerate(list(spec.schema.model_fields.values())[:count]):
+        candidates = [
+            *info.metadata,
+            *(m for a in typing.get_args(info.annotation) for m in getattr(a, "__metadata__", ())),
+        ]
+        category = next((m for m in candidates if isinstance(m, Category)), None)
+        if category is not None:
+            found[j] = list(category.categories)
+    return found
 
 
 def _ensemble(
@@ -443,13 +618,17 @@ def _ensemble(
     zero_band: float = 0.0,
     fold: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     num_feature: int | None = None,
+    explain_features: list[int] | None = None,
+    explain_input: Callable[[Any], Any] | None = None,
+    explain_codes: Callable[[Any], Any] | None = None,
 ) -> Ensemble:
     """The plain form of a treelite model, refusing what the kernel cannot compute.
 
     ``classes``: a classifier's labels (its answers are then their probabilities). ``categories``:
     the categorical features and how many categories the model knows of each. ``zero_band``: the
     source library reads every value within it of zero as zero (LightGBM). ``fold`` rewrites all the trees'
-    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`).
+    splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`);
+    ``explain_features`` and ``explain_input`` are then what its explanations need (see :class:`Ensemble`).
     """
     import numpy as np
 
@@ -515,6 +694,7 @@ def _ensemble(
                 category_set=category_set,
                 output=max(int(class_ids[t]), 0),
                 cover=_cover(accessor),
+                explain_feature=arrays.get("explain_feature"),
             )
         )
         for j in np.unique(feature[numerical]):
@@ -547,6 +727,9 @@ def _ensemble(
         label_reference=label_reference,
         raw_thresholds=[np.unique(np.concatenate(r)) if r else np.empty(0) for r in raw],
         depths=[tree.depth() for tree in trees],
+        explain_features=explain_features,
+        explain_input=explain_input,
+        explain_codes=explain_codes,
     )
 
 

@@ -92,7 +92,8 @@ class Preprocessing:
         folded = []
         for tree in trees:
             copy = {key: np.array(value, copy=True) for key, value in tree.items() if key != "categories"}
-            folded.append(copy | {"categories": list(tree["categories"])})
+            # Explanations keep the column each split read (see shap.tree_arrays): one node per node.
+            folded.append(copy | {"categories": list(tree["categories"]), "explain_feature": copy["feature"].copy()})
         by_column: dict[int, list[tuple[int, int]]] = {}
         for t, tree in enumerate(trees):
             for node in np.flatnonzero(tree["left"] >= 0):
@@ -257,7 +258,9 @@ def _check(transformer: Any, name: str, artifact_name: str) -> None:
     encoders = 0
     for step_name, step in chain:
         kind = type(step).__name__
-        if step == "passthrough" or kind in NUMERICAL_STEPS:
+        # A fitted ColumnTransformer keeps a "passthrough" part as an identity FunctionTransformer.
+        identity = kind == "FunctionTransformer" and getattr(step, "func", None) is None
+        if step == "passthrough" or identity or kind in NUMERICAL_STEPS:
             if kind == "SimpleImputer" and getattr(step, "add_indicator", False):
                 raise CompileError(
                     f"{artifact_name}: step {step_name!r} (SimpleImputer with add_indicator) adds columns the "

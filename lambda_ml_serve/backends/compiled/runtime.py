@@ -193,6 +193,7 @@ class CompiledPredictor:
             contributions,
             link=self.explain_info.get("link", "identity"),
             outputs=self.explain_info.get("classes"),
+            note=self.explain_info.get("note"),
         )
 
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lambda_ml_serve.backends import treeshap
+from lambda_ml_serve.backends.sklearn.explain import PIPELINE_NOTE
 from lambda_ml_serve.errors import CompileError
 from lambda_ml_serve.spec import Batch
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from lambda_ml_serve.backends.compiled.ensemble import Ensemble
     from lambda_ml_serve.backends.compiled.runtime import CompiledPredictor
 
@@ -47,11 +49,26 @@ class ExplainParityError(CompileError):
     """The compiled contributions differ from the source library's by more than the tolerance."""
 
 
-def tree_arrays(ensemble: Ensemble) -> tuple[list[treeshap.TreeArrays], list[int]]:
-    """The ensemble's trees as TreeSHAP reads them (``x < threshold`` goes left), one per output a tree
-    adds to (a forest's tree adds its class frequencies to every class), and the output of each."""
-    import numpy as np
+@dataclass(frozen=True)
+class ExplainTree(treeshap.TreeArrays):
+    """A tree as the generated TreeSHAP reads it: ``feature`` is each node's SHAP feature (the column
+    the model's own split read, which may be one of a field's one-hot columns), ``field`` the input
+    field the split decision reads, and ``category_set`` the set whose codes go left (-1: numerical)."""
 
+    field: np.ndarray | None = None
+    category_set: np.ndarray | None = None
+
+
+def tree_arrays(ensemble: Ensemble) -> tuple[list[ExplainTree], list[int]]:
+    """The ensemble's trees as TreeSHAP reads them (``x < threshold`` or a category set goes left), one
+    per output a tree adds to (a forest's tree adds its class frequencies to every class), and the
+    output of each.
+
+    A Pipeline's folded trees split on the input fields but are explained over the columns the
+    model's own splits read (:attr:`Ensemble.explain_features`): TreeSHAP over a field as one feature
+    would give the group's Shapley value, not the sum of its columns' that the sklearn backend answers.
+    """
+    fold_map = getattr(ensemble, "explain_features", None)
     trees, outputs = [], []
     for t, tree in enumerate(ensemble.trees):
         if tree.cover is None:
@@ -59,22 +76,33 @@ def tree_arrays(ensemble: Ensemble) -> tuple[list[treeshap.TreeArrays], list[int
                 f"tree {t} of the model stores no node covers (hessian sums or row counts), which TreeSHAP "
                 "weighs paths by; save the model with its statistics"
             )
-        category_set = getattr(tree, "category_set", None)
-        if category_set is not None and (np.asarray(category_set) >= 0).any():
-            # shap_goes_left is where a category set's membership test goes; until then, no explanations.
-            raise CompileError("the model splits on categories, which the compiled TreeSHAP does not explain yet")
+        field = np.asarray(tree.feature)
+        feature = field
+        if fold_map is not None:
+            columns = getattr(tree, "explain_feature", None)
+            inner = np.asarray(tree.left) >= 0
+            if columns is None or len(columns) != len(tree.left) or (np.asarray(columns)[inner] >= len(fold_map)).any():
+                raise CompileError(
+                    f"the pipeline's preprocessing was folded into tree {t} without one node per split of the "
+                    "model, so its contributions per field cannot be computed: serve explanations with backend "
+                    "'sklearn'"
+                )
+            feature = np.where(inner, np.asarray(columns), 0)
+        category_set = np.asarray(getattr(tree, "category_set", np.full(len(tree.left), -1)))
         values = np.asarray(tree.value, dtype=np.float64)
         values = values[:, None] if values.ndim == 1 else values
         for column in range(values.shape[1]):
             trees.append(
-                treeshap.TreeArrays(
+                ExplainTree(
                     left=np.asarray(tree.left),
                     right=np.asarray(tree.right),
-                    feature=np.asarray(tree.feature),
+                    feature=feature,
                     threshold=np.asarray(tree.threshold, dtype=np.float32),
                     default_left=np.asarray(tree.default_left, dtype=bool),
                     value=values[:, column],
                     cover=np.asarray(tree.cover, dtype=np.float64),
+                    field=field,
+                    category_set=category_set,
                 )
             )
             outputs.append(int(getattr(tree, "output", 0)) + column)
@@ -92,16 +120,19 @@ def outputs(ensemble: Ensemble, tree_output: list[int]) -> tuple[int, list[float
 def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
     """The TreeSHAP C source for ``ensemble`` and what the library's metadata says of it."""
     import jinja2
-    import numpy as np
 
     from lambda_ml_serve.backends.compiled import codegen
+    from lambda_ml_serve.backends.compiled.ensemble import CATEGORY_FLOOR
 
     trees, tree_output = tree_arrays(ensemble)
+    fold_map = getattr(ensemble, "explain_features", None)
     n_outputs, base = outputs(ensemble, tree_output)
     per_output = np.bincount(tree_output, minlength=n_outputs)
     expected = list(base)
     tree_node, tree_leaf = [0], [0]
-    nodes: dict[str, list[Any]] = {k: [] for k in ("left", "right", "feature", "threshold", "default_left", "bit")}
+    nodes: dict[str, list[Any]] = {
+        k: [] for k in ("left", "right", "feature", "threshold", "default_left", "bit", "category_set")
+    }
     leaves: dict[str, list[Any]] = {k: [] for k in ("node", "d", "path", "value", "zero_ok")}
     path_feature: list[int] = []
     path_zero: list[float] = []
@@ -114,7 +145,9 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
             leaf = tree.left[old] < 0
             nodes["left"].append(-1 if leaf else renumber[int(tree.left[old])])
             nodes["right"].append(-1 if leaf else renumber[int(tree.right[old])])
-            nodes["feature"].append(0 if leaf else int(tree.feature[old]))
+            # The decision reads the input field; the path's features (bits, tables) are SHAP features.
+            nodes["feature"].append(0 if leaf else int(tree.field[old]))
+            nodes["category_set"].append(0 if leaf else int(tree.category_set[old]) + 1)
             nodes["threshold"].append(0.0 if leaf else float(tree.threshold[old]))
             nodes["default_left"].append(int(bool(tree.default_left[old])) if not leaf else 0)
             nodes["bit"].append(bits.get(old, 0))
@@ -131,7 +164,8 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
             leaves["path"].append(len(path_feature))
             leaves["value"].append(scale * path.value)
             leaves["zero_ok"].append(bool((path.zero > 0).all()))
-            path_feature += [int(f) for f in path.features]
+            # Each SHAP feature's contribution goes to the field it is computed from: SHAP values add up.
+            path_feature += [int(fold_map[f]) if fold_map is not None else int(f) for f in path.features]
             path_zero += [float(z) for z in path.zero]
         expected[tree_output[t]] += scale * treeshap.tree_expected_value(paths)
         tree_node.append(len(nodes["left"]))
@@ -150,6 +184,18 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
         keep_trailing_newline=True,
     ).get_template("shap.c.j2")
     ints, floats = codegen._ints, codegen._floats
+    categorical = any(at > 0 for at in nodes["category_set"])
+    sets: dict[str, Any] = {}
+    if categorical:
+        words = [_bitset(members) for members in ensemble.category_sets]
+        sets = {
+            "category_floor": CATEGORY_FLOOR[ensemble.source],
+            "category_set": ints(nodes["category_set"]),
+            "set_type": "uint8_t" if len(words) < 255 else ("uint16_t" if len(words) < 65535 else "uint32_t"),
+            "set_start": ints(np.cumsum([0, *[len(w) for w in words[:-1]]])),
+            "set_words": ints([len(w) for w in words]),
+            "set_bits": ints(np.concatenate(words)),
+        }
     source = template.render(
         n_trees=len(trees),
         num_feature=ensemble.num_feature,
@@ -177,6 +223,9 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
         path_ratio=floats(ratio, "double") or "0",
         weights=",".join("{" + floats(np.array(row), "double") + "}" for row in weights),
         expected=floats(np.array(expected, dtype=np.float64), "double"),
+        categorical=categorical,
+        source_library=ensemble.source,
+        **sets,
     )
     metadata = {
         "outputs": n_outputs,
@@ -185,7 +234,19 @@ def render(ensemble: Ensemble) -> tuple[str, dict[str, Any]]:
         "table_leaves": sum(1 for at in table_at if at >= 0),
         "table_entries": table_size,
     }
+    if fold_map is not None:
+        # The model's own columns, each summed into the field it is computed from.
+        metadata["fold"] = [int(j) for j in fold_map]
+        metadata["note"] = PIPELINE_NOTE
     return source, metadata
+
+
+def _bitset(members: np.ndarray) -> np.ndarray:
+    """A set of category codes as 32-bit words (bit c of word c // 32), at least one word, as the kernel's."""
+    words = np.zeros(max(int(members.max()) // 32 + 1 if len(members) else 1, 1), dtype=np.uint64)
+    for code in members.tolist():
+        words[code // 32] |= np.uint64(1 << (code % 32))
+    return words
 
 
 def _depth_first(tree: treeshap.TreeArrays) -> tuple[list[int], dict[int, int]]:
@@ -235,8 +296,6 @@ def _tables(depths: Sequence[int], zero_ok: Sequence[bool]) -> tuple[list[int], 
 
 def library_contributions(ensemble: Ensemble, artifact: Path, matrix: np.ndarray) -> np.ndarray:
     """The source library's own SHAP values for ``matrix``: rows x outputs x (features + 1), bias last."""
-    import numpy as np
-
     n, f = matrix.shape
     if ensemble.source == "xgboost":
         import xgboost
@@ -253,7 +312,10 @@ def library_contributions(ensemble: Ensemble, artifact: Path, matrix: np.ndarray
 
         from lambda_ml_serve.backends.sklearn.explain import Explainer
 
-        base, contributions = Explainer(joblib.load(artifact)).explain_matrix(matrix)
+        # A Pipeline is given what it was fitted on (a DataFrame of its fields), as its predictions are.
+        explainer = Explainer(joblib.load(artifact), to_input=getattr(ensemble, "explain_input", None))
+        codes = getattr(ensemble, "explain_codes", None)
+        base, contributions = explainer.explain_matrix(codes(matrix) if codes is not None else matrix)
         values = np.concatenate([contributions, base[..., None]], axis=-1)
     return np.asarray(values, dtype=np.float64).reshape(n, -1, f + 1)
 
@@ -266,8 +328,6 @@ def check_explain_parity(
 
     Returns the largest absolute difference seen.
     """
-    import numpy as np
-
     library = next(iter(ensemble.library))
     matrix = np.ascontiguousarray(matrix[:EXPLAIN_PARITY_ROWS])
     batch = Batch(array("f", matrix.tobytes()), len(matrix), ensemble.num_feature)

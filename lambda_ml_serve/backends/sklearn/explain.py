@@ -6,6 +6,11 @@ field to its own columns (scalers, imputers, one-hot and ordinal encoders in a C
 the contributions of a field's columns are then summed back to the field, which is exact (SHAP
 values add up) and said in the explanation's note.
 
+HistGradientBoosting's own categorical features (fitted on a DataFrame's ``category`` columns, or
+with ``categorical_features``) are followed as it predicts: a category of the split's bitset goes left,
+another known one right, and an unknown category the way a missing value goes. A category field's
+value is its code, the index of the category in the model's list (the schema's order).
+
 Margins: a regressor's prediction; a gradient-boosted classifier's log-odds (logistic link, one
 output for two classes) or per-class scores (softmax); a forest's or tree's class probabilities
 (identity link; the positive class's only, for two classes).
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lambda_ml_serve.backends import treeshap
+from lambda_ml_serve.backends.sklearn.categories import HISTOGRAM, native_categories
 from lambda_ml_serve.spec import Batch, ExplainUnavailable, Explanation
 
 FORESTS = (
@@ -32,7 +38,6 @@ FORESTS = (
     "ExtraTreesClassifier",
 )
 BOOSTED = ("GradientBoostingRegressor", "GradientBoostingClassifier")
-HISTOGRAM = ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier")
 EXPLAINED = (*FORESTS, *BOOSTED, *HISTOGRAM)
 #: Preprocessing that maps each input column to its own output column(s).
 ONE_TO_ONE = frozenset(
@@ -45,6 +50,12 @@ ONE_TO_ONE = frozenset(
         "OrdinalEncoder",
         "FunctionTransformer",
     }
+)
+
+#: What a pipeline's explanation says of its contributions (the compiled backend's says the same).
+PIPELINE_NOTE = (
+    "contributions of the pipeline's input fields: the SHAP values of the columns each field's "
+    "preprocessing writes (one-hot columns and the like) summed back to the field"
 )
 
 
@@ -77,21 +88,72 @@ def _sklearn_tree(tree: Any, classes: int | None) -> tuple[treeshap.TreeArrays, 
     return arrays, value
 
 
-def _histogram_tree(predictor: Any) -> treeshap.TreeArrays:
+class HistogramLayout:
+    """How a HistGradientBoosting model's trees read a row of its input fields.
+
+    With categorical features, the model's preprocessor puts them first (in input order) and the
+    numbers after, so a node's ``feature_idx`` is a position in that order; ``input_of`` maps it back.
+    ``read`` turns a category field's values into the model's own codes (the index in its
+    ``OrdinalEncoder``'s categories), NaN for a missing or unknown category, as the model reads both.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        n = int(estimator.n_features_in_)
+        self.categories = native_categories(estimator)
+        if getattr(estimator, "is_categorical_", None) is not None and not self.categories:
+            raise _refuse(
+                "this HistGradientBoosting model's categorical features predate scikit-learn 1.4 (no "
+                "preprocessor records their categories); refit it with scikit-learn >= 1.4"
+            )
+        categorical = [j for j in range(n) if j in self.categories]
+        self.input_of = np.array(categorical + [j for j in range(n) if j not in self.categories], dtype=np.int64)
+
+    def read(self, x: np.ndarray) -> np.ndarray:
+        """Rows of input fields (category codes, or a numeric category's own values) as the trees read them."""
+        if not self.categories:
+            return x
+        x = np.array(x, dtype=np.float64)
+        for j, values in self.categories.items():
+            column = x[:, j]
+            if all(isinstance(v, str) for v in values):
+                # A code is read as the served frame reads it: truncated, and no category outside 0..n-1.
+                with np.errstate(invalid="ignore"):
+                    inside = (column >= 0) & (column < len(values))
+                x[:, j] = np.where(inside, np.floor(np.where(inside, column, 0)), np.nan)
+            else:  # categories given as numbers: the model's code is the value's index among them
+                known = np.asarray(values, dtype=np.float64)
+                at = np.clip(np.searchsorted(known, column), 0, len(known) - 1)
+                x[:, j] = np.where(known[at] == column, at, np.nan)
+        return x
+
+
+def _histogram_tree(predictor: Any, layout: HistogramLayout) -> treeshap.TreeArrays:
     nodes = predictor.nodes
-    if nodes["is_categorical"].any():
-        raise _refuse("this HistGradientBoosting model splits on categorical features, which are not explained yet")
     leaf = nodes["is_leaf"].astype(bool)
+    categorical = nodes["is_categorical"].astype(bool) & ~leaf
+    left_categories = None
+    if categorical.any():
+        bitsets = np.asarray(predictor.raw_left_cat_bitsets, dtype=np.uint32)
+        left_categories = tuple(
+            bitset_members(bitsets[nodes["bitset_idx"][i]]) if categorical[i] else None for i in range(len(nodes))
+        )
     return treeshap.TreeArrays(
         left=np.where(leaf, -1, nodes["left"].astype(np.int64)),
         right=np.where(leaf, -1, nodes["right"].astype(np.int64)),
-        feature=nodes["feature_idx"].astype(np.int64),
+        feature=np.where(leaf, 0, layout.input_of[nodes["feature_idx"].astype(np.int64)]),
         threshold=nodes["num_threshold"].astype(np.float64),
         default_left=nodes["missing_go_to_left"].astype(bool),
         value=np.where(leaf, nodes["value"], 0.0).astype(np.float64),
         cover=nodes["count"].astype(np.float64),
         le=True,
+        left_categories=left_categories,
     )
+
+
+def bitset_members(words: np.ndarray) -> np.ndarray:
+    """The codes a HistGradientBoosting bitset holds (bit ``c % 32`` of word ``c // 32``)."""
+    codes = np.arange(32 * len(words))
+    return codes[(words[codes >> 5] >> (codes & 31).astype(np.uint32)) & 1 == 1].astype(np.float64)
 
 
 class _Model:
@@ -107,6 +169,7 @@ class _Model:
         self.outputs: list[Any] | None = None
         self.trees: list[list[treeshap.TreeArrays]]
         self.scale = 1.0
+        self.read: Callable[[np.ndarray], np.ndarray] | None = None
         if kind in FORESTS:
             members = getattr(estimator, "estimators_", [estimator])
             if getattr(estimator, "n_outputs_", 1) != 1:
@@ -136,7 +199,9 @@ class _Model:
         else:
             predictors = estimator._predictors
             n_out = len(predictors[0]) if predictors else 1
-            self.trees = [[_histogram_tree(iteration[k]) for iteration in predictors] for k in range(n_out)]
+            layout = HistogramLayout(estimator)
+            self.read = layout.read if layout.categories else None
+            self.trees = [[_histogram_tree(iteration[k], layout) for iteration in predictors] for k in range(n_out)]
             self.base = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(-1)
             self._set_classes(classes)
         self.paths = [[treeshap.leaf_paths(tree) for tree in trees] for trees in self.trees]
@@ -156,6 +221,8 @@ class _Model:
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n x outputs expected values, n x outputs x features contributions)."""
         n, f = x.shape
+        if self.read is not None:
+            x = self.read(x)
         phi = np.zeros((n, len(self.trees), f))
         for k, trees in enumerate(self.trees):
             phi[:, k, :], _ = treeshap.explain_trees(trees, x, scale=self.scale, paths=self.paths[k])
@@ -173,6 +240,7 @@ def _with_value(arrays: treeshap.TreeArrays, value: np.ndarray) -> treeshap.Tree
         np.where(leaf, value, 0.0),
         arrays.cover,
         arrays.le,
+        arrays.left_categories,
     )
 
 
@@ -245,14 +313,12 @@ class Explainer:
                 self._sources = _column_sources(self._preprocess, n_inputs)
                 self._n_inputs = n_inputs
         self._model = _Model(final)
+        # scikit-learn's own trees (not HistGradientBoosting's) compare their input as float32: a
+        # preprocessed float64 column is rounded so that every split decides as in prediction.
+        self._float32 = type(final).__name__ in (*FORESTS, *BOOSTED)
         self.link = self._model.link
         self.outputs = self._model.outputs
-        self.note = (
-            "contributions of the pipeline's input fields: the SHAP values of the columns each field's "
-            "preprocessing writes (one-hot columns and the like) summed back to the field"
-            if self._sources is not None
-            else None
-        )
+        self.note = PIPELINE_NOTE if self._sources is not None else None
 
     def explain_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows x outputs expected values, rows x outputs x input fields contributions) for float rows ``x``."""
@@ -263,6 +329,9 @@ class Explainer:
         transformed = np.asarray(self._preprocess.transform(inputs), dtype=np.float64)
         if hasattr(transformed, "toarray"):
             transformed = transformed.toarray()
+        if self._float32:
+            with np.errstate(over="ignore"):  # past float32's range is infinite, as the trees read it
+                transformed = transformed.astype(np.float32).astype(np.float64)
         if transformed.shape[1] != len(self._sources or ()):
             raise _refuse("the pipeline's preprocessing writes another number of columns than its steps describe")
         base, phi = self._model.explain(transformed)

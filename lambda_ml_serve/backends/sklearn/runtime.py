@@ -3,6 +3,11 @@
 A Pipeline that starts with a ColumnTransformer selecting columns by name (encoders on string
 columns, imputers, scalers) is served as it is: the batch is turned back into the DataFrame it was
 fitted on, category codes mapped back to their strings (see :func:`input_columns`).
+
+So is a HistGradientBoosting model fitted on a DataFrame with pandas ``category`` columns (its own
+categorical splits, ``categorical_features="from_dtype"``): those columns are handed to it as pandas
+Categoricals of the categories it was fitted with. It reads an unknown category as a missing value
+(its ``OrdinalEncoder`` codes both as NaN), so such a field's unknown strings are accepted as missing.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lambda_ml_serve.backends.sklearn.categories import native_categories
 from lambda_ml_serve.errors import ModelLoadError
 from lambda_ml_serve.spec import Batch, Explanation
 
@@ -42,6 +48,9 @@ class InputColumn:
     unknown: str = "error"
     #: Whether the pipeline answers NaN/None there (an imputer first, or an estimator that takes NaN).
     nullable: bool = False
+    #: Handed over as a pandas Categorical of ``categories`` (HistGradientBoosting's own categorical
+    #: features) rather than as strings.
+    categorical_dtype: bool = False
 
 
 def input_columns(estimator: Any) -> list[InputColumn] | None:
@@ -54,6 +63,14 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
     steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
     first = steps[0]
     names = getattr(first, "feature_names_in_", None)
+    known = native_categories(first) if len(steps) == 1 and names is not None else {}
+    if known:
+        return [
+            InputColumn(str(n), tuple(known[j]), "missing", True, True)
+            if j in known
+            else InputColumn(str(n), (), "error", True)
+            for j, n in enumerate(names)
+        ]
     if not hasattr(first, "transformers_") or names is None:
         return None
     final = type(steps[-1]).__name__
@@ -160,7 +177,10 @@ class _FrameBuilder:
         self._lookups = {
             i: np.array([*c.categories, UNKNOWN_CATEGORY, None], dtype=object)
             for i, c in enumerate(self.columns)
-            if c.categories
+            if c.categories and not c.categorical_dtype
+        }
+        self._dtypes = {
+            i: pd.CategoricalDtype(list(c.categories)) for i, c in enumerate(self.columns) if c.categorical_dtype
         }
 
     def __call__(self, matrix: Any) -> Any:
@@ -168,6 +188,15 @@ class _FrameBuilder:
         data: dict[str, Any] = {}
         for i, name in enumerate(self._names):
             column = matrix[:, i]
+            dtype = self._dtypes.get(i)
+            if dtype is not None:
+                # A code is read as the compiled kernel reads it (truncated; negative or past the list:
+                # no category), and no category is a missing value (-1), as the model reads an unknown one.
+                n = len(dtype.categories)
+                with np.errstate(invalid="ignore"):
+                    codes = np.where((column >= 0) & (column < n), column, -1)
+                data[name] = self._pd.Categorical.from_codes(codes.astype(np.int64), dtype=dtype)
+                continue
             lookup = self._lookups.get(i)
             if lookup is not None:
                 n = len(lookup) - 2
