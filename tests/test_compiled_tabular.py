@@ -262,6 +262,9 @@ def test_deep_leaf_wise_trees_stop_each_row_at_its_own_leaf(tmp_path):
     booster.save_model(str(tmp_path / "deep.txt"))
     predictor = compiled(tmp_path / "deep.txt", tmp_path / "out")
     assert predictor.metadata["layout"] == "node" and predictor.metadata["depth"] >= 15
+    assert predictor.metadata["layout_reason"].endswith(
+        f"; each row to its own leaf (trees deeper than {codegen.FULL_WALK_DEPTH})"
+    )
     matrix = rows()
     want = booster.predict(matrix, num_threads=1)
     block = codegen.NODE_BLOCK

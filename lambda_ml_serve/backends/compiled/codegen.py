@@ -71,7 +71,7 @@ def choose_layout(ensemble: Ensemble) -> tuple[str, str]:
     if "level" not in layouts_for(ensemble):
         return "node", (
             f"node: padding {len(ensemble.trees)} trees to depth {depth} would exceed the level layout's limits "
-            f"(depth {MAX_LEVEL_DEPTH}, {MAX_PADDED_LEAVES} leaves, {MAX_PADDING}x the nodes)"
+            f"(depth {MAX_LEVEL_DEPTH}, {MAX_PADDED_LEAVES} leaves, {MAX_PADDING}x the nodes)" + _walk(ensemble)
         )
     steps = len(ensemble.trees) * depth / max(sum(ensemble.depths), 1)
     if steps <= MAX_LEVEL_STEPS:
@@ -81,8 +81,15 @@ def choose_layout(ensemble: Ensemble) -> tuple[str, str]:
         )
     return "node", (
         f"node: walking every tree to depth {depth} would take {steps:.2f}x the steps of each tree's own depth "
-        f"(more than {MAX_LEVEL_STEPS})"
+        f"(more than {MAX_LEVEL_STEPS})" + _walk(ensemble)
     )
+
+
+def _walk(ensemble: Ensemble) -> str:
+    """How a node kernel walks, said after its layout's reason."""
+    if early_exit(ensemble, "node"):
+        return f"; each row to its own leaf (trees deeper than {FULL_WALK_DEPTH})"
+    return ""
 
 
 def early_exit(ensemble: Ensemble, layout: str) -> bool:
