@@ -18,17 +18,18 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import tabular_cases
 from click.testing import CliRunner
-from conftest import SHARED, shared_file, url_event
+from conftest import url_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, wine_frame
 
 from lambda_ml_serve.cli import main
 
@@ -39,60 +40,19 @@ SEED = 7
 TRAIN_ROWS = 600
 CLIENT_ROWS = 8
 NUMBERS = ["fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides", "pH", "alcohol"]
-GAPPY = ["citric acid", "alcohol"]
-COLOURS = ["red", "white"]
-SWEETNESS = ["dry", "medium", "sweet"]
-GRADES = ["high", "low", "mid"]
 
 
-def wine_frame() -> pd.DataFrame:
-    frame = pd.read_csv(shared_file(SHARED / "data" / "wine_concat.csv"))
-    frame = frame.sample(TRAIN_ROWS + CLIENT_ROWS, random_state=SEED).reset_index(drop=True)
-    # float32-exact numbers: the served batch is float32, the libraries read the DataFrame's float64.
-    frame[NUMBERS] = frame[NUMBERS].astype("float32").astype("float64")
-    frame["sweetness"] = pd.cut(frame["residual sugar"], [-1, 4, 12, 1e9], labels=SWEETNESS).astype(str)
-    frame["grade"] = frame["quality"].map(lambda q: "low" if q < 6 else "mid" if q < 7 else "high")
-    rng = np.random.default_rng(SEED)
-    for column in GAPPY:
-        frame.loc[rng.random(len(frame)) < 0.08, column] = np.nan
-    return frame
-
-
-@dataclass
-class Case:
-    key: str
-    model_file: Path
-    #: The library's own answer for a DataFrame of client rows: (labels or values, probabilities or None).
-    library: Any
-    columns: list[str]
-    args: list[str] = field(default_factory=list)
-    classes: list[Any] | None = None
-    categories: dict[str, list[str]] = field(default_factory=dict)
-    refuses_unknown: bool = False
-    #: The library takes the category strings as they are (a scikit-learn encoder), not a pandas category.
-    strings: bool = False
+class Case(tabular_cases.Case):
+    """A tabular case whose plugin gets its own name prefix."""
 
     @property
     def model(self) -> str:
         return f"oc_{self.key}"
 
-    def frame(self, rows: list[dict]) -> pd.DataFrame:
-        frame = pd.DataFrame(rows, columns=self.columns)
-        for column in self.columns:
-            if column in self.categories and self.strings:
-                frame[column] = frame[column].astype(object)
-            elif column in self.categories:
-                # An unknown category is missing, as LightGBM and XGBoost re-code it (pandas code -1).
-                known = frame[column].where(frame[column].isin(self.categories[column]))
-                frame[column] = pd.Categorical(known, categories=self.categories[column])
-            else:
-                frame[column] = pd.to_numeric(frame[column]).astype("float64")
-        return frame
-
 
 @pytest.fixture(scope="module")
 def wine() -> pd.DataFrame:
-    return wine_frame()
+    return wine_frame(NUMBERS, TRAIN_ROWS + CLIENT_ROWS, SEED)
 
 
 @pytest.fixture(scope="module")
