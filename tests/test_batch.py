@@ -142,7 +142,11 @@ def test_interrupted_run_leaves_no_output_and_resumes_to_the_same_result(tmp_pat
     out = tmp_path / "scores.csv"
     parts = tmp_path / "scores.csv.partial"
     command = cli("batch wine_quality", big, "-o", out, "--chunk-rows", "1000")
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt: the command gets SIGINT as a terminal would deliver it.
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     deadline = time.monotonic() + 120
     while len(list(parts.glob("*.out.jsonl"))) < 3:
         assert proc.poll() is None, proc.stderr.read()
