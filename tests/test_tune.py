@@ -246,7 +246,12 @@ def test_an_interrupted_measurement_leaves_no_cgroup_and_no_process(signal_name)
         return [g for root in roots for g in root.glob("lambda-ml-serve-tune-333mb-*")]
 
     assert groups() == []
-    runner = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(SUPPORT)])
+    # A shell without job control starts background jobs with SIGINT ignored: give the runner the
+    # default disposition, as a terminal's Ctrl-C would find it.
+    runner = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, str(SUPPORT)],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     children: list[int] = []
     while not children and time.monotonic() < deadline:
