@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambda_ml_serve_wine_quality.data import PHYSICO_CHEMICAL
 from run import Worker, fmt_ms, machine, measure, percentile, ratio
 from variants import REPO, Variant, dir_mb, worker_command
 
@@ -59,19 +60,7 @@ RECIPE = "1"
 SIZES = (1, 100, 10_000)
 REPEATS = {1: 400, 100: 150, 10_000: 10}
 QUICK_REPEATS = {1: 40, 100: 15, 10_000: 2}
-NUMBERS = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-]
+NUMBERS = list(PHYSICO_CHEMICAL)
 COLUMNS = [*NUMBERS, "color"]
 #: Numbers with missing values, in the training data and in the requests alike.
 GAPPY = ("citric acid", "pH", "alcohol")

@@ -99,3 +99,17 @@ def generate_and_install(plugins: list[tuple[Path, str, list[Any]]], root: Path,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return target
+
+
+def nullable_columns(app: Any, case: Case) -> set[str]:
+    """The client columns the generated schema lets be null."""
+    from pydantic import AliasChoices
+
+    found = set()
+    for name, info in app.spec.schema.model_fields.items():
+        keys = {name, info.alias}
+        if isinstance(info.validation_alias, AliasChoices):
+            keys |= set(info.validation_alias.choices)
+        if type(None) in getattr(info.annotation, "__args__", ()):
+            found |= keys & set(case.columns)
+    return found

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from conftest import url_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, generate_and_install, wine_frame
+from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, generate_and_install, nullable_columns, wine_frame
 
 from lambda_ml_serve.cli import main
 
@@ -303,20 +303,6 @@ def test_drawn_rows_agree_with_the_library_and_the_models_own_backend(apps, case
         assert_answers_like_the_library(case, json.loads(response["body"]), rows)
 
     check()
-
-
-def nullable_columns(app: Any, case: Case) -> set[str]:
-    """The client columns the generated schema lets be null."""
-    from pydantic import AliasChoices
-
-    found = set()
-    for name, info in app.spec.schema.model_fields.items():
-        keys = {name, info.alias}
-        if isinstance(info.validation_alias, AliasChoices):
-            keys |= set(info.validation_alias.choices)
-        if type(None) in getattr(info.annotation, "__args__", ()):
-            found |= keys & set(case.columns)
-    return found
 
 
 def test_the_parity_rows_hold_every_category_unknown_ones_and_missing_values(apps):

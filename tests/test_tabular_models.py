@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lambda_ml_serve_wine_quality.data import PHYSICO_CHEMICAL
 from served import serving
-from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, Case, generate_and_install, wine_frame
+from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, Case, generate_and_install, nullable_columns, wine_frame
 
 from lambda_ml_serve.cli import main
 
@@ -327,20 +327,6 @@ def test_drawn_rows_agree_with_the_library(apps, cases, wine, key):
         assert_answers_like_the_library(case, json.loads(response["body"]), rows)
 
     check()
-
-
-def nullable_columns(app: Any, case: Case) -> set[str]:
-    """The client columns the generated schema lets be null."""
-    from pydantic import AliasChoices
-
-    found = set()
-    for name, info in app.spec.schema.model_fields.items():
-        keys = {name, info.alias}
-        if isinstance(info.validation_alias, AliasChoices):
-            keys |= set(info.validation_alias.choices)
-        if type(None) in getattr(info.annotation, "__args__", ()):
-            found |= keys & set(case.columns)
-    return found
 
 
 def test_the_documents_show_categories_and_the_classifier_answer(apps):
