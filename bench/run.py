@@ -253,11 +253,17 @@ def main(argv: list[str] | None = None) -> None:
         variants = [*baselines(model), *(framework(f, model, args.cache) for f in FRAMEWORK)]
         print(f"measuring {len(variants)} variants on {model.key} ...", file=sys.stderr)
         sections.append(render(model.title, variants, measure(variants, bodies, args), args))
-    header = [f"Machine: {machine()}. Every measured process pinned to CPU {args.cpu} with taskset."]
+    publish("bench/run.py", sections, args, started)
+
+
+def publish(script: str, sections: list[str], args: argparse.Namespace, started: float, *notes: str) -> None:
+    """Print the markdown report (machine, pinning, ``notes``, ``args.note``, the sections, the run's
+    duration) and write it to ``args.out`` when given."""
+    header = [f"Machine: {machine()}. Every measured process pinned to CPU {args.cpu} with taskset.", *notes]
     if args.note:
         header.append(args.note)
     elapsed = time.monotonic() - started
-    command = "python bench/run.py" + (" --quick" if args.quick else "")
+    command = f"python {script}" + (" --quick" if args.quick else "")
     report = "\n".join([" ".join(header), "", *sections, f"`{command}` took {elapsed:.0f} s.", ""])
     print(report)
     if args.out:

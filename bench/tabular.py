@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambda_ml_serve_wine_quality.data import PHYSICO_CHEMICAL
-from run import Worker, fmt_ms, machine, measure, percentile, ratio
+from run import Worker, fmt_ms, measure, percentile, publish, ratio
 from variants import REPO, Variant, dir_mb, worker_command
 
 #: The shared data folder's parent (beside the checkout unless ``LAMBDA_ML_SERVE_SHARED`` says otherwise).
@@ -461,17 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measuring {len(variants)} variants on {model.key} ...", file=sys.stderr)
         results = measure(variants, bodies, args)
         sections.append(render(model, variants, refused, results, agreement, args))
-    header = [f"Machine: {machine()}. Every measured process pinned to CPU {args.cpu} with taskset."]
     load = " / ".join(f"{a:.1f}" for a in load_before), " / ".join(f"{a:.1f}" for a in os.getloadavg())
-    header.append(f"Load average (1 / 5 / 15 min) before the run {load[0]}, after it {load[1]}.")
-    if args.note:
-        header.append(args.note)
-    elapsed = time.monotonic() - started
-    command = "python bench/tabular.py" + (" --quick" if args.quick else "")
-    report = "\n".join([" ".join(header), "", *sections, f"`{command}` took {elapsed:.0f} s.", ""])
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(
+        "bench/tabular.py",
+        sections,
+        args,
+        started,
+        f"Load average (1 / 5 / 15 min) before the run {load[0]}, after it {load[1]}.",
+    )
 
 
 if __name__ == "__main__":
