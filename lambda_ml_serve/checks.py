@@ -36,7 +36,7 @@ def exactly_one(values: array, n_features: int, columns: tuple[int, ...]) -> boo
     """Whether each row's values in ``columns`` (each 0.0 or 1.0) add up to exactly 1."""
     total = values[columns[0] :: n_features]
     for column in columns[1:]:
-        total = array("f", map(operator.add, total, values[column::n_features]))
+        total = array(values.typecode, map(operator.add, total, values[column::n_features]))
     return total.count(1.0) == len(total)
 
 

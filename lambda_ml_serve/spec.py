@@ -98,12 +98,19 @@ class ModelSpec:
         return json.loads(self.resource(self.card).read_text(encoding="utf-8"))
 
 
+#: The precisions a predictor may read its batch in (``Predictor.input_type``), and their array typecodes.
+INPUT_TYPES = {"float32": "f", "float64": "d"}
+
+
 @dataclass(frozen=True)
 class Batch:
-    """Validated rows as one flat float32 buffer in feature order (row-major).
+    """Validated rows as one flat buffer in feature order (row-major), in the predictor's precision.
 
-    A flat ``array('f')`` costs nothing to view as a numpy matrix (``np.frombuffer``) and can be
-    handed to native code as a pointer, so backends need not agree on numpy.
+    ``values`` is an ``array('f')`` (float32) for a predictor whose ``input_type`` is ``"float32"``
+    (the default), an ``array('d')`` (float64) for one whose ``input_type`` is ``"float64"``. A flat
+    array costs nothing to view as a numpy matrix, whichever it is
+    (``np.frombuffer(batch.values, dtype=batch.values.typecode)``), and can be handed to native code as
+    a pointer, so backends need not agree on numpy.
     """
 
     values: array
@@ -167,12 +174,27 @@ class Predictor(Protocol):
     #: Feature names stored in the artifact, if it stores any (checked against the schema).
     feature_names: Sequence[str] | None
 
+    # Optional: ``input_type``, the precision the model compares its inputs in: ``"float32"`` (the
+    # default when absent) or ``"float64"`` (see ``INPUT_TYPES``). Requests are packed in it, so a value
+    # a float32 cannot hold exactly (7.4) reaches a float64 library as the client wrote it.
+
     def predict(self, batch: Batch) -> list[Any]:
         """One JSON-serialisable prediction per row."""
         ...
 
     # Optional: ``explain(batch) -> Explanation`` (exact SHAP values); a predictor without it answers
     # explanation requests with 501.
+
+
+def input_typecode(predictor: Any) -> str:
+    """The array typecode of the batches ``predictor`` reads: ``"f"`` (float32, the default) or ``"d"``."""
+    kind = getattr(predictor, "input_type", "float32")
+    try:
+        return INPUT_TYPES[kind]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{type(predictor).__name__}.input_type is {kind!r}; it must be one of {', '.join(INPUT_TYPES)}"
+        ) from None
 
 
 class Backend(Protocol):

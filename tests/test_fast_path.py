@@ -1,7 +1,8 @@
 """The fast path's contract: for every event, the same answer as the full path, byte for byte.
 
 Each event goes to two apps serving the same model with the same predictor: one with the fast path,
-one with the full path only. Status, headers and body must be identical. Generated events cover valid
+one with the full path only. Status, headers and body must be identical. Each model is also served by
+a predictor that reads float64 (``input_type``), whose batches both paths pack in float64. Generated events cover valid
 rows, edge-of-bound and out-of-bound values, other spellings of the field names, missing and extra
 fields, NaN/infinity, wrong types, other body shapes, JSON formatting and base64 bodies.
 """
@@ -57,10 +58,12 @@ def http_event(payload, *, dump=json.dumps, b64=False, path="/", method="POST") 
 # -- the wine model: aliases with two spellings, bounds, bools, validators stated as a batch check --
 
 
-@pytest.fixture(scope="module")
-def wine(wine_app) -> tuple[App, App]:
-    assert wine_app.fast is not None, wine_app.request_path.reason
-    return wine_app, full_only(wine_app)
+@pytest.fixture(scope="module", params=["float32", "float64"])
+def wine(wine_app, request) -> tuple[App, App]:
+    """The wine model (XGBoost, float32), and its schema served by a float64 predictor echoing its batch."""
+    app = wine_app if request.param == "float32" else App(wine_app.spec, Echo64())
+    assert app.fast is not None, app.request_path.reason
+    return app, full_only(app)
 
 
 WINE_FIELDS = list(WineSample.model_fields.items())
@@ -304,12 +307,25 @@ class Echo:
         return [values[i * n : (i + 1) * n] for i in range(batch.n_rows)]
 
 
-@pytest.fixture(scope="module")
-def readings() -> tuple[App, App]:
+class Echo64(Echo):
+    """The same, reading float64 batches: every value it answers is the client's, as JSON wrote it."""
+
+    input_type = "float64"
+
+    def predict(self, batch: Batch) -> list:
+        assert batch.values.typecode == "d"
+        return super().predict(batch)
+
+
+ECHOES = {"float32": Echo, "float64": Echo64}
+
+
+@pytest.fixture(scope="module", params=list(ECHOES))
+def readings(request) -> tuple[App, App]:
     spec = ModelSpec(
         name="readings", version="1", backend="echo", package="lambda_ml_serve", artifact="py.typed", schema=Reading
     )
-    app = App(spec, Echo())
+    app = App(spec, ECHOES[request.param]())
     assert app.fast is not None, app.request_path.reason
     return app, full_only(app)
 
@@ -347,6 +363,34 @@ def test_missing_optional_features_are_nan_on_both_paths(readings):
     assert answer["predictions"] == [[1.0, 2.0, None, None, 1.0, 3.5]]
 
 
+def test_float64_batches_hold_the_values_as_written(readings):
+    """7.4 reaches a float64 predictor as 7.4 on both paths (float32: 7.400000095367432), and a
+    finite value past float32's range stays finite (float32: infinite)."""
+    fast, full = readings
+    row = {"temperature": 7.4, "count": 2, "humidity": 0.1, "pressure": 1e300, "Wind": 3.4e39}
+    for rows in ([row], {"instances": [row]}, row):
+        event = url_event(json.dumps(rows))
+        assert fast.fast.batch_of(event) is not None
+        assert fast.fast.batch_of(event).values.typecode == fast.typecode
+        if fast.typecode == "d":
+            answer = json.loads(assert_same_answer(fast, full, event)["body"])
+            assert answer["predictions"] == [[7.4, 2.0, 1e300, 0.1, 1.0, 3.4e39]]
+    assert fast(copy.deepcopy([row]), CONTEXT) == full(copy.deepcopy([row]), CONTEXT)
+    if fast.typecode == "f":
+        assert fast.fast.batch_of(url_event(json.dumps([row]))).values[0] == 7.400000095367432
+
+
+def test_an_input_type_other_than_float32_or_float64_is_refused():
+    class Half(Echo):
+        input_type = "float16"
+
+    spec = ModelSpec(
+        name="readings", version="1", backend="echo", package="lambda_ml_serve", artifact="py.typed", schema=Reading
+    )
+    with pytest.raises(ValueError, match=r"Half\.input_type is 'float16'; it must be one of float32, float64"):
+        App(spec, Half())
+
+
 # -- categories (each rule for unknown strings), nullable and optional ones, beside numbers ----------
 
 
@@ -363,12 +407,12 @@ class Tasting(BaseModel):
     )
 
 
-@pytest.fixture(scope="module")
-def tastings() -> tuple[App, App]:
+@pytest.fixture(scope="module", params=list(ECHOES))
+def tastings(request) -> tuple[App, App]:
     spec = ModelSpec(
         name="tastings", version="1", backend="echo", package="lambda_ml_serve", artifact="py.typed", schema=Tasting
     )
-    app = App(spec, Echo())
+    app = App(spec, ECHOES[request.param]())
     assert app.fast is not None, app.request_path.reason
     return app, full_only(app)
 

@@ -408,3 +408,143 @@ def test_any_mlmodel_text_is_read_or_refused_in_one_line(tmp_path_factory, text)
         read_mlmodel(model_dir)
     except ModelFileError as exc:
         assert "\n" not in str(exc) and str(model_dir) in str(exc)
+
+
+# -- float64 backends: values at split thresholds answer as the library's own predict does -----------
+
+
+def _thresholds(case: Case, artifact: Path) -> dict[str, set[float]]:
+    """Each number column's split thresholds as the library compares them, in the client's units."""
+    import joblib
+    import lightgbm
+
+    found: dict[str, set[float]] = {c: set() for c in case.columns if c not in case.categories}
+    if artifact.read_bytes()[:5] == b"tree\n":  # a LightGBM text model
+        dumped = lightgbm.Booster(model_file=str(artifact)).dump_model()
+        stack = [tree["tree_structure"] for tree in dumped["tree_info"]]
+        while stack:
+            node = stack.pop()
+            if "split_feature" in node:
+                column = case.columns[node["split_feature"]]
+                if node["decision_type"] == "<=" and column in found:
+                    found[column].add(float(node["threshold"]))
+                stack += [node["left_child"], node["right_child"]]
+        return found
+    estimator = joblib.load(artifact)
+    if hasattr(estimator, "estimators_"):  # a forest: scikit-learn's trees, on the raw columns
+        for tree in estimator.estimators_:
+            for feature, threshold in zip(tree.tree_.feature, tree.tree_.threshold, strict=True):
+                if feature >= 0:
+                    found[case.columns[feature]].add(float(threshold))
+        return found
+    # The pipeline: HistGradientBoosting's thresholds are on the scaled columns; x = t * scale + mean.
+    pre, model = estimator[:-1], estimator[-1]
+    names = list(pre.get_feature_names_out())
+    scaler = pre.named_steps["pre"].named_transformers_["numbers"][-1] if "pre" in pre.named_steps else None
+    scaler = scaler or estimator.named_steps["pre"].named_transformers_["numbers"][-1]
+    for trees in model._predictors:
+        for tree in trees:
+            for node in tree.nodes:
+                if node["is_leaf"] or node["is_categorical"]:
+                    continue
+                name = names[node["feature_idx"]]
+                if name.startswith("numbers__"):
+                    j = NUMBERS.index(name.removeprefix("numbers__"))
+                    x = float(node["num_threshold"]) * scaler.scale_[j] + scaler.mean_[j]
+                    found[NUMBERS[j]].add(x)
+    return found
+
+
+def threshold_rows(case: Case, artifact: Path, wine: pd.DataFrame) -> list[dict]:
+    """Held-out rows, each with one number set to a threshold or a float64 neighbour of it (values
+    float32 cannot hold), missing numbers filled with the column's median."""
+    import numpy as np
+
+    held = wine.iloc[TRAIN_ROWS:][case.columns]
+    bases = held.fillna(held.median(numeric_only=True)).to_dict(orient="records")
+    rows = []
+    for column, thresholds in sorted(_thresholds(case, artifact).items()):
+        for t in sorted(thresholds):
+            for value in (t, math.nextafter(t, -math.inf), math.nextafter(t, math.inf)):
+                if float(np.float32(value)) != value and math.isfinite(value):
+                    rows.append({**bases[len(rows) % len(bases)], column: value})
+    return rows
+
+
+def _answers(case: Case, answer: Any) -> tuple[list, list | None]:
+    """(labels or values, probabilities or None) of a served JSON answer or a v2 one."""
+    if "outputs" in answer:
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        probabilities = outputs.get("probabilities")
+        if probabilities is None:
+            return outputs["predictions"]["data"], None
+        k = probabilities["shape"][1]
+        data = probabilities["data"]
+        return outputs["predictions"]["data"], [data[i : i + k] for i in range(0, len(data), k)]
+    return answer["predictions"], answer.get("probabilities")
+
+
+def _v2_binary(case: Case, rows: list[dict]) -> tuple[bytes, int]:
+    """The rows as a v2 binary request: an FP64 tensor per number, a BYTES tensor per category."""
+    import struct
+
+    inputs, chunks = [], []
+    for column in case.columns:
+        values = [row[column] for row in rows]
+        if column in case.categories:
+            encoded = [str(v).encode() for v in values]
+            chunk, datatype = b"".join(struct.pack("<I", len(e)) + e for e in encoded), "BYTES"
+        else:
+            chunk, datatype = struct.pack(f"<{len(values)}d", *values), "FP64"
+        inputs.append(
+            {"name": column, "shape": [len(rows)], "datatype": datatype, "parameters": {"binary_data_size": len(chunk)}}
+        )
+        chunks.append(chunk)
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + b"".join(chunks), len(header)
+
+
+@pytest.mark.parametrize("key", ["lgb_multi", "lgb_cat", "mlflow", "pipeline", "forest"])
+def test_values_at_split_thresholds_answer_as_the_library_does(apps, cases, wine, key):
+    """LightGBM and scikit-learn compare in float64: values at and beside their split thresholds,
+    which float32 cannot hold, get the library's own answer on a DataFrame of the same float64 values
+    through the fast path, the full path and v2 FP64 tensors (labels equal, numbers within 1e-12)."""
+    import copy
+
+    import numpy as np
+
+    from lambda_ml_serve.local.events import to_event
+
+    case, app = cases[key], apps[key]
+    assert app.typecode == "d"
+    rows = threshold_rows(case, app.spec.artifact_path, wine)
+    assert len(rows) > 20, key
+    labels, probabilities = case.library(case.frame(rows))
+    want = (labels, probabilities)
+
+    def agrees(got: tuple[list, list | None]) -> None:
+        if case.classes is None:
+            assert np.allclose(got[0], want[0], rtol=0, atol=1e-12), key
+            return
+        assert got[0] == want[0], key
+        assert np.allclose(got[1], want[1], rtol=0, atol=1e-12), key
+
+    event = url_event(json.dumps(rows))
+    assert app.fast is not None and app.fast.batch_of(event) is not None
+    full = copy.copy(app)
+    full.fast = None
+    for served in (app, full):
+        response = served(copy.deepcopy(event))
+        assert response["statusCode"] == 200, response["body"]
+        agrees(_answers(case, json.loads(response["body"])))
+    body, length = _v2_binary(case, rows)
+    headers = [("content-type", "application/octet-stream"), ("inference-header-content-length", str(length))]
+    response = app(to_event("POST", f"/v2/models/{app.spec.name}/infer", headers, body))
+    assert response["statusCode"] == 200, response["body"]
+    agrees(_answers(case, json.loads(response["body"])))
+    if key != "forest":
+        # The rows do test the precision: read as float32, as before, the library answers some otherwise.
+        narrowed = [{c: float(np.float32(v)) if isinstance(v, float) else v for c, v in row.items()} for row in rows]
+        labels32, probabilities32 = case.library(case.frame(narrowed))
+        numbers32, numbers = (labels32, labels) if probabilities is None else (probabilities32, probabilities)
+        assert not np.allclose(numbers32, numbers, rtol=0, atol=1e-12), key

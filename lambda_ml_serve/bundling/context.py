@@ -38,7 +38,7 @@ from lambda_ml_serve.runtime.app import load_predictor
 from lambda_ml_serve.runtime.errors import ApiError
 from lambda_ml_serve.runtime.manifest import MANIFEST_NAME, Manifest
 from lambda_ml_serve.runtime.validation import RowValidator
-from lambda_ml_serve.spec import RESPONSES, Predictor
+from lambda_ml_serve.spec import RESPONSES, Predictor, input_typecode
 
 #: Lambda's architecture names and the Docker platforms they run on.
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
@@ -318,7 +318,8 @@ def _prepare_artifact(
     loaded = load_predictor(model, registry, prepared, backend_name)
     if spec.example:
         try:
-            batch = RowValidator(spec, len(spec.example)).to_batch(list(spec.example))
+            # Packed as the served predictor reads requests; the original reads either precision.
+            batch = RowValidator(spec, len(spec.example), input_typecode(loaded)).to_batch(list(spec.example))
         except ApiError as exc:
             raise BuildError(
                 f"{model.plugin}: model {spec.name!r}: its example rows are invalid: {exc.message}"
@@ -370,7 +371,8 @@ def _example_answers(
         return None
     rows = [dict(row) for row in spec.example]
     try:
-        batch = RowValidator(spec, len(rows)).to_batch(rows)
+        # The source library's answers to the rows as written: packed in the precision it reads.
+        batch = RowValidator(spec, len(rows), input_typecode(original)).to_batch(rows)
     except ApiError as exc:
         raise BuildError(f"{model.plugin}: model {spec.name!r}: its example rows are invalid: {exc.message}") from None
     predictions = original.predict(batch)

@@ -18,7 +18,7 @@ from typing import Any
 from lambda_ml_serve.fields import UNKNOWN_CODES
 from lambda_ml_serve.from_model.describe import Description, Feature, lightgbm_name
 from lambda_ml_serve.modelfiles import ModelFileError
-from lambda_ml_serve.spec import Batch
+from lambda_ml_serve.spec import Batch, input_typecode
 
 #: Rows read from --data at most: enough for examples, ranges and metrics, bounded in time and memory.
 MAX_ROWS = 1_000_000
@@ -219,18 +219,20 @@ def _read_categories(rows: list[list[str]], j: int, source: Column, feature: Fea
     return values
 
 
-def batch_of(summary: DataSummary, names: list[str], rows: range | list[int]) -> Batch:
-    """The given data rows as a float32 batch in the model's feature order."""
-    values = array("f")
+def batch_of(summary: DataSummary, names: list[str], rows: range | list[int], typecode: str = "f") -> Batch:
+    """The given data rows as a batch in the model's feature order, of array type ``typecode`` ("f" or "d")."""
+    values = array(typecode)
     for i in rows:
         values.extend(summary.values[name][i] for name in names)
     return Batch(values, len(rows), len(names))
 
 
 def predict_all(predictor: Any, summary: DataSummary, names: list[str]) -> list[Any]:
+    """The predictor's answers to every data row, packed in the precision it reads requests in."""
+    typecode = input_typecode(predictor)
     out: list[Any] = []
     for start in range(0, summary.rows, CHUNK):
-        out += predictor.predict(batch_of(summary, names, range(start, min(start + CHUNK, summary.rows))))
+        out += predictor.predict(batch_of(summary, names, range(start, min(start + CHUNK, summary.rows)), typecode))
     return out
 
 

@@ -26,6 +26,7 @@ from lambda_ml_serve.fields import UNKNOWN_CODES
 from lambda_ml_serve.from_model.data import DataSummary, metrics, predict_all, read_data, target_classes
 from lambda_ml_serve.from_model.describe import Description, Feature, describe, typical_values
 from lambda_ml_serve.modelfiles import ModelFileError
+from lambda_ml_serve.spec import input_typecode
 
 TEMPLATE = "plugin-from-model"
 #: The framework extra each backend's plugin depends on (the serving library and numpy).
@@ -127,7 +128,7 @@ def create_from_model(
         info.classes = list(predictor.classes)
     fields = field_names(info.feature_names)
     example = _example(info, summary, fields)
-    example_batch = _batch(info, example)
+    example_batch = _batch(info, example, input_typecode(predictor))
     expected = predictor.predict(example_batch)
     _check_finite(expected, model_file)
     scored = predict_all(predictor, summary, info.feature_names) if summary is not None else None
@@ -302,12 +303,13 @@ def _typed(feature: Feature, value: float, digits: int = 7) -> Any:
     return float(f"{value:.{digits}g}")
 
 
-def _batch(info: Description, rows: list[dict[str, Any]]) -> Any:
+def _batch(info: Description, rows: list[dict[str, Any]], typecode: str) -> Any:
+    """The rows as a batch of array type ``typecode``: the precision the served model reads them in."""
     from array import array
 
     from lambda_ml_serve.spec import Batch
 
-    values = array("f")
+    values = array(typecode)
     for row in rows:
         values.extend(_code(feature, row[feature.name]) for feature in info.features)
     return Batch(values, len(rows), len(info.features))

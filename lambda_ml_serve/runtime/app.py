@@ -1,8 +1,9 @@
 """The serving application: load one model once, then answer events top to bottom.
 
 event (any source) -> fast path (decode + validate + pack in one pass), or, for whatever it does not
-answer: route -> parse (base64, JSON) -> rows (any format) -> validate -> float32 batch
--> predict -> answer in the request's dialect -> response in the event source's format + log line
+answer: route -> parse (base64, JSON) -> rows (any format) -> validate -> batch (float32, or float64
+for a predictor whose ``input_type`` says so) -> predict -> answer in the request's dialect
+-> response in the event source's format + log line
 
 The full path (pydantic, pluggy, the plugin) is imported on first need when the app was loaded
 from a serving manifest.
@@ -47,7 +48,7 @@ from lambda_ml_serve.runtime.settings import (
 )
 from lambda_ml_serve.runtime.telemetry import CAPTURE_ENV, Capture, RequestLog, capture_rate
 from lambda_ml_serve.runtime.view import ModelView
-from lambda_ml_serve.spec import ModelSpec, Predictor
+from lambda_ml_serve.spec import ModelSpec, Predictor, input_typecode
 
 if TYPE_CHECKING:
     from lambda_ml_serve.plugins import RegisteredModel, Registry
@@ -159,8 +160,10 @@ class App:
         self.classes = self.manifest.classes
         self.docs = docs
         self.request_path = self.manifest.request_path
+        #: The batch's array type, from the predictor's precision (``input_type``), chosen once here.
+        self.typecode = input_typecode(predictor)
         plan = self.request_path.plan
-        self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS) if plan else None
+        self.fast = FastPath(plan, self.max_rows, PREDICT_PATHS, self.typecode) if plan else None
         self._log = RequestLog(self.manifest.model, self.manifest.version, log_stream, self.model_sha256)
         self._capture = (
             Capture(
@@ -237,7 +240,7 @@ class App:
         """The full path's pydantic validation, built on first need."""
         from lambda_ml_serve.runtime.validation import RowValidator
 
-        return RowValidator(self.spec, self.max_rows)
+        return RowValidator(self.spec, self.max_rows, self.typecode)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

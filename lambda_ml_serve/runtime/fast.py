@@ -1,12 +1,12 @@
 """The fast request path: decode, validate and pack a JSON body in one pass with msgspec.
 
-The full path (``validation.py``) parses JSON into Python objects, validates each row with pydantic
-and packs the models into a float32 batch. The fast path does the same work for the requests it
-covers with a msgspec decoder derived from the pydantic schema (numeric types, bounds, aliases,
-optional features, unknown fields), straight from the event's body text to the batch. It answers only
-requests it fully accepts: anything it rejects or does not cover returns ``None`` and takes the full
-path, which alone writes error answers. Both must give the same answer, byte for byte; the
-differential property test (``tests/test_fast_path.py``) holds them to it.
+The full path (``validation.py``) parses JSON into Python objects, validates each row with pydantic and
+packs the models into a batch (float32, or float64 for a predictor that reads float64). The fast path
+does the same work for the requests it covers with a msgspec decoder derived from the pydantic schema
+(numeric types, bounds, aliases, optional features, unknown fields), straight from the event's body
+text to the batch. It answers only requests it fully accepts: anything it rejects or does not cover
+returns ``None`` and takes the full path, which alone writes error answers. Both must give the same
+answer, byte for byte; the differential property test (``tests/test_fast_path.py``) holds them to it.
 
 ``derive`` reads the schema (it imports pydantic) at build or load time; ``FastPath`` needs only the
 plan it produces, which a serving manifest stores as JSON, so an image answers valid requests without
@@ -301,7 +301,7 @@ def _checks(spec: ModelSpec, core_fields: dict, fields: tuple[FieldPlan, ...]) -
 class _Category(float, enum.Enum):
     """A category's strings as msgspec decodes them (the members' values); each member *is* its code.
 
-    Members are floats, so packing a row into float32 costs what a number does: no per-value call.
+    Members are floats, so packing a row into the batch costs what a number does: no per-value call.
     """
 
     def __new__(cls, code: float, text: str) -> _Category:
@@ -361,12 +361,15 @@ def _missing(field: FieldPlan) -> float:
 class FastPath:
     """Answers ``batch_of(event)`` for the requests the plan fully accepts; ``None`` means the full path."""
 
-    def __init__(self, plan: FastPlan, max_rows: int, paths: Collection[str]) -> None:
+    def __init__(self, plan: FastPlan, max_rows: int, paths: Collection[str], typecode: str = "f") -> None:
+        """``typecode`` is the batch's array type, ``"f"`` (float32) or ``"d"`` (float64), as the full path's."""
         self.plan = plan
         self.max_rows = max_rows
         self._paths = paths
         self._n_features = len(plan.fields)
-        self._row_format = struct.Struct(f"{self._n_features}f")
+        self._typecode = typecode
+        # Chosen once here: struct packs the same IEEE value array would store, row by row in C.
+        self._row_format = struct.Struct(f"{self._n_features}{typecode}")
         self._lists, self._singles, self._instances = [], [], []
         self._row_lists: list[Any] = []
         for spelling in range(plan.spellings):
@@ -413,6 +416,8 @@ class FastPath:
                 return None  # text msgspec cannot hold (lone surrogates) or deep nesting: the full path says why
             values = self._pack(converted)
             # The sum of finite float32 values is finite in float64: NaN or infinity anywhere shows here.
+            # Finite float64 values may add up past the range: such rows take the full path, which
+            # packs the same values.
             if not math.isfinite(sum(values)):
                 return None
             if not all(check(values, self._n_features, columns) for check, columns in self._checks):
@@ -472,14 +477,14 @@ class FastPath:
         return None
 
     def _pack(self, rows: list) -> array:
-        """The rows' values in feature order, converted to float32 exactly as the full path does."""
-        values = array("f")
+        """The rows' values in feature order, converted to the batch's type exactly as the full path does."""
+        values = array(self._typecode)
         try:
             values.frombytes(b"".join(starmap(self._row_format.pack, _tuples(rows))))
         except (struct.error, OverflowError):
             # null for an optional feature (XGBoost's missing value, NaN), or a value beyond float32,
-            # which struct refuses and array, like the full path, makes infinite.
-            values = array("f", [math.nan if v is None else v for v in chain.from_iterable(_tuples(rows))])
+            # which struct may refuse and array, like the full path, makes infinite.
+            values = array(self._typecode, [math.nan if v is None else v for v in chain.from_iterable(_tuples(rows))])
         return values
 
 

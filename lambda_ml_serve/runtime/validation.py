@@ -1,4 +1,4 @@
-"""Request body -> validated rows -> a float32 batch in the model's feature order.
+"""Request body -> validated rows -> a batch in the model's feature order, in the predictor's precision.
 
 Validation is bounded whatever arrives: rows go to pydantic in chunks of at most :data:`CHUNK_KEYS`
 keys, so a failing call builds a bounded number of errors; the first failing chunk is then checked row
@@ -79,8 +79,10 @@ def accepted_names(spec: ModelSpec) -> list[str]:
 class RowValidator:
     """Validates rows against the model's pydantic schema and packs them for the backend."""
 
-    def __init__(self, spec: ModelSpec, max_rows: int) -> None:
+    def __init__(self, spec: ModelSpec, max_rows: int, typecode: str = "f") -> None:
+        """``typecode`` is the batch's array type: ``"f"`` (float32) or ``"d"`` (float64), see ``input_typecode``."""
         self._schema = spec.schema
+        self._typecode = typecode
         self._adapter = TypeAdapter(list[spec.schema])
         self._n_features = len(spec.schema.model_fields)
         self._names = accepted_names(spec)
@@ -111,7 +113,8 @@ class RowValidator:
         return models
 
     def pack(self, models: list[BaseModel]) -> Batch:
-        values = array("f")
+        """The validated rows' values in feature order; past float32's range a float32 value is infinite."""
+        values = array(self._typecode)
         for model in models:
             row = list(model.__dict__.values())
             try:

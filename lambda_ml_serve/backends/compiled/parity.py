@@ -145,7 +145,7 @@ def _example_matrix(spec: ModelSpec | None, num_feature: int) -> Any:
         batch = RowValidator(spec, len(spec.example)).to_batch(list(spec.example))
     except ApiError as exc:
         raise CompileError(f"model {spec.name!r}: its example rows are invalid: {exc.message}") from None
-    return np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+    return np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
 
 
 def _columns(ensemble: Ensemble, spec: ModelSpec | None) -> list[_Column]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_ml_serve.errors import ModelLoadError
-from lambda_ml_serve.spec import Batch, ExplainUnavailable, Explanation
+from lambda_ml_serve.spec import INPUT_TYPES, Batch, ExplainUnavailable, Explanation
 
 PREPARED_NAME = "model.so"
 #: Serialises the one-time building of a library's TreeSHAP tables (ctypes calls release the GIL).
@@ -88,6 +88,16 @@ class CompiledPredictor:
                 f"{library} has metadata format {metadata.get('format')!r}; this lambda-ml-serve reads "
                 f"format {METADATA_FORMAT}: rebuild the image with this version"
             )
+        #: The precision the kernel reads its rows in (metadata ``input_type``; float32 when absent).
+        self.input_type: str = metadata.get("input_type", "float32")
+        if self.input_type not in INPUT_TYPES:
+            raise ModelLoadError(
+                f"{library} declares input_type {self.input_type!r}; this lambda-ml-serve reads "
+                f"{', '.join(INPUT_TYPES)}: rebuild the image with this version"
+            )
+        self._typecode = INPUT_TYPES[self.input_type]
+        # The rows go in as the batch array's own address (void*): a float32 kernel reads it as const
+        # float*, a float64 one as const double*, the array the app packs for its input_type.
         predict_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
         predict_fn.restype = ctypes.c_int
         self._predict_batch = predict_fn
@@ -132,12 +142,7 @@ class CompiledPredictor:
 
     def raw(self, batch: Batch) -> array:
         """The library's answers for ``batch``, flat: ``num_output`` per row."""
-        values, n_rows = batch.values, batch.n_rows
-        if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
-            raise ValueError(
-                f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
-                f"the compiled model takes {self.num_feature} features per row"
-            )
+        values, n_rows = self._rows(batch), batch.n_rows
         out = array(self._answer_type, bytes(self._answer_size * n_rows * self.num_output))
         # buffer_info()[0] is the array's own memory: the native code reads the batch and writes the
         # output in place, with no copy and no ctypes array object per call.
@@ -145,6 +150,20 @@ class CompiledPredictor:
         if status != 0:
             raise RuntimeError(f"lms_predict_batch failed with status {status}")
         return out
+
+    def _rows(self, batch: Batch) -> array:
+        """The batch's values in the kernel's input type (the app packs them in it already)."""
+        values, n_rows = batch.values, batch.n_rows
+        if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
+            raise ValueError(
+                f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
+                f"the compiled model takes {self.num_feature} features per row"
+            )
+        if values.typecode != self._typecode:
+            # A batch built by other code in another precision: converted as the app would have packed
+            # it (past float32's range, infinite).
+            values = array(self._typecode, values)
+        return values
 
     @property
     def explains(self) -> bool:
@@ -158,12 +177,7 @@ class CompiledPredictor:
                 "this compiled model was built without explanations; rebuild it with this version "
                 "(lambda-ml-serve build MODEL --backend compiled)"
             )
-        values, n_rows = batch.values, batch.n_rows
-        if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
-            raise ValueError(
-                f"batch of {n_rows} rows x {batch.n_features} features ({len(values)} values); "
-                f"the compiled model takes {self.num_feature} features per row"
-            )
+        values, n_rows = self._rows(batch), batch.n_rows
         lib = self._library
         if not self._explain_ready:
             # The leaf tables are built once, on the first explanation, not at cold start.

@@ -48,6 +48,9 @@ def feature_names_of(booster: Any) -> list[str] | None:
 class LightGBMPredictor:
     """A LightGBM Booster answering one value per row (a list of class probabilities for multi-class)."""
 
+    #: LightGBM compares its inputs in float64: the batch carries the client's values as written.
+    input_type = "float64"
+
     def __init__(self, booster: Any, artifact: Path | None = None) -> None:
         import numpy as np
 
@@ -57,7 +60,8 @@ class LightGBMPredictor:
         self.feature_names: Sequence[str] | None = feature_names_of(booster)
 
     def predict(self, batch: Batch) -> list[Any]:
-        matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
+        """One value (or list of class probabilities) per row, from LightGBM's ``predict`` on the batch."""
+        matrix = self._np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
         # num_threads=1: Lambda gives one or two vCPUs, and OpenMP's start-up costs more than it wins
         # on small batches.
         return self._booster.predict(matrix, num_threads=1).tolist()
@@ -65,7 +69,7 @@ class LightGBMPredictor:
     def explain(self, batch: Batch) -> Explanation:
         """LightGBM's exact TreeSHAP (``pred_contrib``): per row and class, the features' parts and the bias."""
         np = self._np
-        matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+        matrix = np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
         width = batch.n_features + 1
         values = np.asarray(self._booster.predict(matrix, pred_contrib=True, num_threads=1), dtype=np.float64)
         values = values.reshape(batch.n_rows, -1, width)

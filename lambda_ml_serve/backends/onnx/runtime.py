@@ -71,6 +71,9 @@ class OnnxPredictor:
                     f"({', '.join(NUMPY_TYPES)}) and category strings: convert the model with those inputs"
                 )
         self._inputs = [(item.name, np.dtype(NUMPY_TYPES.get(item.type, "object"))) for item in inputs]
+        #: A model with a double input is fed float64 batches (the client's values as written); any other
+        #: reads float32, so the batch is packed in it.
+        self.input_type = "float64" if any(item.type == "tensor(double)" for item in inputs) else "float32"
         stored = json.loads(meta[FEATURE_NAMES_KEY]) if FEATURE_NAMES_KEY in meta else None
         if len(inputs) > 1:
             # A converter may rename the inputs (skl2onnx: "fixed acidity" -> "fixed_acidity"); the
@@ -104,7 +107,7 @@ class OnnxPredictor:
 
     def predict(self, batch: Batch) -> list[Any]:
         np = self._np
-        matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+        matrix = np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
         if len(self._inputs) == 1:
             name, dtype = self._inputs[0]
             feed = {name: matrix.astype(dtype, copy=False)}

@@ -324,14 +324,13 @@ class Explainer:
         """(rows x outputs expected values, rows x outputs x input fields contributions) for float rows ``x``."""
         x = np.asarray(x, dtype=np.float64)
         if self._preprocess is None:
-            return self._model.explain(x)
+            # The batch is float64 (the client's values): rounded as the trees read it in prediction.
+            return self._model.explain(self._as_read(x))
         inputs = self._to_input(x) if self._to_input is not None else x
         transformed = np.asarray(self._preprocess.transform(inputs), dtype=np.float64)
         if hasattr(transformed, "toarray"):
             transformed = transformed.toarray()
-        if self._float32:
-            with np.errstate(over="ignore"):  # past float32's range is infinite, as the trees read it
-                transformed = transformed.astype(np.float32).astype(np.float64)
+        transformed = self._as_read(transformed)
         if transformed.shape[1] != len(self._sources or ()):
             raise _refuse("the pipeline's preprocessing writes another number of columns than its steps describe")
         base, phi = self._model.explain(transformed)
@@ -340,7 +339,15 @@ class Explainer:
             grouped[:, :, source] += phi[:, :, column]
         return base, grouped
 
+    def _as_read(self, x: np.ndarray) -> np.ndarray:
+        """The estimator's input as it compares it: rounded to float32 for scikit-learn's own trees."""
+        if not self._float32:
+            return x
+        with np.errstate(over="ignore"):  # past float32's range is infinite, as the trees read it
+            return x.astype(np.float32).astype(np.float64)
+
     def explain(self, batch: Batch) -> Explanation:
-        matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+        """Exact TreeSHAP of the batch's rows (float32 or float64), in the estimator's margin."""
+        matrix = np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
         base, phi = self.explain_matrix(matrix)
         return Explanation(base.tolist(), phi.tolist(), link=self.link, outputs=self.outputs, note=self.note)

@@ -1,4 +1,4 @@
-"""What the image runs for the scikit-learn backend: unpickle the plugin's estimator, predict on float32 batches.
+"""What the image runs for the scikit-learn backend: unpickle the plugin's estimator, predict on float64 batches.
 
 A Pipeline that starts with a ColumnTransformer selecting columns by name (encoders on string
 columns, imputers, scalers) is served as it is: the batch is turned back into the DataFrame it was
@@ -105,7 +105,11 @@ def input_columns(estimator: Any) -> list[InputColumn] | None:
 
 
 class SklearnPredictor:
-    """A loaded estimator answering ``predict`` (or ``predict_proba``) on float32 batches."""
+    """A loaded estimator answering ``predict`` (or ``predict_proba``) on float64 batches."""
+
+    #: Estimators are fitted and compare in float64 (scikit-learn's default), and those that read float32
+    #: (its forests and gradient boosting) narrow their input themselves, as on a DataFrame.
+    input_type = "float64"
 
     def __init__(self, estimator: Any, *, predict_proba: bool = False) -> None:
         import numpy as np
@@ -150,9 +154,10 @@ class SklearnPredictor:
         return self._explainer
 
     def predict(self, batch: Batch) -> list[Any]:
-        matrix = self._np.frombuffer(batch.values, dtype=self._np.float32).reshape(batch.n_rows, batch.n_features)
-        # Estimators are fitted on float64 (scikit-learn's default); widening here gives every
-        # estimator the same exact values, and trees narrow them back to float32 without loss.
+        matrix = self._np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
+        # The framework packs float64 batches for this predictor; a float32 batch (built by other code)
+        # is widened exactly. A copy: a transformer fitted with copy=False must not change the batch,
+        # which an explanation request predicts again.
         wide = matrix.astype(self._np.float64)
         return self._np.asarray(self._predict(self._frame(wide) if self._frame.columns else wide)).tolist()
 

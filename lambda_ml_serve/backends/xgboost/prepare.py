@@ -50,7 +50,7 @@ class InplacePredictor:
     def predict(self, batch: Batch) -> list[Any]:
         import numpy as np
 
-        matrix = np.frombuffer(batch.values, dtype=np.float32).reshape(batch.n_rows, batch.n_features)
+        matrix = np.frombuffer(batch.values, dtype=batch.values.typecode).reshape(batch.n_rows, batch.n_features)
         # validate_features=False: the schema already put columns in the booster's order.
         return self.booster.inplace_predict(matrix, validate_features=False).tolist()
 
@@ -102,7 +102,7 @@ def parity_batch(booster: Any, spec: ModelSpec | None) -> Batch:
             examples = RowValidator(spec, len(spec.example)).to_batch(list(spec.example))
         except ApiError as exc:
             raise BuildError(f"model {spec.name!r}: its example rows are invalid: {exc.message}") from None
-        rows.append(np.frombuffer(examples.values, dtype=np.float32).reshape(-1, num_feature))
+        rows.append(np.frombuffer(examples.values, dtype=examples.values.typecode).reshape(-1, num_feature))
     rng = np.random.default_rng(0)
     generated = np.empty((PARITY_ROWS, num_feature), dtype=np.float32)
     for feature, thresholds in enumerate(_split_thresholds(booster, num_feature)):

@@ -146,6 +146,9 @@ def last_error(message: str, limit: int = 300) -> str:
 class XGBoostPredictor:
     """A Booster loaded through the C API, predicting a batch in place on its float32 buffer."""
 
+    #: XGBoost reads its input as float32 itself: the batch holds exactly the values it compares.
+    input_type = "float32"
+
     def __init__(self, artifact: Path, *, nthread: int = 1) -> None:
         lib = library()
         self._lib = lib
@@ -212,10 +215,12 @@ class XGBoostPredictor:
                 f"batch of {n_rows} rows x {n_features} features ({len(batch.values)} values); "
                 f"the model takes {self.num_feature} features per row"
             )
-        # The array interface points xgboost at the batch's own memory: no copy on the way in.
+        # The array interface points xgboost at the batch's own memory: no copy on the way in. A float64
+        # batch (built by other code than the app's) is narrowed by xgboost itself.
+        typestr = "<f4" if batch.values.typecode == "f" else "<f8"
         interface = (
             f'{{"data": [{batch.values.buffer_info()[0]}, true], "shape": [{n_rows}, {n_features}], '
-            f'"typestr": "<f4", "version": 3}}'
+            f'"typestr": "{typestr}", "version": 3}}'
         ).encode()
         lib = self._lib
         shape_p, dims, result = ctypes.POINTER(_ulong)(), _ulong(), ctypes.POINTER(ctypes.c_float)()
