@@ -33,9 +33,26 @@ INFER = "/v2/models/wine_quality/infer"
 SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
-@pytest.fixture(scope="module")
-def app() -> App:
-    return App.load("wine_quality", log_stream=io.StringIO())
+@pytest.fixture(scope="module", params=["xgboost", "sklearn"])
+def app(request, tmp_path_factory) -> App:
+    """The wine model (XGBoost, float32 batches), and a scikit-learn pipeline on its schema (float64
+    batches: huge finite values reach the library, which refuses some of them past float32's range)."""
+    if request.param == "xgboost":
+        return App.load("wine_quality", log_stream=io.StringIO())
+    import joblib
+    import numpy as np
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (200, 13))
+    model = make_pipeline(StandardScaler(), RandomForestRegressor(n_estimators=3, max_depth=3, random_state=0))
+    path = tmp_path_factory.mktemp("sklearn") / "model.joblib"
+    joblib.dump(model.fit(X, X[:, 0] * 10), path)
+    app = App.load("wine_quality", artifact=path, backend="sklearn", log_stream=io.StringIO())
+    assert app.typecode == "d"
+    return app
 
 
 def raw_body(response: dict) -> bytes:

@@ -162,3 +162,29 @@ def test_a_zipmap_classifier_answers_lists_of_probabilities(tmp_path, data):
     want = model.predict_proba([list(r.values()) for r in EXAMPLE]).tolist()
     assert all(abs(g - w) < 1e-5 for gs, ws in zip(got, want, strict=True) for g, w in zip(gs, ws, strict=True))
     assert OnnxBackend().load(path).predict(batch()) == model.predict([list(r.values()) for r in EXAMPLE]).tolist()
+
+
+def test_the_batch_follows_the_precision_the_model_declares(tmp_path, data, models):
+    """A model with a double input is fed float64 batches: the client's values, as scikit-learn reads
+    them; a float input keeps float32 batches. LightGBM reads float64."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression
+
+    from lambda_ml_serve.runtime.app import App
+
+    X, y, _, _ = data
+    model = LinearRegression().fit(X.astype(np.float64), y)
+    rows = [{"a": 0.1, "b": 0.7, "c": 1 / 3}]
+    matrix = np.array([[0.1, 0.7, 1 / 3]])
+    for dtype, typecode in ((np.float64, "d"), (np.float32, "f")):
+        path = tmp_path / f"linear_{typecode}.onnx"
+        path.write_bytes(to_onnx(model, X[:1].astype(dtype)).SerializeToString())
+        predictor = OnnxBackend().load(path)
+        assert predictor.input_type == {"d": "float64", "f": "float32"}[typecode]
+        app = App(spec_for("onnx"), predictor)
+        assert app.typecode == typecode
+        # skl2onnx's linear model on double inputs computes in float64, as scikit-learn does.
+        want = model.predict(matrix if typecode == "d" else matrix.astype(np.float32).astype(np.float64))
+        assert app(rows)["predictions"] == pytest.approx(want.tolist(), rel=1e-6 if typecode == "f" else 1e-12)
+    assert LightGBMBackend().load(models["lgb_reg"]).input_type == "float64"

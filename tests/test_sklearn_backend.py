@@ -32,6 +32,13 @@ class Row(BaseModel):
     mass: float = Field(ge=-100, le=100)
 
 
+class Unbounded(BaseModel):
+    length: float
+    width: float
+    depth: float
+    mass: float
+
+
 class ReorderedRow(BaseModel):
     width: float
     length: float
@@ -93,10 +100,7 @@ def rows_of(X: np.ndarray) -> list[dict[str, float]]:
 
 
 def float32(X: np.ndarray) -> np.ndarray:
-    """The values the backend sees (the request's numbers rounded to float32), at the fitted float64.
-
-    Without the widening a Pipeline would scale float32 input in float32 and drift by ~1e-7.
-    """
+    """The values a float32 batch holds (the numbers rounded to float32), at the fitted float64."""
     return X.astype(np.float32).astype(np.float64)
 
 
@@ -107,7 +111,7 @@ def test_regressor_predicts_like_the_estimator(serve, data):
     estimator = RandomForestRegressor(n_estimators=10, max_depth=5, random_state=0).fit(X, y)
     app = serve(estimator)
     answer = app({"instances": rows_of(X[:50])})
-    assert answer["predictions"] == estimator.predict(float32(X[:50])).tolist()
+    assert answer["predictions"] == estimator.predict(X[:50]).tolist()
     assert app.predictor.feature_names is None  # fitted on an array: nothing to check
     assert app.spec.backend == "sklearn"
 
@@ -121,7 +125,7 @@ def test_classifier_answers_labels_by_default(serve, data):
     response = serve(estimator)(url_event(json.dumps(rows_of(X[:30]))))
     assert response["statusCode"] == 200
     predictions = json.loads(response["body"])["predictions"]
-    assert predictions == estimator.predict(float32(X[:30])).tolist()
+    assert predictions == estimator.predict(X[:30]).tolist()
     assert set(predictions) <= {"low", "mid", "high"}
 
 
@@ -134,13 +138,57 @@ def test_classifier_answers_probabilities_when_asked(serve, data):
     estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, labels)
     app = serve(estimator, extra={"predict_proba": True})
     predictions = app({"instances": rows_of(X[:40])})["predictions"]
-    expected = estimator.predict_proba(float32(X[:40]))
+    expected = estimator.predict_proba(X[:40])
     assert predictions == expected.tolist()
     assert all(len(row) == 3 and sum(row) == pytest.approx(1.0) for row in predictions)
     assert app.predictor.classes == [0, 1, 2]
     assert app.metadata["classes"] == [0, 1, 2]
     # The most probable class is the label the estimator predicts.
-    assert np.argmax(predictions, axis=1).tolist() == estimator.predict(float32(X[:40])).tolist()
+    assert np.argmax(predictions, axis=1).tolist() == estimator.predict(X[:40]).tolist()
+
+
+def test_the_batch_is_float64_and_holds_the_clients_values(serve, data):
+    """scikit-learn compares in float64: the served answer is the estimator's on the values as sent."""
+    from sklearn.linear_model import LinearRegression
+
+    X, y, _ = data
+    estimator = LinearRegression().fit(X, y)
+    app = serve(estimator)
+    assert app.predictor.input_type == "float64" and app.typecode == "d"
+    rows = [dict(zip(FEATURES, (7.4, 0.1, 0.3, 1 / 3), strict=True))]
+    for answer in (app(rows), json.loads(app(url_event(json.dumps(rows)))["body"])):
+        assert answer["predictions"] == estimator.predict(np.array([[7.4, 0.1, 0.3, 1 / 3]])).tolist()
+    assert answer["predictions"] != estimator.predict(float32(np.array([[7.4, 0.1, 0.3, 1 / 3]]))).tolist()
+
+
+def test_values_too_large_for_the_model_are_refused_as_the_library_refuses_them(serve, data):
+    """Finite values past float32's range: a forest refuses them (it reads float32) with a 422 naming
+    the row and field; HistGradientBoosting answers them as on a DataFrame; a scaler whose output
+    becomes infinite before a linear model is refused too. Never a 500."""
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _ = data
+    rows = rows_of(X[:3])
+    rows[1]["depth"] = 1e300
+    forest = serve(RandomForestRegressor(n_estimators=3, random_state=0).fit(X, y), schema=Unbounded, name="rf")
+    response = forest(url_event(json.dumps(rows)))
+    assert response["statusCode"] == 422, response["body"]
+    error = json.loads(response["body"])["error"]
+    assert "past float32's range" in error["message"] and "1e+300" not in response["body"]
+    assert error["details"] == [{"row": 1, "field": None, "message": "column 2 is too large for the model"}]
+    hgb = HistGradientBoostingRegressor(max_iter=5).fit(X, y)
+    response = serve(hgb, schema=Unbounded, name="hgb")(url_event(json.dumps(rows)))
+    assert response["statusCode"] == 200, response["body"]
+    matrix = np.array([[row[f] for f in FEATURES] for row in rows])
+    assert json.loads(response["body"])["predictions"] == hgb.predict(matrix).tolist()
+    rows[1]["depth"] = 1.7e308  # finite; scaled by 1 / 0.1, infinite
+    linear = make_pipeline(StandardScaler(), LinearRegression()).fit(X, y)
+    response = serve(linear, schema=Unbounded, name="linear")(url_event(json.dumps(rows)))
+    assert response["statusCode"] == 422, response["body"]
+    assert "makes a value of these rows infinite" in response["body"]
 
 
 def test_probabilities_from_a_regressor_are_refused_at_load(serve, data):
@@ -163,7 +211,7 @@ def test_dataframe_feature_names_are_checked_and_do_not_warn(serve, data):
         app = serve(estimator)
         got = app({"instances": rows_of(X[:20])})["predictions"]
     assert app.predictor.feature_names == list(FEATURES)
-    assert got == estimator.predict(pandas.DataFrame(float32(X[:20]), columns=list(FEATURES))).tolist()
+    assert got == estimator.predict(pandas.DataFrame(X[:20], columns=list(FEATURES))).tolist()
     with pytest.raises(ModelLoadError, match="same names, different order"):
         serve(estimator, schema=ReorderedRow)
 

@@ -33,6 +33,10 @@ ENCODERS = ("OneHotEncoder", "OrdinalEncoder")
 ANSWERS_UNKNOWN = frozenset({"ignore", "infrequent_if_exist", "use_encoded_value", "warn"})
 #: Steps that pass NaN through to the next one, or fill it in.
 IMPUTERS = ("SimpleImputer", "KNNImputer", "IterativeImputer")
+#: How scikit-learn's input check words a value it cannot compute with (infinite, or past float32's range).
+TOO_LARGE = "infinity or a value too large"
+#: The largest finite float32: scikit-learn's trees refuse what is beyond it.
+FLOAT32_MAX = 3.4028234663852886e38
 #: Estimators that take NaN as a missing value themselves.
 NAN_NATIVE = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 
@@ -159,7 +163,43 @@ class SklearnPredictor:
         # is widened exactly. A copy: a transformer fitted with copy=False must not change the batch,
         # which an explanation request predicts again.
         wide = matrix.astype(self._np.float64)
-        return self._np.asarray(self._predict(self._frame(wide) if self._frame.columns else wide)).tolist()
+        try:
+            return self._np.asarray(self._predict(self._frame(wide) if self._frame.columns else wide)).tolist()
+        except ValueError as exc:
+            if TOO_LARGE not in str(exc):
+                raise
+            raise self._too_large(wide, "float32" in str(exc)) from None
+
+    def _too_large(self, matrix: Any, float32: bool) -> Exception:
+        """The 422 for rows scikit-learn refuses as too large, as it refuses them on a DataFrame.
+
+        Its forests and gradient boosting read float32 (``float32``: its message names that type), so a
+        value past float32's range is refused; a scaler's output past float64's range is refused by
+        the estimator after it.
+        """
+        from lambda_ml_serve.runtime.errors import ApiError, detail
+
+        np = self._np
+        names = self.feature_names or [c.name for c in self._frame.columns]
+        rows, columns = np.nonzero(np.abs(np.nan_to_num(matrix, nan=0.0)) > FLOAT32_MAX)
+        found = list(zip(rows.tolist(), columns.tolist(), strict=True))
+        if not (float32 and found):
+            return ApiError(
+                "validation_error",
+                "the model's preprocessing makes a value of these rows infinite, which scikit-learn refuses; "
+                "send values within the range the model was trained on",
+            )
+        details = [
+            detail(r, names[c] if len(names) == matrix.shape[1] else None, f"column {c} is too large for the model")
+            for r, c in found[:50]
+        ]
+        return ApiError(
+            "validation_error",
+            f"{len(set(rows.tolist()))} row(s) hold a value past float32's range (3.4e38), which the model's "
+            "scikit-learn trees read and refuse; send values within the range the model was trained on",
+            details,
+            total=len(found),
+        )
 
 
 class _FrameBuilder:
