@@ -118,7 +118,8 @@ def request_rows(frame, n: int, *, exact: bool = True) -> list[dict]:
     """``n`` rows as a client writes them (cycling through the file): numbers, the colour string, null.
 
     ``exact``: each number is the float32 nearest the file's value, written in full (7.400000095367432
-    for 7.4), so the float32 batch the framework serves holds the very values the library reads.
+    for 7.4), so that a float32 batch (the xgboost and compiled backends') holds the very values the
+    library reads; otherwise the file's own decimals, which float32 cannot hold.
     """
     import numpy as np
 
@@ -403,7 +404,7 @@ def render(
         )
     rows = f"{max(args.sizes):,}"
     out += ["", f"The same {rows} rows with the file's own numbers (7.4 rather than 7.400000095367432), "]
-    out[-1] += "which the framework reads into its float32 batch: rows answered otherwise than by the library:"
+    out[-1] += "which float32 cannot hold: rows answered otherwise than by the library:"
     out += ["", "| variant | labels | probabilities beyond 1e-5 | largest difference |", "| --- | ---: | ---: | ---: |"]
     for v in variants:
         found = agreement[v.label]["file"]

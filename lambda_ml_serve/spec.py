@@ -169,14 +169,16 @@ class ServingLibrary:
 
 
 class Predictor(Protocol):
-    """A loaded model."""
+    """A loaded model.
+
+    Optional attribute ``input_type``: the precision the model compares its inputs in, ``"float32"``
+    (the default when absent) or ``"float64"`` (see ``INPUT_TYPES``). Requests are packed in it (the
+    ``Batch`` is an ``array('f')`` or an ``array('d')``), so a value a float32 cannot hold exactly (7.4)
+    reaches a float64 library as the client wrote it.
+    """
 
     #: Feature names stored in the artifact, if it stores any (checked against the schema).
     feature_names: Sequence[str] | None
-
-    # Optional: ``input_type``, the precision the model compares its inputs in: ``"float32"`` (the
-    # default when absent) or ``"float64"`` (see ``INPUT_TYPES``). Requests are packed in it, so a value
-    # a float32 cannot hold exactly (7.4) reaches a float64 library as the client wrote it.
 
     def predict(self, batch: Batch) -> list[Any]:
         """One JSON-serialisable prediction per row."""

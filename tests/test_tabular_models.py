@@ -359,6 +359,8 @@ def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key
     case, app = cases[key], apps[key]
     library = CompiledBackend().prepare(app.spec.artifact_path, tmp_path, arch=arch, spec=app.spec)
     compiled = App(app.spec, CompiledBackend().load(library), backend="compiled")
+    # The kernel reads float32 (its metadata declares no other input_type), whatever the library compares in.
+    assert compiled.predictor.input_type == "float32" and compiled.typecode == "f"
     rows = rows_for(case, client_rows)
     response = compiled(url_event(json.dumps(rows)))
     assert response["statusCode"] == 200, response["body"]

@@ -124,7 +124,7 @@ REQUEST_PATH = [
 FAST = ("fast.py", "decode + validate + pack in one pass")
 FULL = [("formats.py, v2.py", "body → rows, any dialect"), ("validation.py", "pydantic; writes every error")]
 AFTER = [
-    ("backends/<lib>/runtime.py", "predict on a float32 batch"),
+    ("backends/<lib>/runtime.py", "predict on a float32 or float64 batch"),
     ("app.py, encoding.py", "the answer in the request's dialect"),
     ("http.py, telemetry.py", "response for the event source + one log line"),
 ]
