@@ -1,6 +1,7 @@
 """Categorical multi-class models, end to end: every backend that serves them against the library's own predict.
 
-    python bench/tabular.py [--quick] [--cpu 1] [--models xgboost,pipeline] [--out FILE] [--note TEXT]
+    python bench/tabular.py [--quick] [--cpu 1] [--models xgboost,pipeline] [--backends sklearn,compiled]
+                            [--out FILE] [--note TEXT]
 
 Two models trained here on wine_concat.csv, to a 3-class string label (quality: low < 6 <= mid < 7 <=
 high), with the colour as a category and missing values in three numbers (8% each):
@@ -425,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cold", type=int, help="cold starts per variant (default 9, quick 3)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size")
     parser.add_argument("--models", default="xgboost,pipeline", help="comma-separated: xgboost, pipeline")
+    parser.add_argument("--backends", help="comma-separated backends to measure (default: every one that may serve)")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU every measured process is pinned to")
     parser.add_argument("--note", default="", help="a sentence about the conditions, put in the report")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
@@ -447,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
         variants = [library_variant(model, folder)]
         refused = {}
         for backend in model.backends:
+            if args.backends and backend not in args.backends.split(","):
+                continue
             outcome = contexts[model.key, backend]
             if isinstance(outcome, Path):
                 variants.append(framework_variant(backend, outcome))
