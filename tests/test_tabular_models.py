@@ -452,7 +452,7 @@ def _thresholds(case: Case, artifact: Path) -> dict[str, set[float]]:
                 name = names[node["feature_idx"]]
                 if name.startswith("numbers__"):
                     j = NUMBERS.index(name.removeprefix("numbers__"))
-                    x = float(node["num_threshold"]) * scaler.scale_[j] + scaler.mean_[j]
+                    x = float(node["num_threshold"] * scaler.scale_[j] + scaler.mean_[j])
                     found[NUMBERS[j]].add(x)
     return found
 
@@ -544,6 +544,32 @@ def test_values_at_split_thresholds_answer_as_the_library_does(apps, cases, wine
     response = app(to_event("POST", f"/v2/models/{app.spec.name}/infer", headers, body))
     assert response["statusCode"] == 200, response["body"]
     agrees(_answers(case, json.loads(response["body"])))
+    csv = "\n".join(
+        [
+            ",".join(case.columns),
+            *(",".join(repr(row[c]) if isinstance(row[c], float) else row[c] for c in case.columns) for row in rows),
+        ]
+    )
+    response = app(to_event("POST", "/", [("content-type", "text/csv")], csv.encode()))
+    assert response["statusCode"] == 200, response["body"]
+    agrees(_answers(case, json.loads(response["body"])))
+    # Explanations are computed on the same float64 values: each row's margin gives its prediction.
+    some = rows[: app.explain_max_rows]
+    response = app(url_event(json.dumps(some), path="/explain"))
+    assert response["statusCode"] == 200, response["body"]
+    answer = json.loads(response["body"])
+    margins = np.array([row["margin"] for row in answer["explanations"]], dtype=float)
+    link = answer["explanation"]["link"]
+    if link == "softmax":
+        margins = np.exp(margins - margins.max(axis=1, keepdims=True))
+        margins /= margins.sum(axis=1, keepdims=True)
+    assert link in ("softmax", "identity"), link
+    served = np.array(answer["probabilities"] if case.classes is not None else answer["predictions"])
+    if margins.ndim == 1 and served.ndim == 2:  # a binary classifier explains its positive class
+        served = served[:, -1]
+    assert np.allclose(margins, served, rtol=0, atol=1e-9), key
+    want = (want[0][: len(some)], None if want[1] is None else want[1][: len(some)])
+    agrees(_answers(case, answer))
     if key != "forest":
         # The rows do test the precision: read as float32, as before, the library answers some otherwise.
         narrowed = [{c: float(np.float32(v)) if isinstance(v, float) else v for c, v in row.items()} for row in rows]
