@@ -178,6 +178,7 @@ class SklearnPredictor:
         the estimator after it.
         """
         from lambda_ml_serve.runtime.errors import ApiError, detail
+        from lambda_ml_serve.runtime.formats import MAX_ROW_DETAILS
 
         np = self._np
         names = self.feature_names or [c.name for c in self._frame.columns]
@@ -191,7 +192,7 @@ class SklearnPredictor:
             )
         details = [
             detail(r, names[c] if len(names) == matrix.shape[1] else None, f"column {c} is too large for the model")
-            for r, c in found[:50]
+            for r, c in found[:MAX_ROW_DETAILS]
         ]
         return ApiError(
             "validation_error",
