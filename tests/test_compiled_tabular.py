@@ -246,31 +246,66 @@ def test_lightgbm_reads_negative_and_fractional_codes_its_own_way(lightgbm_model
     assert np.abs(np.array(answers(predictor, matrix)) - want).max() <= 1e-9
 
 
-def test_deep_leaf_wise_trees_stop_each_row_at_its_own_leaf(tmp_path):
+def assert_walks_to_own_leaf(predictor) -> None:
+    from lambda_ml_serve.backends.compiled import codegen
+
+    assert predictor.metadata["layout"] == "node" and predictor.metadata["depth"] >= 15
+    assert predictor.metadata["layout_reason"].endswith(
+        f"; each row to its own leaf (trees deeper than {codegen.FULL_WALK_DEPTH})"
+    )
+
+
+#: Batches around the early-exit block size, single rows, and every row at once.
+DEEP_BATCHES = [(0, 1), (5, 1), (0, 2), (0, 511), (0, 512), (1, 513), (0, 4000)]
+
+
+@pytest.mark.parametrize("objective", ["regression", "multiclass"])
+def test_deep_leaf_wise_trees_stop_each_row_at_its_own_leaf(objective, tmp_path):
     """Deep, unbalanced LightGBM trees with a categorical split and missing values: the node layout's walks
-    (one row alone, and blocks whose rows leave at their own leaves) answer what LightGBM answers, in
-    batches around the block size and in one batch of every row."""
+    (one row alone, and blocks whose rows leave at their own leaves, one sum or one per class) answer
+    what LightGBM answers, in batches around the block size and in one batch of every row."""
     require_libraries()
     import lightgbm
     import numpy as np
 
     from lambda_ml_serve.backends.compiled import codegen
 
-    data, target, _ = frame(4000)
+    data, target, classes = frame(4000)
     params = {"verbose": -1, "num_threads": 1, "num_leaves": 127, "min_data_in_leaf": 2, "min_data_per_group": 5}
+    if objective == "multiclass":
+        params |= {"objective": "multiclass", "num_class": 3}
+        target = classes
     booster = lightgbm.train(params, lightgbm.Dataset(data, target), num_boost_round=20)
     booster.save_model(str(tmp_path / "deep.txt"))
     predictor = compiled(tmp_path / "deep.txt", tmp_path / "out")
-    assert predictor.metadata["layout"] == "node" and predictor.metadata["depth"] >= 15
-    assert predictor.metadata["layout_reason"].endswith(
-        f"; each row to its own leaf (trees deeper than {codegen.FULL_WALK_DEPTH})"
-    )
+    assert_walks_to_own_leaf(predictor)
+    assert codegen.NODE_BLOCK == 512
     matrix = rows()
     want = booster.predict(matrix, num_threads=1)
-    block = codegen.NODE_BLOCK
-    for start, size in [(0, 1), (5, 1), (0, 2), (0, block - 1), (0, block), (1, block + 1), (0, len(matrix))]:
+    for start, size in DEEP_BATCHES:
         got = np.array(answers(predictor, np.ascontiguousarray(matrix[start : start + size])))
         assert float(np.abs(got - want[start : start + size]).max()) <= 1e-9, (start, size)
+
+
+def test_deep_forest_adds_class_frequencies_at_each_rows_own_leaf(tmp_path):
+    """A forest of unbounded trees holds one value per class in each leaf: a row stopping above its leaf
+    adds nothing, at its leaf the whole row of frequencies, as scikit-learn averages them."""
+    require_libraries()
+    import joblib
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    data, _, classes = frame(4000)
+    features = data.assign(color=data["color"].cat.codes).fillna(0).to_numpy(np.float64)
+    forest = RandomForestClassifier(n_estimators=15, min_samples_leaf=1, random_state=0).fit(features, classes)
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    predictor = compiled(tmp_path / "forest.joblib", tmp_path / "out")
+    assert_walks_to_own_leaf(predictor)
+    matrix = np.nan_to_num(rows(), nan=0.0)
+    want = forest.predict_proba(matrix.astype(np.float64))
+    for start, size in DEEP_BATCHES:
+        part = np.ascontiguousarray(matrix[start : start + size])
+        assert_probabilities(predictor, part, want[start : start + size], forest.predict(part.astype(np.float64)))
 
 
 def test_node_links_name_each_inner_nodes_children_and_which_are_leaves(tmp_path):
