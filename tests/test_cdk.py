@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 from conftest import LEGACY_MODELS
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lambda_ml_serve.bundling.context import PLATFORMS, BuildContext
@@ -1006,6 +1006,8 @@ def test_batch_scoring_bad_props_are_named(new_stack, wine_x86, props, message):
     ),
     st.sampled_from(["report", "recommended", "memory"]),
 )
+@example(value="\n", where="memory")  # a size written as a line break: the error stays one line
+@example(value=10**400, where="memory")
 @settings(max_examples=200, deadline=None)
 def test_tuned_reads_any_json_to_a_size_or_one_error(value, where):
     import tempfile

@@ -50,8 +50,18 @@ def tuned_memory_size(path: str | Path, *, model: str | None = None, backend: st
             "give memory_size in MB, or tune again with more sizes or a looser --target-p99"
         )
     if isinstance(memory, bool) or not isinstance(memory, int) or not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
+        # The value itself only when it is a short whole number: a string could hold anything.
+        what = f"{memory} MB" if type(memory) is int and abs(memory) < 10**9 else f"a JSON {_json_type(memory)}"
         raise ModelFunctionError(
-            f"prop 'memory_size': {source} recommends {str(memory)[:20]}, not a whole number of MB from "
+            f"prop 'memory_size': {source} recommends {what}, not a whole number of MB from "
             f"{MIN_MEMORY_MB} to {MAX_MEMORY_MB}; {fix}"
         )
     return memory
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type."""
+    for kind, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "object"
