@@ -7,8 +7,9 @@
   library (through the backend's predictor: probability rows out) against ``Booster.predict`` on a
   pandas DataFrame with the ``category`` column, as the library serves it; cold start (load and
   answer one row, in a fresh interpreter) and 1 / 100 / 10,000 rows.
-- ``leafwise``: a 500-tree, 127-leaf LightGBM regressor (8 features): the compiled library against
-  lleaves (LLVM, compiled for this CPU) and ``Booster.predict``, at 1 / 100 / 1,000 / 10,000 rows.
+- ``leafwise``: a 500-tree, 127-leaf LightGBM regressor (8 features): the compiled library (given
+  float64 rows, as the app packs them for a LightGBM library) against lleaves (LLVM, compiled for this
+  CPU) and ``Booster.predict``, at 1 / 100 / 1,000 / 10,000 rows.
   lleaves 1.3 cannot run beside numba's llvmlite, so it runs in bench/.venv-lleaves (created on
   first use with LLEAVES_PACKAGES) as a long-lived worker (bench/lleaves_worker.py) pinned to this
   process's CPU, asked for its timing in turn with the others; its answers are checked against
@@ -140,6 +141,7 @@ def leafwise(rounds: int, work: Path) -> list[str]:
     booster.save_model(str(work / "leafwise.txt"))
     kernel = CompiledBackend().load(CompiledBackend().prepare(work / "leafwise.txt", work / "lw", arch="x86_64"))
     requests = np.ascontiguousarray(rng.normal(size=(10_000, 8)))
+    typecode = {"float32": "f", "float64": "d"}[kernel.input_type]
     np.save(work / "rows.npy", requests)
     compiled_lleaves = LleavesWorker(work / "leafwise.txt", work / "rows.npy", work / "lleaves.o")
     sizes = (1, 100, 1_000, 10_000)
@@ -148,8 +150,8 @@ def leafwise(rounds: int, work: Path) -> list[str]:
         for _ in range(rounds):
             for n in sizes:
                 wide = np.ascontiguousarray(requests[:n])
-                narrow = wide.astype(np.float32)
-                batch = Batch(array("f", narrow.tobytes()), n, 8)
+                # The rows as the app packs them for this library: float64 (LightGBM compares float64).
+                batch = Batch(array(typecode, wide.astype(typecode).tobytes()), n, 8)
                 samples.setdefault(("kernel", n), []).append(per_call(lambda b=batch: kernel.predict(b)))
                 samples.setdefault(("lleaves", n), []).append(compiled_lleaves.ask({"time": n})["seconds"])
                 samples.setdefault(("lightgbm", n), []).append(
@@ -159,8 +161,8 @@ def leafwise(rounds: int, work: Path) -> list[str]:
         got = np.array(compiled_lleaves.ask({"answer": len(requests)})["predictions"])
     finally:
         compiled_lleaves.close()
-    kernel_got = np.array(kernel.predict(Batch(array("f", requests.astype(np.float32).tobytes()), len(requests), 8)))
-    kernel_want = booster.predict(requests.astype(np.float32), num_threads=1)
+    kernel_got = np.array(kernel.predict(Batch(array(typecode, requests.astype(typecode).tobytes()), len(requests), 8)))
+    kernel_want = booster.predict(requests.astype(typecode), num_threads=1)
     names = ("kernel", "lleaves", "lightgbm")
     lines = [
         f"leaf-wise LightGBM (500 trees, 127 leaves; layout {kernel.metadata['layout']!r}; "
@@ -176,7 +178,7 @@ def leafwise(rounds: int, work: Path) -> list[str]:
         )
     lines.append(
         f"Largest difference from LightGBM on the 10,000 rows: lleaves {np.abs(got - want).max():.2g} "
-        f"(float64 rows), kernel {np.abs(kernel_got - kernel_want).max():.2g} (the same rows as float32)."
+        f"(float64 rows), kernel {np.abs(kernel_got - kernel_want).max():.2g} ({kernel.input_type} rows)."
     )
     return lines
 

@@ -143,9 +143,9 @@ def test_wine_library_is_one_self_describing_file(wine_library, wine_spec):
     assert predictor.feature_names == wine_spec.feature_names
     assert predictor.metadata["arch"] == HOST_ARCH
     assert predictor.metadata["source"]["file"] == "model.json"
-    # The kernel reads float32 (no input_type in its metadata); a float64 batch built by other code is
-    # narrowed first, as the app would have packed it, past float32's range to infinity.
-    assert predictor.input_type == "float32" and "input_type" not in predictor.metadata
+    # An XGBoost model's library reads float32 rows, as XGBoost does; a float64 batch built by other code
+    # is narrowed first, as the app would have packed it, past float32's range to infinity.
+    assert predictor.input_type == predictor.metadata["input_type"] == "float32"
     values = [7.4, 0.3, 0.36, 2.1, 0.045, 30.0, 120.0, 0.995, 3.2, 0.5, 10.4, 0.0, 1.0]
     narrow, wide = array("f", values), array("d", values)
     n = len(values)

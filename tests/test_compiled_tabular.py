@@ -13,6 +13,8 @@ from array import array
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_compiled_backend import HOST_ARCH, require, require_toolchain
 
 from lambda_ml_serve.backends.compiled import CompiledBackend, parity
@@ -590,3 +592,93 @@ def test_a_step_the_kernel_cannot_compute_is_named(tmp_path):
     ) as caught:
         CompiledBackend().prepare(tmp_path / "p.joblib", tmp_path / "out", arch=HOST_ARCH)
     assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ float64 rows (lms_narrow)
+
+
+@pytest.fixture(scope="module")
+def narrowing(tmp_path_factory):
+    """A LightGBM model's library (float64 rows), its ``lms_narrow`` and its features' split points."""
+    require_libraries()
+    import ctypes
+
+    import lightgbm
+
+    folder = tmp_path_factory.mktemp("narrow")
+    data, target, _ = frame(3000)
+    data = data.assign(acidity=data["acidity"].round(2), sugar=data["sugar"].round(1))
+    booster = lightgbm.train({"verbose": -1, "num_leaves": 31}, lightgbm.Dataset(data, target), num_boost_round=30)
+    booster.save_model(str(folder / "m.txt"))
+    library = CompiledBackend().prepare(folder / "m.txt", folder / "out", arch=HOST_ARCH)
+    narrow = ctypes.CDLL(str(library)).lms_narrow
+    narrow.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    ensemble = read_ensemble(folder / "m.txt", None)
+    return booster, CompiledBackend().load(library), narrow, ensemble.boundaries
+
+
+def test_a_lightgbm_library_takes_float64_rows_and_answers_lightgbms_float64_predict(narrowing):
+    import numpy as np
+
+    booster, predictor, _, points = narrowing
+    assert predictor.input_type == "float64" and len(points[0]) > 10 and len(points[2]) == 0  # colour: codes
+    rng = np.random.default_rng(3)
+    # Values as clients write them (two decimals), at the split points and the doubles just below them.
+    matrix = rows(6000).astype(np.float64)
+    matrix[:2000, 0] = rng.normal(scale=1.5, size=2000).round(2)
+    matrix[2000:4000, 0] = rng.choice(points[0], 2000)
+    matrix[4000:6000, 1] = np.nextafter(rng.choice(points[1], 2000), -np.inf)
+    want = booster.predict(matrix, num_threads=1)
+    got = np.array(predictor.predict(Batch(array("d", matrix.tobytes()), *matrix.shape)))
+    assert float(np.abs(got - want).max()) <= 1e-9
+    # Read as float32 (as the app once packed them), some rows go the other way at a split.
+    narrowed = np.array(answers(predictor, matrix.astype(np.float32)))
+    assert float(np.abs(narrowed - want).max()) > 1e-6
+
+
+def _float32_neighbours(x: float) -> tuple[float, float]:
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        nearest = np.float32(x)
+    below = nearest if float(nearest) <= x else np.nextafter(nearest, np.float32(-np.inf))
+    above = nearest if float(nearest) >= x else np.nextafter(nearest, np.float32(np.inf))
+    return float(below), float(above)
+
+
+def _sides(value: float, points) -> list[bool]:
+    return [value < p for p in points.tolist()]
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_narrowing_keeps_every_value_on_its_side_of_every_split(narrowing, data):
+    """lms_narrow's float32 is one of the value's two float32 neighbours, on the value's side of every
+    split point of its feature whenever one of them is; NaN stays NaN, infinities stay."""
+    import math
+
+    import numpy as np
+
+    *_, narrow, points = narrowing
+    j = data.draw(st.sampled_from([0, 1]))
+    near = st.sampled_from(points[j].tolist()).flatmap(
+        lambda p: st.integers(-3, 3).map(lambda k: float(np.nextafter(p, np.inf if k > 0 else -np.inf) if k else p))
+    )
+    values = data.draw(
+        st.lists(near | st.floats(allow_nan=True, allow_infinity=True) | st.floats(-3, 3), min_size=3, max_size=3)
+    )
+    row = array("d", [0.0, 0.0, 1.0])
+    row[j] = values[0]
+    out = array("f", bytes(12))
+    for x in values:
+        row[j] = x
+        narrow(row.buffer_info()[0], 3, out.buffer_info()[0])
+        y = out[j]
+        if math.isnan(x):
+            assert math.isnan(y)
+            continue
+        below, above = _float32_neighbours(x)
+        assert y in (below, above), (x, y)
+        want = _sides(x, points[j])
+        if _sides(below, points[j]) == want or _sides(above, points[j]) == want:
+            assert _sides(y, points[j]) == want, (x, y)

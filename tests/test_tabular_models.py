@@ -359,8 +359,12 @@ def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key
     case, app = cases[key], apps[key]
     library = CompiledBackend().prepare(app.spec.artifact_path, tmp_path, arch=arch, spec=app.spec)
     compiled = App(app.spec, CompiledBackend().load(library), backend="compiled")
-    # The kernel reads float32 (its metadata declares no other input_type), whatever the library compares in.
-    assert compiled.predictor.input_type == "float32" and compiled.typecode == "f"
+    # Rows arrive in the precision the source library compares in: float64 for LightGBM (narrowed to the
+    # kernel's float32 on the library's side of every split), float32 for XGBoost, the forest (which
+    # reads float32 itself) and the folded pipeline.
+    float64 = key.startswith("lgb")
+    assert compiled.predictor.input_type == ("float64" if float64 else "float32")
+    assert compiled.typecode == ("d" if float64 else "f")
     rows = rows_for(case, client_rows)
     response = compiled(url_event(json.dumps(rows)))
     assert response["statusCode"] == 200, response["body"]
@@ -576,3 +580,50 @@ def test_values_at_split_thresholds_answer_as_the_library_does(apps, cases, wine
         labels32, probabilities32 = case.library(case.frame(narrowed))
         numbers32, numbers = (labels32, labels) if probabilities is None else (probabilities32, probabilities)
         assert not np.allclose(numbers32, numbers, rtol=0, atol=1e-12), key
+
+
+@pytest.mark.parametrize("key", ["lgb_multi", "lgb_cat"])
+def test_compiled_kernel_answers_float64_values_at_split_thresholds_as_the_library(apps, cases, wine, key, tmp_path):
+    """The compiled kernel of a LightGBM model takes float64 rows: values at and beside the model's split
+    thresholds, which float32 cannot hold, get LightGBM's own answer on both request paths and in
+    explanations, where the same rows read as float32 would not."""
+    import copy
+    import platform
+
+    import numpy as np
+
+    from lambda_ml_serve.backends.compiled import CompiledBackend
+    from lambda_ml_serve.runtime.app import App
+
+    arch = {"x86_64": "x86_64", "aarch64": "arm64"}[platform.machine()]
+    case, app = cases[key], apps[key]
+    library = CompiledBackend().prepare(app.spec.artifact_path, tmp_path, arch=arch, spec=app.spec)
+    compiled = App(app.spec, CompiledBackend().load(library), backend="compiled")
+    assert compiled.typecode == "d"
+    rows = threshold_rows(case, app.spec.artifact_path, wine)
+    labels, probabilities = case.library(case.frame(rows))
+    event = url_event(json.dumps(rows))
+    assert compiled.fast is not None and compiled.fast.batch_of(event) is not None
+    full = copy.copy(compiled)
+    full.fast = None
+
+    def agrees(got: tuple[list, list | None], n: int) -> None:
+        if case.classes is None:  # a regressor: its values
+            assert np.allclose(got[0], labels[:n], rtol=0, atol=1e-9), key
+            return
+        assert got[0] == labels[:n], key
+        assert np.allclose(got[1], probabilities[:n], rtol=0, atol=1e-9), key
+
+    for served in (compiled, full):
+        response = served(copy.deepcopy(event))
+        assert response["statusCode"] == 200, response["body"]
+        agrees(_answers(case, json.loads(response["body"])), len(rows))
+    some = rows[: compiled.explain_max_rows]
+    response = compiled(url_event(json.dumps(some), path="/explain"))
+    assert response["statusCode"] == 200, response["body"]
+    agrees(_answers(case, json.loads(response["body"])), len(some))
+    # The same rows as float32 values: the library itself answers some of them otherwise.
+    narrowed = [{c: float(np.float32(v)) if isinstance(v, float) else v for c, v in row.items()} for row in rows]
+    labels32, probabilities32 = case.library(case.frame(narrowed))
+    numbers32, numbers = (labels32, labels) if probabilities is None else (probabilities32, probabilities)
+    assert not np.allclose(numbers32, numbers, rtol=0, atol=1e-12), key

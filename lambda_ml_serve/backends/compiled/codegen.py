@@ -147,6 +147,18 @@ def render(ensemble: Ensemble, layout: str, metadata: Mapping[str, Any]) -> str:
             "set_words": _ints([len(w) for w in words]),
             "set_bits": _ints(np.concatenate(words)),
         }
+    if ensemble.boundaries is not None:
+        points = ensemble.boundaries
+        maps = [_near_map(b) for b in points]
+        tables |= {
+            "bound_start": _ints(np.cumsum([0, *[len(b) for b in points]])),
+            # One value at least: C has no empty initialiser (BOUND_START then keeps every feature's empty).
+            "bounds": _floats(np.concatenate([*points, [np.inf]]), "double"),
+            "map_start": _ints(np.cumsum([0, *[len(words) for words, _ in maps]])),
+            "map_shift": _ints([shift for _, shift in maps]),
+            "map_bits": _ints(np.concatenate([*[words for words, _ in maps], [0]])),
+            "map_hash": NEAR_HASH,
+        }
     outputs = [tree.output for tree in ensemble.trees]
     template = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_source),
@@ -182,9 +194,38 @@ def render(ensemble: Ensemble, layout: str, metadata: Mapping[str, Any]) -> str:
         transform=ensemble.transform,
         sigmoid_alpha=_float(ensemble.sigmoid_alpha, "double"),
         categorical=categorical,
+        narrow=ensemble.boundaries is not None,
         metadata=_c_string(json.dumps(metadata, ensure_ascii=True, separators=(",", ":"))),
         **tables,
     )
+
+
+#: The multiplier of the near map's hash (Knuth's: 2^32 / the golden ratio).
+NEAR_HASH = 2654435761
+#: Bits per point in a feature's near map: a value with no point near it is told so by one bit, and is
+#: sent on to the exact search about once in 16 (one bit in 16 set).
+NEAR_BITS_PER_POINT = 16
+
+
+def _near_map(points: np.ndarray) -> tuple[np.ndarray, int]:
+    """A feature's near map: bit ``hash(ceil32(B))`` set for each point ``B``, as 32-bit words, and the
+    hash's shift. A float64 value x has a point between it and its nearest float32 only if some point
+    has the same ``ceil32`` (the smallest float32 at or above it) as x; -0.0 counts as 0.0."""
+    import numpy as np
+
+    if not len(points):
+        return np.empty(0, dtype=np.uint64), 0
+    with np.errstate(over="ignore"):  # past float32's range: infinite, as the C's conversion
+        nearest = points.astype(np.float32)
+    ceil = np.where(nearest.astype(np.float64) < points, np.nextafter(nearest, np.float32(np.inf)), nearest)
+    ceil = np.where(ceil == 0, np.float32(0), ceil).astype(np.float32)
+    n_bits = 1 << max(5, min(24, int(len(points) * NEAR_BITS_PER_POINT - 1).bit_length()))
+    shift = 32 - (n_bits.bit_length() - 1)
+    hashed = (ceil.view(np.uint32).astype(np.uint64) * NEAR_HASH) & 0xFFFFFFFF
+    index = hashed >> np.uint64(shift)
+    words = np.zeros(n_bits // 32, dtype=np.uint64)
+    np.bitwise_or.at(words, (index >> np.uint64(5)).astype(np.int64), np.uint64(1) << (index & np.uint64(31)))
+    return words, shift
 
 
 def _bitset(members: np.ndarray) -> np.ndarray:

@@ -144,6 +144,11 @@ class Ensemble:
     #: Rows of the kernel's input with each category as the model's own code, for the explanation gate's
     #: reference (HistGradientBoosting's categorical features); None when the codes are the model's.
     explain_codes: Callable[[Any], Any] | None = None
+    #: For a source library that compares float64 values (LightGBM, HistGradientBoosting): per feature,
+    #: the sorted points ``B`` where its decisions change (a value below ``B`` on one side, at or above
+    #: it on the other). The kernel then takes float64 rows and narrows each value to a float32 on the
+    #: same side of every point of its feature (``lms_narrow``). None: the kernel takes float32 rows.
+    boundaries: list[np.ndarray] | None = None
 
     def max_depth(self) -> int:
         return max(self.depths)
@@ -345,6 +350,7 @@ def _from_lightgbm(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         classes=_classes(spec, max(num_class, 2)) if classifier else None,
         categories=categories,
         zero_band=LIGHTGBM_ZERO,
+        float64=True,
     )
 
 
@@ -452,6 +458,9 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         explain_features=None if folded is None else list(folded.source),
         explain_input=None if folded is None else folded.frame,
         explain_codes=None if native is None else native.model_codes,
+        # HistGradientBoosting compares float64 values; the forests read float32 themselves, and a
+        # Pipeline's folded splits are exact for float32 inputs only.
+        float64=kind.startswith("HistGradientBoosting") and folded is None,
     )
 
 
@@ -621,6 +630,7 @@ def _ensemble(
     explain_features: list[int] | None = None,
     explain_input: Callable[[Any], Any] | None = None,
     explain_codes: Callable[[Any], Any] | None = None,
+    float64: bool = False,
 ) -> Ensemble:
     """The plain form of a treelite model, refusing what the kernel cannot compute.
 
@@ -629,6 +639,8 @@ def _ensemble(
     source library reads every value within it of zero as zero (LightGBM). ``fold`` rewrites all the trees'
     splits onto ``num_feature`` other input columns (a Pipeline's preprocessing, see :mod:`.pipeline`);
     ``explain_features`` and ``explain_input`` are then what its explanations need (see :class:`Ensemble`).
+    ``float64``: the source library compares float64 values: the ensemble gets the ``boundaries`` of
+    its numerical splits.
     """
     import numpy as np
 
@@ -658,6 +670,7 @@ def _ensemble(
     sets: dict[tuple[int, ...], int] = {}
     trees = []
     raw: list[list[np.ndarray]] = [[] for _ in range(num_feature)]
+    points: list[list[np.ndarray]] = [[] for _ in range(num_feature)]
     accessors = [model.get_tree_accessor(t) for t in range(model.num_tree)]
     every = [_tree_arrays(accessor) for accessor in accessors]
     if fold is not None:
@@ -697,8 +710,13 @@ def _ensemble(
                 explain_feature=arrays.get("explain_feature"),
             )
         )
+        # Where the library's float64 test changes: x < t below t, x <= t below the double after t.
+        boundary = np.where(cmp == _LE, np.nextafter(threshold, np.inf), threshold)
         for j in np.unique(feature[numerical]):
             raw[j].append(threshold[numerical & (feature == j)])
+            points[j].append(boundary[numerical & (feature == j)])
+            if zero_band:  # LightGBM reads a value within the band of zero as zero
+                points[j].append(np.array([-zero_band, np.nextafter(zero_band, np.inf)]))
     category_sets = [np.array(members, dtype=np.int64) for members in sets]
     known = dict(categories or {})
     for tree in trees:  # a code a tree names is one the model knows, whatever its metadata says
@@ -730,6 +748,7 @@ def _ensemble(
         explain_features=explain_features,
         explain_input=explain_input,
         explain_codes=explain_codes,
+        boundaries=[np.unique(np.concatenate(p)) if p else np.empty(0) for p in points] if float64 else None,
     )
 
 

@@ -63,14 +63,50 @@ def check_parity(predictor: CompiledPredictor, ensemble: Ensemble, spec: ModelSp
     """Predict the example and generated rows with both; raise ParityError past the tolerance.
 
     A classifier is also checked label for label, except on rows whose two likeliest classes are
-    within the tolerance of a tie. Returns the largest absolute difference seen.
+    within the tolerance of a tie. Returns the largest absolute difference seen. A library that reads
+    float64 rows is checked on them too, at the points where the source library's decisions change.
     """
+    matrix, n_examples = parity_rows(ensemble, spec)
+    worst = _compare(predictor, ensemble, spec, matrix, n_examples)
+    if ensemble.boundaries is not None:
+        wide = boundary_rows(ensemble, matrix, n_examples)
+        worst = max(worst, _compare(predictor, ensemble, spec, wide, n_examples, " (float64, at its split points)"))
+    return worst
+
+
+def boundary_rows(ensemble: Ensemble, matrix: Any, n_examples: int) -> Any:
+    """The parity rows in float64, every other generated row's numbers moved onto a point where the
+    source library's decision changes or onto the double just below it (values float32 cannot hold)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    wide = np.array(matrix, dtype=np.float64)
+    moved = np.zeros(len(wide), dtype=bool)
+    moved[n_examples::2] = True
+    for j, points in enumerate(ensemble.boundaries or []):
+        finite = points[np.isfinite(points)]
+        if not len(finite):
+            continue
+        chosen = rng.choice(finite, len(wide))
+        values = np.where(rng.random(len(wide)) < 0.5, chosen, np.nextafter(chosen, -np.inf))
+        wide[:, j] = np.where(moved & ~np.isnan(wide[:, j]), values, wide[:, j])
+    return wide
+
+
+def _compare(
+    predictor: CompiledPredictor,
+    ensemble: Ensemble,
+    spec: ModelSpec | None,
+    matrix: Any,
+    n_examples: int,
+    rows: str = "",
+) -> float:
+    """Predict ``matrix`` with both (in its own precision); raise ParityError past the tolerance."""
     import numpy as np
 
     library = next(iter(ensemble.library))
     num_feature = ensemble.num_feature
-    matrix, n_examples = parity_rows(ensemble, spec)
-    batch = Batch(array("f", matrix.tobytes()), len(matrix), num_feature)
+    batch = Batch(array(matrix.dtype.char, matrix.tobytes()), len(matrix), num_feature)
     got = np.asarray(predictor.raw(batch), dtype=np.float64).reshape(len(matrix), -1)
     want = np.asarray(reference_predictions(ensemble, matrix), dtype=np.float64).reshape(len(matrix), -1)
     if got.shape != want.shape:
@@ -87,7 +123,8 @@ def check_parity(predictor: CompiledPredictor, ensemble: Ensemble, spec: ModelSp
         raise ParityError(
             f"the compiled model differs from {library} by up to {per_row[worst]:.3g} (tolerance "
             f"{PARITY_TOLERANCE:g}) on {len(matrix)} rows; worst at {_where(worst, n_examples)}: compiled "
-            f"{_values(got[worst])}, {library} {_values(want[worst])}, input {_row(matrix[worst], ensemble, spec)}"
+            f"{_values(got[worst])}, {library} {_values(want[worst])}, "
+            f"input{rows} {_row(matrix[worst], ensemble, spec)}"
         )
     if ensemble.label_reference is not None:
         probabilities = np.column_stack([1.0 - got[:, 0], got[:, 0]]) if got.shape[1] == 1 else got
@@ -100,7 +137,7 @@ def check_parity(predictor: CompiledPredictor, ensemble: Ensemble, spec: ModelSp
             first = int(wrong[0])
             raise ParityError(
                 f"the compiled model answers another class than {library} on {len(wrong)} of {len(matrix)} rows; "
-                f"first at {_where(first, n_examples)}: input {_row(matrix[first], ensemble, spec)}"
+                f"first at {_where(first, n_examples)}: input{rows} {_row(matrix[first], ensemble, spec)}"
             )
     return float(per_row.max())
 

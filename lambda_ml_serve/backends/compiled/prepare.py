@@ -68,6 +68,8 @@ def prepare(artifact: Path, out_dir: Path, *, arch: str = "x86_64", spec: ModelS
                 "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
                 **ensemble.library,
             },
+            # float64: rows arrive in float64 and lms_narrow brings them to the kernel (see Ensemble.boundaries).
+            "input_type": "float32" if ensemble.boundaries is None else "float64",
             "trees": len(ensemble.trees),
             "depth": ensemble.max_depth(),
             "generator": _generator_versions(),

@@ -96,8 +96,19 @@ class CompiledPredictor:
                 f"{', '.join(INPUT_TYPES)}: rebuild the image with this version"
             )
         self._typecode = INPUT_TYPES[self.input_type]
-        # The rows go in as the batch array's own address (void*): a float32 kernel reads it as const
-        # float*, a float64 one as const double*, the array the app packs for its input_type.
+        #: A float64 library's lms_narrow: each float64 value to the float32 on the same side of every
+        #: split the source library makes on it (the kernel walks float32 rows).
+        self._narrow: Any = None
+        if self.input_type == "float64":
+            narrow_fn = getattr(lib, "lms_narrow", None)
+            if narrow_fn is None:
+                raise ModelLoadError(
+                    f"{library} declares float64 rows but has no lms_narrow: rebuild the image with this version"
+                )
+            narrow_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+            narrow_fn.restype = ctypes.c_int
+            self._narrow = narrow_fn
+        # The rows go in as the float32 array's own address (void*), with no copy.
         predict_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
         predict_fn.restype = ctypes.c_int
         self._predict_batch = predict_fn
@@ -152,7 +163,13 @@ class CompiledPredictor:
         return out
 
     def _rows(self, batch: Batch) -> array:
-        """The batch's values in the kernel's input type (the app packs them in it already)."""
+        """The batch's values as the float32 rows the kernel walks.
+
+        A float32 library takes them as they are. A float64 library's rows (the app packs them in
+        float64 for it) go through lms_narrow, which picks for each value the float32 on the same side
+        of every split the source library makes on that feature, so the float32 walk answers what the
+        library answers on the float64 value.
+        """
         values, n_rows = batch.values, batch.n_rows
         if batch.n_features != self.num_feature or len(values) != n_rows * self.num_feature:
             raise ValueError(
@@ -163,7 +180,11 @@ class CompiledPredictor:
             # A batch built by other code in another precision: converted as the app would have packed
             # it (past float32's range, infinite).
             values = array(self._typecode, values)
-        return values
+        if self._narrow is None:
+            return values
+        narrowed = array("f", bytes(4 * len(values)))
+        self._narrow(values.buffer_info()[0], len(values), narrowed.buffer_info()[0])
+        return narrowed
 
     @property
     def explains(self) -> bool:
