@@ -456,8 +456,11 @@ def test_size_lists_parse_or_fail_in_one_line_without_echoing(text):
         values = parse_ints("--memory", text, 128, 10_240)
     except TuneError as exc:
         message = str(exc)
-        assert message.startswith("--memory: ") and "\n" not in message and len(message) < 200
-        assert text not in message or text in {"", ","} or text.isspace() or len(text) < 3
+        # Never an echo: the message is one of the option's fixed ones, whatever the text was.
+        assert message in {
+            "--memory: each value must be a whole number from 128 to 10,240, comma-separated",
+            "--memory: give at least one value",
+        }
         return
     assert values and all(isinstance(v, int) and 128 <= v <= 10_240 for v in values)
     assert len(set(values)) == len(values)
