@@ -359,10 +359,10 @@ def test_compiled_backend_answers_like_the_library(apps, cases, client_rows, key
     case, app = cases[key], apps[key]
     library = CompiledBackend().prepare(app.spec.artifact_path, tmp_path, arch=arch, spec=app.spec)
     compiled = App(app.spec, CompiledBackend().load(library), backend="compiled")
-    # Rows arrive in the precision the source library compares in: float64 for LightGBM (narrowed to the
-    # kernel's float32 on the library's side of every split), float32 for XGBoost, the forest (which
-    # reads float32 itself) and the folded pipeline.
-    float64 = key.startswith("lgb")
+    # Rows arrive in the precision the source library compares in: float64 for LightGBM and the pipeline's
+    # HistGradientBoosting (narrowed to the kernel's float32 on the library's side of every split),
+    # float32 for XGBoost and the forest (which reads float32 itself).
+    float64 = key.startswith("lgb") or key == "pipeline"
     assert compiled.predictor.input_type == ("float64" if float64 else "float32")
     assert compiled.typecode == ("d" if float64 else "f")
     rows = rows_for(case, client_rows)
@@ -582,11 +582,12 @@ def test_values_at_split_thresholds_answer_as_the_library_does(apps, cases, wine
         assert not np.allclose(numbers32, numbers, rtol=0, atol=1e-12), key
 
 
-@pytest.mark.parametrize("key", ["lgb_multi", "lgb_cat"])
+@pytest.mark.parametrize("key", ["lgb_multi", "lgb_cat", "pipeline"])
 def test_compiled_kernel_answers_float64_values_at_split_thresholds_as_the_library(apps, cases, wine, key, tmp_path):
-    """The compiled kernel of a LightGBM model takes float64 rows: values at and beside the model's split
-    thresholds, which float32 cannot hold, get LightGBM's own answer on both request paths and in
-    explanations, where the same rows read as float32 would not."""
+    """The compiled kernel of a LightGBM model, or of a Pipeline before a HistGradientBoosting model,
+    takes float64 rows: values at and beside the model's split thresholds, which float32 cannot hold,
+    get the library's own answer on both request paths and in explanations, where the same rows read
+    as float32 would not."""
     import copy
     import platform
 

@@ -458,9 +458,9 @@ def _from_sklearn(artifact: Path, spec: ModelSpec | None) -> Ensemble:
         explain_features=None if folded is None else list(folded.source),
         explain_input=None if folded is None else folded.frame,
         explain_codes=None if native is None else native.model_codes,
-        # HistGradientBoosting compares float64 values; the forests read float32 themselves, and a
-        # Pipeline's folded splits are exact for float32 inputs only.
-        float64=kind.startswith("HistGradientBoosting") and folded is None,
+        # HistGradientBoosting compares float64 values (after a Pipeline's preprocessing, computed in
+        # float64 too); the forests read float32 themselves.
+        float64=kind.startswith("HistGradientBoosting"),
     )
 
 
@@ -710,11 +710,12 @@ def _ensemble(
                 explain_feature=arrays.get("explain_feature"),
             )
         )
-        # Where the library's float64 test changes: x < t below t, x <= t below the double after t.
-        boundary = np.where(cmp == _LE, np.nextafter(threshold, np.inf), threshold)
+        # Where the library's float64 test changes: x < t below t, x <= t below the double after t; for a
+        # Pipeline's folded split, where its preprocessing and test change together (NaN: nowhere).
+        boundary = arrays.get("boundary", np.where(cmp == _LE, np.nextafter(threshold, np.inf), threshold))
         for j in np.unique(feature[numerical]):
             raw[j].append(threshold[numerical & (feature == j)])
-            points[j].append(boundary[numerical & (feature == j)])
+            points[j].append(boundary[numerical & (feature == j) & ~np.isnan(boundary)])
             if zero_band:  # LightGBM reads a value within the band of zero as zero
                 points[j].append(np.array([-zero_band, np.nextafter(zero_band, np.inf)]))
     category_sets = [np.array(members, dtype=np.int64) for members in sets]

@@ -92,6 +92,9 @@ class Preprocessing:
         folded = []
         for tree in trees:
             copy = {key: np.array(value, copy=True) for key, value in tree.items() if key != "categories"}
+            # The float64 input where a folded numerical split's decision changes (NaN elsewhere), for
+            # an estimator that reads float64 (see Ensemble.boundaries).
+            copy["boundary"] = np.full(len(copy["left"]), np.nan)
             # Explanations keep the column each split read (see shap.tree_arrays): one node per node.
             folded.append(copy | {"categories": list(tree["categories"]), "explain_feature": copy["feature"].copy()})
         by_column: dict[int, list[tuple[int, int]]] = {}
@@ -125,10 +128,11 @@ class Preprocessing:
         return np.where(np.isnan(values), split["default_left"], compared)
 
     def _transformed(self, j: int, inputs: Any) -> Any:
-        """The step's outputs, one row per value of ``inputs`` in column j (the others at a fixed valid value)."""
+        """The step's outputs, one row per value of ``inputs`` in column j (the others at a fixed valid
+        value), the inputs in their own precision (float32, or float64)."""
         import numpy as np
 
-        matrix = np.zeros((len(inputs), len(self.columns)), dtype=np.float32)
+        matrix = np.zeros((len(inputs), len(self.columns)), dtype=np.asarray(inputs).dtype)
         matrix[:, j] = inputs
         return self.outputs(matrix)
 
@@ -138,6 +142,18 @@ class Preprocessing:
 
         outputs = self._transformed(j, inputs)[np.arange(len(inputs)), split["feature"]]
         return self._goes_left(outputs, split)
+
+    def _boundaries(self, j: int, split: dict[str, Any], last_left: Any, first_right: Any) -> Any:
+        """For each split, the first float64 input going right, bisected over the doubles between the last
+        float32 going left and the first going right (the step is increasing)."""
+        import numpy as np
+
+        lo, hi = _order64(_value(last_left)), _order64(_value(first_right))
+        while (hi - lo > 1).any():
+            mid = lo + (hi - lo) // 2
+            left = self._at(j, _value64(mid), split)
+            lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
+        return _value64(hi)
 
     def _fold_numerical(self, j: int, split: dict[str, Any], where: list[tuple[int, int]], folded: list) -> None:
         import numpy as np
@@ -156,13 +172,19 @@ class Preprocessing:
             left = self._at(j, _value(mid), split)
             lo, hi = np.where(searching & left, mid, lo), np.where(searching & ~left, mid, hi)
             searching &= hi - lo > 1
-        bound = _value(np.where(left_at_bottom & ~left_at_top, hi, bound)).astype(np.float64)
+        changes = left_at_bottom & ~left_at_top
+        bound = _value(np.where(changes, hi, bound)).astype(np.float64)
+        boundary = np.full(len(where), np.nan)
+        if not self.float32 and changes.any():
+            part = {key: value[changes] for key, value in split.items()}
+            boundary[changes] = self._boundaries(j, part, lo[changes], hi[changes])
         missing_left = self._at(j, np.full(len(where), np.nan), split)
         for k, (t, n) in enumerate(where):
             folded[t]["node_type"][n] = 1
             folded[t]["threshold"][n] = bound[k]
             folded[t]["cmp"][n] = 2  # x < bound goes left
             folded[t]["default_left"][n] = missing_left[k]
+            folded[t]["boundary"][n] = boundary[k]
 
     def _fold_categorical(
         self, j: int, split: dict[str, Any], where: list[tuple[int, int]], trees: list, folded: list
@@ -192,6 +214,23 @@ def _order(value: float) -> int:
 
     bits = int(np.array(value, dtype=np.float32).view(np.int32))
     return bits if bits >= 0 else -(bits & 0x7FFFFFFF)
+
+
+def _order64(values: Any) -> Any:
+    """Doubles' positions in numerical order as integers (negative doubles below positive ones)."""
+    import numpy as np
+
+    bits = np.asarray(values, dtype=np.float64).view(np.int64)
+    return np.where(bits >= 0, bits, -(bits & 0x7FFFFFFFFFFFFFFF))
+
+
+def _value64(order: Any) -> Any:
+    """The doubles at integer positions made by :func:`_order64`."""
+    import numpy as np
+
+    order = np.asarray(order, dtype=np.int64)
+    bits = np.where(order >= 0, order, (-order) | np.int64(-0x8000000000000000))
+    return bits.view(np.float64)
 
 
 def _value(order: Any) -> Any:
