@@ -88,11 +88,16 @@ def generate_and_install(plugins: list[tuple[Path, str, list[Any]]], root: Path,
         result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         projects.append(str(root / f"lambda-ml-serve-{name.replace('_', '-')}"))
+    return pip_install(projects, target)
+
+
+def pip_install(projects: list[Any], target: Path) -> Path:
+    """The plugin projects pip-installed into ``target`` (no dependencies), which is returned."""
     # No build isolation: the projects build with this environment's setuptools and wheel, instead of
     # each in a fresh environment (most of the time otherwise).
     quiet = ["--no-deps", "--no-input", "--disable-pip-version-check", "-q", "--no-build-isolation"]
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(target), *projects],
+        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(target), *map(str, projects)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -27,6 +27,7 @@ from conftest import CLI, LEGACY_MODELS, shared_file
 from conftest import cli as cli_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tabular_cases import pip_install
 
 from lambda_ml_serve.cli import main
 
@@ -195,17 +196,7 @@ def generated(cases, tmp_path_factory) -> dict[str, Generated]:
 
 @pytest.fixture(scope="module")
 def site(generated, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    quiet = ["--no-deps", "--no-input", "--disable-pip-version-check"]
-    projects = [str(g.project) for g in generated.values()]
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(target), *projects],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
-    return target
+    return pip_install([g.project for g in generated.values()], tmp_path_factory.mktemp("site"))
 
 
 #: Classifiers answer a label per row and the class probabilities (their labels: 0 and 1).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,16 @@ from click.testing import CliRunner
 from conftest import url_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tabular_cases import COLOURS, GAPPY, GRADES, SWEETNESS, generate_and_install, nullable_columns, wine_frame
+from tabular_cases import (
+    COLOURS,
+    GAPPY,
+    GRADES,
+    SWEETNESS,
+    generate_and_install,
+    nullable_columns,
+    pip_install,
+    wine_frame,
+)
 
 from lambda_ml_serve.cli import main
 
@@ -461,16 +469,7 @@ def onnx_apps(onnx_files, tmp_path_factory) -> dict[str, Any]:
     ):
         result = _generate(model_file, name, root, *extra)
         assert result.exit_code == 0, result.output
-    site = tmp_path_factory.mktemp("onnx_site")
-    quiet = ["--no-deps", "--no-input", "--disable-pip-version-check", "-q", "--no-build-isolation"]
-    projects = [str(p) for p in root.iterdir() if p.is_dir()]
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", *quiet, "--target", str(site), *projects],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    site = pip_install([p for p in root.iterdir() if p.is_dir()], tmp_path_factory.mktemp("onnx_site"))
     sys.path.insert(0, str(site))
     from lambda_ml_serve.plugins import build_registry
     from lambda_ml_serve.runtime.app import App
